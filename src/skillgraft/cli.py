@@ -1,0 +1,84 @@
+"""The `skillgraft` command line: one Typer app, each verb a thin call into a module.
+
+Heavy imports (torch, transformers) happen inside the verbs, so `--help` and bad-usage
+errors stay instant. Every failure the user can fix is a `UserError`: one `error:` line on
+stderr and exit status 2, never a traceback; exit status 1 is left for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from skillgraft.errors import UserError
+
+app = typer.Typer(
+    name="skillgraft",
+    help="Extract, graft and inject skills and knowledge into open LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_verbs() -> None:
+    """Attach every area's verbs; each `register` defines commands with lazy imports."""
+    from skillgraft import cli_graft
+
+    cli_graft.register(app)
+    for module_name in (
+        "skillgraft.evaluate.cli",
+        "skillgraft.train.cli",
+        "skillgraft.lab.cli",
+    ):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:  # area not built yet
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(app)
+
+
+_register_verbs()
+
+
+def command_group() -> click.Group:
+    """The Click group behind the Typer app, with the Click-native `graft` verb added."""
+    from skillgraft.cli_graft import graft_command
+
+    group = typer.main.get_command(app)
+    group.add_command(graft_command)
+    return group
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, map user errors to `error:` + exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        status = command_group().main(args=args, prog_name="skillgraft", standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 2
+    except click.UsageError as exc:
+        hint = f" (see `skillgraft {exc.ctx.command_path.split(' ', 1)[-1]} --help`)" if exc.ctx else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        return 2
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`skillgraft inspect`: what a checkpoint or vector folder holds, and a vector's norms.
+
+For a vector, the per-layer L2 norm of the deltas shows where a skill lives (and whether a
+"vector" is really a whole model by mistake: norms as large as weights). Norms are read
+tensor by tensor, so this is as memory-bounded as the graft itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from skillgraft.checkpoint import MANIFEST, Checkpoint
+
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+def layer_of(name: str) -> str:
+    """'model.layers.3.mlp.up_proj.weight' -> '3'; tensors outside blocks -> their own name."""
+    match = _LAYER.search(name)
+    return match.group(1) if match else name
+
+
+def inspect_folder(path: Path, *, allow_pickle: bool = False) -> dict:
+    checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="folder")
+    manifest = {}
+    if (path / MANIFEST).is_file():
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            manifest = {}
+    kind = manifest.get("kind", "checkpoint")
+    tensors = [{"name": n, "dtype": checkpoint.tensors[n].dtype, "shape": list(checkpoint.tensors[n].shape),
+                "bytes": checkpoint.tensors[n].nbytes} for n in checkpoint.names]
+    report = {
+        "path": str(path), "kind": kind, "format": checkpoint.format, "model_type": checkpoint.model_type,
+        "layers": checkpoint.num_layers, "vocab_size": checkpoint.vocab_size,
+        "tensor_count": len(tensors), "parameters": sum(math.prod(t["shape"]) for t in tensors),
+        "bytes": checkpoint.total_bytes, "dtypes": dict(Counter(t["dtype"] for t in tensors)),
+        "files": sorted({checkpoint.tensors[n].path.name for n in checkpoint.names}),
+        "tensors": tensors,
+    }
+    if kind == "vector":
+        report["norms"] = vector_norms(checkpoint)
+    return report
+
+
+def vector_norms(checkpoint: Checkpoint) -> dict:
+    """L2 norm per tensor and per layer (sums of squares in float64)."""
+    per_tensor, per_layer = {}, defaultdict(float)
+    for name in checkpoint.names:
+        if not checkpoint.tensors[name].is_float:
+            continue
+        squares = float(checkpoint.read(name).double().pow(2).sum())
+        per_tensor[name] = math.sqrt(squares)
+        per_layer[layer_of(name)] += squares
+    return {"total": math.sqrt(sum(per_layer.values())),
+            "per_layer": {layer: math.sqrt(v) for layer, v in per_layer.items()},
+            "per_tensor": per_tensor}
+
+
+def render_inspect(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout)
+    console.print(f"[bold]{report['path']}[/]: {report['kind']}, {report['model_type']}, "
+                  f"{report['layers']} layers, {report['tensor_count']} tensors, "
+                  f"{report['parameters']:,} parameters, {report['bytes'] / 1e6:,.1f} MB in "
+                  f"{len(report['files'])} file(s); dtypes {report['dtypes']}")
+    if "norms" in report:
+        table = Table("layer", "‖Δ‖", title=f"vector norms (total ‖Δ‖ = {report['norms']['total']:.4g})")
+        for layer, value in report["norms"]["per_layer"].items():
+            table.add_row(layer, f"{value:.4g}")
+        console.print(table)
+    else:
+        table = Table("tensor", "dtype", "shape", "MB")
+        for tensor in report["tensors"]:
+            table.add_row(tensor["name"], tensor["dtype"], str(tensor["shape"]), f"{tensor['bytes'] / 1e6:.3f}")
+        console.print(table)

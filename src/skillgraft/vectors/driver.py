@@ -1,0 +1,266 @@
+"""The streaming driver: extract and graft over checkpoint folders, one tensor at a time.
+
+Memory stays bounded by a few copies of the largest tensor, whatever the model size: each
+output tensor is computed from explicit reads of the inputs, written to its shard, and
+dropped. The three inputs may shard their tensors differently; lookups are by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from skillgraft.checkpoint import (
+    AtomicFolder, Checkpoint, DEFAULT_SHARD_SIZE, PlannedTensor, ShardedWriter, check_output, write_manifest,
+)
+from skillgraft.checkpoint.manifest import input_record
+from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
+from skillgraft.errors import UserError
+from skillgraft.vectors import arithmetic
+from skillgraft.vectors.files import copy_side_files, read_vector_manifest
+from skillgraft.vectors.progress import Progress
+from skillgraft.vectors.rules import TensorFilter, embedding_role
+
+
+@dataclass
+class DeltaSource:
+    """One skill to add: a saved vector, or a (base, skilled) pair read on the fly."""
+
+    scale: float
+    vector: Checkpoint | None = None
+    base: Checkpoint | None = None
+    skilled: Checkpoint | None = None
+    label: str = ""
+
+    @property
+    def reference(self) -> Checkpoint:
+        """The checkpoint whose names/shapes/tokenizer the delta carries."""
+        return self.vector if self.vector is not None else self.skilled
+
+    def skip_reason(self, name: str, shape: tuple[int, ...]) -> str | None:
+        if self.vector is not None:
+            info = self.vector.tensors.get(name)
+            if info is None:
+                return "not in vector"
+            if info.shape != shape:
+                return f"vector shape {list(info.shape)} differs from target {list(shape)}"
+            return None if info.is_float else f"vector dtype {info.dtype} is not floating point"
+        for side, checkpoint in (("base", self.base), ("skilled", self.skilled)):
+            info = checkpoint.tensors.get(name)
+            if info is None:
+                return f"not in {side}"
+            if info.shape != shape:
+                return f"{side} shape {list(info.shape)} differs from target {list(shape)}"
+            if not info.is_float:
+                return f"{side} dtype {info.dtype} is not floating point"
+        return None
+
+    def read_scaled(self, name: str) -> torch.Tensor:
+        if self.vector is not None:
+            raw = self.vector.read(name)
+        else:
+            raw = arithmetic.delta(self.base.read(name), self.skilled.read(name))
+        return arithmetic.scaled(raw, self.scale)
+
+
+@dataclass
+class GraftOptions:
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    with_embeddings: bool = False
+    allow_arch_mismatch: bool = False
+    allow_nonfinite: bool = False
+    allow_pickle: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    force: bool = False
+    quiet: bool = True
+
+
+def check_same_architecture(reference: Checkpoint, other: Checkpoint, allow: bool) -> None:
+    """Refuse mixing models of different families or depths unless asked to."""
+    if allow:
+        return
+    for what, ours, theirs in (("model_type", reference.model_type, other.model_type),
+                               ("layer count", reference.num_layers, other.num_layers)):
+        if ours is not None and theirs is not None and ours != theirs:
+            raise UserError(f"{what} differs: {other.role} {other.path} has {theirs!r}, {reference.role} "
+                            f"{reference.path} has {ours!r} (pass --allow-arch-mismatch to go on)")
+
+
+def _finish(tensor: torch.Tensor, name: str, allow_nonfinite: bool, out: Path) -> None:
+    if not allow_nonfinite and not bool(torch.isfinite(tensor).all()):
+        bad = arithmetic.nonfinite_count(tensor)
+        raise UserError(f"tensor {name!r} would hold {bad} NaN/Inf values; nothing was written to {out} "
+                        "(pass --allow-nonfinite to keep them)")
+
+
+def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: str = "float32",
+            force: bool = False, quiet: bool = True, allow_arch_mismatch: bool = False,
+            allow_nonfinite: bool = False, allow_pickle: bool = False,
+            shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
+    """Write the vector `skilled − base` (computed in float32, stored as `dtype`) to `out_dir`."""
+    from skillgraft.tokenizer import compare_tokenizers
+
+    if dtype not in CODE_OF_DTYPE:
+        raise UserError(f"--dtype {dtype!r} is not one of float32, bfloat16, float16")
+    base = Checkpoint(base_dir, allow_pickle=allow_pickle, role="base")
+    skilled = Checkpoint(skilled_dir, allow_pickle=allow_pickle, role="skilled")
+    check_same_architecture(base, skilled, allow_arch_mismatch)
+    out = Path(out_dir)
+    check_output(out, [base.path, skilled.path], force=force)
+    selection = TensorFilter(list(include), list(exclude))
+    code, torch_dtype = CODE_OF_DTYPE[dtype], TORCH_OF_CODE[CODE_OF_DTYPE[dtype]]
+
+    plan, skipped = [], []
+    for name in skilled.names:
+        s_info, b_info = skilled.tensors[name], base.tensors.get(name)
+        reason = selection.reason_to_skip(name)
+        if reason is None and b_info is None:
+            reason = "only in skilled"
+        elif reason is None and b_info.shape != s_info.shape:
+            reason = f"shape differs: base {list(b_info.shape)}, skilled {list(s_info.shape)}"
+        elif reason is None and not (s_info.is_float and b_info.is_float):
+            reason = f"not floating point ({b_info.dtype}/{s_info.dtype})"
+        if reason:
+            skipped.append({"tensor": name, "reason": reason})
+        else:
+            plan.append(PlannedTensor(name, code, s_info.shape))
+    skipped += [{"tensor": n, "reason": "only in base"} for n in base.names if n not in skilled.tensors]
+
+    tokenizers = compare_tokenizers(base.path, skilled.path)
+    progress = Progress("extract", total_bytes=sum(skilled.tensors[t.name].nbytes for t in plan),
+                        total_tensors=len(plan), quiet=quiet)
+    with AtomicFolder(out) as temp, progress:
+        writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
+        try:
+            for planned in plan:
+                diff = arithmetic.delta(base.read(planned.name), skilled.read(planned.name))
+                _finish(diff, planned.name, allow_nonfinite, out)
+                writer.write(planned.name, diff.to(torch_dtype))
+                progress.advance(skilled.tensors[planned.name].nbytes)
+            hashes = writer.close()
+        finally:
+            writer.abort()
+        copy_side_files(skilled.path, temp)
+        manifest = write_manifest(
+            temp, kind="vector",
+            inputs=[input_record("base", base), input_record("skilled", skilled)],
+            options={"include": list(include), "exclude": list(exclude), "dtype": dtype,
+                     "shard_size": shard_size, "allow_arch_mismatch": allow_arch_mismatch,
+                     "allow_nonfinite": allow_nonfinite},
+            file_sha256=hashes,
+            extra={"tensors": {"written": len(plan), "skipped": len(skipped)}, "skipped": skipped,
+                   "tokenizers": tokenizers},
+        )
+    return {"output": str(out), **manifest}
+
+
+def _open_sources(vectors, deltas, allow_pickle: bool) -> list[DeltaSource]:
+    sources = []
+    for path, scale in vectors:
+        checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="vector")
+        read_vector_manifest(checkpoint.path)  # warns (via error) when it is not a vector folder
+        sources.append(DeltaSource(float(scale), vector=checkpoint, label=f"{path}:{scale:g}"))
+    for base_path, skilled_path, scale in deltas:
+        sources.append(DeltaSource(float(scale), base=Checkpoint(base_path, allow_pickle=allow_pickle, role="base"),
+                                   skilled=Checkpoint(skilled_path, allow_pickle=allow_pickle, role="skilled"),
+                                   label=f"{base_path} -> {skilled_path}:{scale:g}"))
+    if not sources:
+        raise UserError("nothing to graft: give at least one VECTOR[:SCALE] or --delta BASE SKILLED[:SCALE]")
+    return sources
+
+
+def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(), with_embeddings: bool = False,
+          force: bool = False, quiet: bool = True, allow_arch_mismatch: bool = False,
+          allow_nonfinite: bool = False, allow_pickle: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+          chat_template_from=None) -> dict:
+    """Write `target + Σ scale·vector` (float32 sums, cast to the target's dtype) to `out_dir`.
+
+    `vectors` holds (vector_dir, scale) pairs; `deltas` holds (base_dir, skilled_dir, scale)
+    triples computed on the fly. The target's input embeddings and output head are left
+    untouched unless `with_embeddings`.
+    """
+    from skillgraft.tokenizer import compare_tokenizers, transplant_chat_template
+
+    target = Checkpoint(target_dir, allow_pickle=allow_pickle, role="target")
+    sources = _open_sources(vectors, deltas, allow_pickle)
+    inputs_seen = [target.path]
+    for source in sources:
+        for checkpoint in (source.vector, source.base, source.skilled):
+            if checkpoint is not None:
+                check_same_architecture(target, checkpoint, allow_arch_mismatch)
+                inputs_seen.append(checkpoint.path)
+    out = Path(out_dir)
+    check_output(out, inputs_seen + ([Path(chat_template_from)] if chat_template_from else []), force=force)
+    tokenizer_reports = [compare_tokenizers(source.reference.path, target.path) for source in sources]
+    if with_embeddings:
+        for source, report in zip(sources, tokenizer_reports):
+            if report["relation"] not in ("identical", "unknown"):
+                raise UserError(f"--with-embeddings refused: the vocabulary of {source.reference.path} and the "
+                                f"target's differ ({report['relation']}); embedding rows would not line up")
+    selection = TensorFilter(list(include), list(exclude))
+
+    plan, work, skipped = [], {}, []
+    for name in target.names:
+        info = target.tensors[name]
+        plan.append(PlannedTensor(name, info.dtype, info.shape))
+        reason = None
+        if not info.is_float:
+            reason = f"target dtype {info.dtype} is not floating point (copied unchanged)"
+        elif not with_embeddings and (role := embedding_role(name, info.shape, target.vocab_size)):
+            reason = f"{role} of the target (kept; pass --with-embeddings to graft it)"
+        else:
+            reason = selection.reason_to_skip(name)
+        if reason:
+            skipped.append({"tensor": name, "reason": reason})
+            continue
+        active = []
+        for index, source in enumerate(sources):
+            why = source.skip_reason(name, info.shape)
+            if why:
+                skipped.append({"tensor": name, "source": index, "reason": why})
+            else:
+                active.append(source)
+        if active:
+            work[name] = active
+    for index, source in enumerate(sources):
+        reference = source.vector if source.vector is not None else source.skilled
+        skipped += [{"tensor": n, "source": index, "reason": "not in target"}
+                    for n in reference.names if n not in target.tensors]
+
+    progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan), quiet=quiet)
+    with AtomicFolder(out) as temp, progress:
+        writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "model"})
+        try:
+            for planned in plan:
+                if planned.name in work:
+                    original = target.read(planned.name)
+                    total = arithmetic.accumulate(original, [s.read_scaled(planned.name) for s in work[planned.name]])
+                    _finish(total, planned.name, allow_nonfinite, out)
+                    writer.write(planned.name, total.to(original.dtype))
+                else:
+                    writer.write(planned.name, target.read_raw(planned.name))
+                progress.advance(target.tensors[planned.name].nbytes)
+            hashes = writer.close()
+        finally:
+            writer.abort()
+        copy_side_files(target.path, temp)
+        template_report = transplant_chat_template(Path(chat_template_from), temp) if chat_template_from else None
+        manifest = write_manifest(
+            temp, kind="model",
+            inputs=[input_record("target", target)] + [
+                {**input_record(role, checkpoint), "source": index, "scale": source.scale}
+                for index, source in enumerate(sources)
+                for role, checkpoint in (("vector", source.vector), ("base", source.base), ("skilled", source.skilled))
+                if checkpoint is not None],
+            options={"include": list(include), "exclude": list(exclude), "with_embeddings": with_embeddings,
+                     "method": "sum", "shard_size": shard_size, "allow_arch_mismatch": allow_arch_mismatch,
+                     "allow_nonfinite": allow_nonfinite,
+                     "chat_template_from": str(Path(chat_template_from).resolve()) if chat_template_from else None},
+            file_sha256={k: v for k, v in hashes.items()},
+            extra={"tensors": {"total": len(plan), "grafted": len(work), "copied": len(plan) - len(work)},
+                   "skipped": skipped, "tokenizers": tokenizer_reports, "chat_template": template_report},
+        )
+    return {"output": str(out), **manifest}
