@@ -54,6 +54,24 @@ def command_group() -> click.Group:
     return group
 
 
+def _exception_classes(name: str) -> tuple[type, ...]:
+    """`name` (Exit, Abort, UsageError, ClickException) from real Click and from the Click
+    copy and exceptions newer Typer releases ship, so both kinds of command map alike."""
+    modules = [click.exceptions]
+    for module_name in ("typer._click.exceptions", "typer.exceptions"):
+        try:
+            modules.append(__import__(module_name, fromlist=["_"]))
+        except ImportError:
+            pass
+    return tuple({getattr(m, name) for m in modules if isinstance(getattr(m, name, None), type)})
+
+
+_EXIT = _exception_classes("Exit")
+_ABORT = _exception_classes("Abort")
+_USAGE = _exception_classes("UsageError")
+_CLICK = _exception_classes("ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map user errors to `error:` + exit 2."""
     args = sys.argv[1:] if argv is None else argv
@@ -62,16 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except _ABORT:
         print("error: aborted", file=sys.stderr)
         return 2
-    except click.UsageError as exc:
-        hint = f" (see `skillgraft {exc.ctx.command_path.split(' ', 1)[-1]} --help`)" if exc.ctx else ""
-        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+    except _USAGE as exc:
+        command = exc.ctx.command_path.split(" ", 1)[-1] if exc.ctx else ""
+        hint = f" (see `skillgraft {command} --help`)" if exc.ctx and " " in exc.ctx.command_path else ""
+        message = exc.format_message() or "no command given (see `skillgraft --help`)"
+        print(f"error: {message}{hint}", file=sys.stderr)
         return 2
-    except click.ClickException as exc:
+    except _CLICK as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -161,9 +161,8 @@ def register(app: typer.Typer) -> None:
         report = verify(path)
         if as_json:
             emit_json(report)
-        else:
-            state = "ok" if report["ok"] else "FAILED"
-            print(f"{state}: {report['files']} files checked in {path}", file=sys.stderr)
+        elif report["ok"]:
+            print(f"ok: {report['files']} files match {path}/skillgraft.json", file=sys.stderr)
             for name in report["unlisted"]:
                 print(f"  note: {name} is not in the manifest", file=sys.stderr)
         if not report["ok"]:

@@ -148,39 +148,47 @@ def _source_eos_strings(source: Path, source_tok) -> list[str]:
     return strings
 
 
-def transplant_chat_template(source: Path, out: Path) -> dict:
-    """Copy the chat template of `source` into the tokenizer files already in `out`.
+def plan_chat_template(source: Path, target: Path) -> dict:
+    """Check, before any weights are written, that `target` can carry `source`'s template.
 
-    Errors if the template needs a token the target vocabulary lacks. Tokens it needs that
-    the target has only as ordinary vocabulary entries are registered as special added
-    tokens so they are never split; the source's stop tokens that the target knows are added
-    to generation_config.json's eos_token_id.
+    Errors if the template needs a token the target vocabulary lacks. Returns the plan that
+    `apply_chat_template` carries out on the output folder.
     """
     source = Path(source)
     template = read_chat_template(source)
     if template is None:
         raise UserError(f"--chat-template-from {source}: no chat template found there")
-    target_tok = load_tokenizer(out)
+    target_tok = load_tokenizer(target)
     if target_tok is None:
-        raise UserError("--chat-template-from: the target has no tokenizer files to carry a chat template")
+        raise UserError(f"--chat-template-from: the target {target} has no tokenizer files to carry a chat template")
     vocab = target_tok.get_vocab(with_added_tokens=True)
     needed = tokens_needed_by_template(template, source)
     missing = [token for token in needed if token not in vocab]
     if missing:
         raise UserError(f"--chat-template-from {source}: the template needs {', '.join(missing)}, which the "
                         "target's vocabulary lacks (graft onto a target that has them, or add them first)")
-    registered = _register_special(out, needed)
-    (out / "chat_template.jinja").write_text(template)
+    return {"source": source, "template": template, "needed": needed, "vocab": vocab}
+
+
+def apply_chat_template(plan: dict, out: Path) -> dict:
+    """Write the planned template into the tokenizer files already copied to `out`.
+
+    Tokens it needs that the target has only as ordinary vocabulary entries are registered
+    as special added tokens so they are never split; the source's stop tokens that the
+    target knows are added to generation_config.json's eos_token_id.
+    """
+    registered = _register_special(out, plan["needed"])
+    (out / "chat_template.jinja").write_text(plan["template"])
     config_path = out / "tokenizer_config.json"
     if config_path.is_file():
         config = _json(config_path)
         if "chat_template" in config:
-            config["chat_template"] = template
+            config["chat_template"] = plan["template"]
             config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (out / "chat_template.json").unlink(missing_ok=True)
-    stop_ids = _merge_stop_tokens(source, out, vocab)
-    return {"source": str(source.resolve()), "tokens_needed": needed, "registered_as_special": registered,
-            "eos_token_id": stop_ids}
+    stop_ids = _merge_stop_tokens(plan["source"], out, plan["vocab"])
+    return {"source": str(plan["source"].resolve()), "tokens_needed": plan["needed"],
+            "registered_as_special": registered, "eos_token_id": stop_ids}
 
 
 def _register_special(out: Path, tokens: list[str]) -> list[str]:

@@ -182,7 +182,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
     triples computed on the fly. The target's input embeddings and output head are left
     untouched unless `with_embeddings`.
     """
-    from skillgraft.tokenizer import compare_tokenizers, transplant_chat_template
+    from skillgraft.tokenizer import apply_chat_template, compare_tokenizers, plan_chat_template
 
     target = Checkpoint(target_dir, allow_pickle=allow_pickle, role="target")
     sources = _open_sources(vectors, deltas, allow_pickle)
@@ -201,6 +201,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
                 raise UserError(f"--with-embeddings refused: the vocabulary of {source.reference.path} and the "
                                 f"target's differ ({report['relation']}); embedding rows would not line up")
     selection = TensorFilter(list(include), list(exclude))
+    template_plan = plan_chat_template(Path(chat_template_from), target.path) if chat_template_from else None
 
     plan, work, skipped = [], {}, []
     for name in target.names:
@@ -247,7 +248,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
         finally:
             writer.abort()
         copy_side_files(target.path, temp)
-        template_report = transplant_chat_template(Path(chat_template_from), temp) if chat_template_from else None
+        template_report = apply_chat_template(template_plan, temp) if template_plan else None
         manifest = write_manifest(
             temp, kind="model",
             inputs=[input_record("target", target)] + [

@@ -1,0 +1,91 @@
+"""Render a results dict (from `run_suite`) into one HTML page with no external resources.
+
+Images are PNG data URIs, styles are inline, text is escaped by jinja2's autoescape. A
+small inline script counts images that decoded, so a headless-browser test can check them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from skillgraft.report.plots import metric_bars
+
+TEMPLATE = Path(__file__).with_name("report.html.jinja")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in prompt)
+
+
+def render_report(results: dict[str, Any], title: str = "skillgraft comparison") -> str:
+    """The HTML page as a string."""
+    import jinja2
+
+    settings = results["settings"]
+    models = settings.get("model_order") or list(results["scores"])
+    set_names = list(settings.get("sets") or {})
+    scores = results["scores"]
+    tables = []
+    for set_name in set_names:
+        metrics = sorted({m for model in models for m in scores.get(model, {}).get(set_name, {})})
+        rows = [[metric] + [_fmt(scores.get(model, {}).get(set_name, {}).get(metric)) for model in models]
+                for metric in metrics]
+        per_set = {model: scores.get(model, {}).get(set_name, {}) for model in models}
+        tables.append({"name": set_name, "rows": rows, "plot": metric_bars(set_name, per_set, models)})
+    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    order: list[tuple[str, str]] = []
+    for row in results["items"]:
+        key = (row["set"], row["id"])
+        if key not in by_key:
+            by_key[key] = {}
+            order.append(key)
+        by_key[key][row["model"]] = row
+    prompts = []
+    for set_name, item_id in order:
+        rows = by_key[(set_name, item_id)]
+        first = next(iter(rows.values()))
+        prompts.append({
+            "set": set_name, "id": item_id, "prompt": _prompt_text(first["prompt"]),
+            "cells": [{"output": rows[m]["output"] if m in rows else "",
+                       "metrics": ", ".join(f"{k} {_fmt(v)}" for k, v in rows[m]["metrics"].items() if "." not in k)
+                       if m in rows else ""} for m in models],
+        })
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(TEMPLATE.read_text(encoding="utf-8"))
+    generation = settings.get("generation", {})
+    return template.render(
+        title=title, models=models, tables=tables, prompts=prompts,
+        generation=json.dumps(generation, ensure_ascii=False),
+        tool_version=settings.get("tool_version", ""), suite=(settings.get("suite") or {}).get("name", ""),
+        created=settings.get("created", ""),
+    )
+
+
+def write_report(results: dict[str, Any], path: str | Path, title: str = "skillgraft comparison") -> Path:
+    """Write the page to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    html = render_report(results, title)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(html)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
