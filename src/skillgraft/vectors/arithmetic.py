@@ -6,16 +6,26 @@ documented) so results are reproducible bit for bit:
 
     delta  = skilled.float() - base.float()
     graft  = cast(target.float() + s1*v1 + s2*v2 + ..., target.dtype)   (left to right)
+
+In-place forms are used where they give the same bits (a bf16 operand is widened to
+float32 element by element inside the kernel), to save a full-size temporary per step.
+Functions may reuse the memory of float32 inputs they are handed; the driver only hands
+them tensors it owns.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
 def delta(base: torch.Tensor, skilled: torch.Tensor) -> torch.Tensor:
-    """skilled − base in float32 (a fresh tensor)."""
-    return skilled.float() - base.float()
+    """skilled − base in float32."""
+    difference = skilled.float()
+    if difference is skilled:
+        difference = difference.clone()
+    return difference.sub_(base)
 
 
 def scaled(vector: torch.Tensor, scale: float) -> torch.Tensor:
@@ -26,10 +36,20 @@ def scaled(vector: torch.Tensor, scale: float) -> torch.Tensor:
 
 def accumulate(target: torch.Tensor, contributions: list[torch.Tensor]) -> torch.Tensor:
     """target + Σ contributions, summed left to right in float32 (not yet cast back)."""
-    total = target.float().clone() if target.dtype == torch.float32 else target.float()
+    total = target.float()
+    if total is target:
+        total = total.clone()
     for contribution in contributions:
         total.add_(contribution)
     return total
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no entry is NaN or ±Inf. One reduction pass: a sum is finite whenever every
+    entry is (barring overflow of huge finite values, which the exact check then settles)."""
+    if math.isfinite(float(tensor.sum())):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 def nonfinite_count(tensor: torch.Tensor) -> int:

@@ -7,7 +7,10 @@ dropped. The three inputs may shard their tensors differently; lookups are by na
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -90,10 +93,38 @@ def check_same_architecture(reference: Checkpoint, other: Checkpoint, allow: boo
 
 
 def _finish(tensor: torch.Tensor, name: str, allow_nonfinite: bool, out: Path) -> None:
-    if not allow_nonfinite and not bool(torch.isfinite(tensor).all()):
+    if not allow_nonfinite and not arithmetic.all_finite(tensor):
         bad = arithmetic.nonfinite_count(tensor)
         raise UserError(f"tensor {name!r} would hold {bad} NaN/Inf values; nothing was written to {out} "
                         "(pass --allow-nonfinite to keep them)")
+
+
+def stream_tensors(plan: list[PlannedTensor], produce, writer: ShardedWriter, progress: Progress,
+                   nbytes_of, depth: int = 2) -> dict[str, str]:
+    """Produce (read + compute) tensors in a worker thread while this thread writes them.
+
+    Reads, torch kernels and file writes all release the GIL, so I/O and arithmetic overlap;
+    at most `depth` finished tensors wait for the writer, which keeps memory bounded.
+    """
+    pending = deque()
+    upcoming = iter(plan)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="skillgraft-read") as pool:
+        try:
+            for planned in islice(upcoming, depth):
+                pending.append((planned, pool.submit(produce, planned)))
+            while pending:
+                planned, future = pending.popleft()
+                data = future.result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append((following, pool.submit(produce, following)))
+                writer.write(planned.name, data)
+                progress.advance(nbytes_of(planned.name))
+            return writer.close()
+        finally:
+            for _, future in pending:
+                future.cancel()
+            writer.abort()
 
 
 def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: str = "float32",
@@ -133,16 +164,13 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
     progress = Progress("extract", total_bytes=sum(skilled.tensors[t.name].nbytes for t in plan),
                         total_tensors=len(plan), quiet=quiet)
     with AtomicFolder(out) as temp, progress:
+        def produce(planned: PlannedTensor) -> torch.Tensor:
+            diff = arithmetic.delta(base.read(planned.name), skilled.read(planned.name))
+            _finish(diff, planned.name, allow_nonfinite, out)
+            return diff.to(torch_dtype)
+
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
-        try:
-            for planned in plan:
-                diff = arithmetic.delta(base.read(planned.name), skilled.read(planned.name))
-                _finish(diff, planned.name, allow_nonfinite, out)
-                writer.write(planned.name, diff.to(torch_dtype))
-                progress.advance(skilled.tensors[planned.name].nbytes)
-            hashes = writer.close()
-        finally:
-            writer.abort()
+        hashes = stream_tensors(plan, produce, writer, progress, lambda name: skilled.tensors[name].nbytes)
         copy_side_files(skilled.path, temp)
         manifest = write_manifest(
             temp, kind="vector",
@@ -233,20 +261,16 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
 
     progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan), quiet=quiet)
     with AtomicFolder(out) as temp, progress:
+        def produce(planned: PlannedTensor) -> torch.Tensor | bytearray:
+            if planned.name not in work:
+                return target.read_raw(planned.name)
+            original = target.read(planned.name)
+            total = arithmetic.accumulate(original, [s.read_scaled(planned.name) for s in work[planned.name]])
+            _finish(total, planned.name, allow_nonfinite, out)
+            return total.to(original.dtype)
+
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "model"})
-        try:
-            for planned in plan:
-                if planned.name in work:
-                    original = target.read(planned.name)
-                    total = arithmetic.accumulate(original, [s.read_scaled(planned.name) for s in work[planned.name]])
-                    _finish(total, planned.name, allow_nonfinite, out)
-                    writer.write(planned.name, total.to(original.dtype))
-                else:
-                    writer.write(planned.name, target.read_raw(planned.name))
-                progress.advance(target.tensors[planned.name].nbytes)
-            hashes = writer.close()
-        finally:
-            writer.abort()
+        hashes = stream_tensors(plan, produce, writer, progress, lambda name: target.tensors[name].nbytes)
         copy_side_files(target.path, temp)
         template_report = apply_chat_template(template_plan, temp) if template_plan else None
         manifest = write_manifest(
