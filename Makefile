@@ -24,6 +24,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(PY) benchmarks/generation_bench.py
 	$(PY) benchmarks/graft_bench.py
 
 clean:

@@ -45,5 +45,4 @@ def metric_bars(set_name: str, scores: dict[str, dict[str, float | None]], model
         ax.set_ylim(0, top)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    fig.suptitle(set_name, fontsize=11)
     return figure_to_data_uri(fig)

@@ -1,0 +1,241 @@
+"""The transformers backend: batched greedy/sampled generation and batched log-likelihood.
+
+Batches are left-padded with an attention mask and explicit position ids, so a prompt's
+greedy output is the same whatever batch it lands in (prompts are sorted by length to keep
+padding small). Works on a checkpoint folder or on a model object already in memory (the
+training monitor evaluates the model it is training).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from skillgraft.errors import UserError
+from skillgraft.evaluate.backends.base import Backend, GenerationSettings, Prompt, cut_at_stop
+
+# End-of-turn tokens of common chat templates: generation of a chat answer stops there.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def load_pretrained(path: str, *, dtype: str | None = None, device: str | None = None):
+    """Load model + tokenizer from a local folder (or a hub id already in the local cache)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if folder.exists() and not (folder / "config.json").is_file():
+        raise UserError(f"model {path}: folder has no config.json")
+    if not folder.exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
+        raise UserError(f"model {path}: no such folder")
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype:
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise UserError(f"--dtype {dtype}: not a torch dtype (float32, bfloat16, float16)")
+        kwargs["dtype"] = getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise UserError(f"model {path}: cannot load ({str(exc).splitlines()[0]})") from None
+    if device:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+@contextmanager
+def eval_mode(model):
+    """Eval mode (no dropout) for the block, then the caller's mode back (the training monitor)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class HFBackend(Backend):
+    """A `transformers` causal LM + tokenizer, loaded or given."""
+
+    kind = "transformers"
+
+    def __init__(self, model, tokenizer, label: str = "model", source: str | None = None):
+        super().__init__(label)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+
+    @classmethod
+    def from_path(cls, path: str, *, label: str | None = None, dtype: str | None = None,
+                  device: str | None = None) -> "HFBackend":
+        model, tokenizer = load_pretrained(path, dtype=dtype, device=device)
+        return cls(model, tokenizer, label or path, source=path)
+
+    # ---- prompts -> token ids -------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees: raw prompts as is, messages through the chat template."""
+        if isinstance(prompt, str):
+            return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"model {self.label}: chat-format prompt (messages) but the tokenizer has no "
+                            "chat template; use raw `prompt` items or a model with a template")
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompt: Prompt, suffix: str = "") -> list[int]:
+        """Token ids; special tokens (BOS) are added to raw prompts only, since chat templates
+        write their own."""
+        text = self.render(prompt) + suffix
+        return list(self.tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"])
+
+    def _left_pad(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, width - len(row):] = torch.tensor(row)
+                mask[i, width - len(row):] = 1
+        device = next(self.model.parameters()).device
+        return ids.to(device), mask.to(device)
+
+    def _eos_ids(self, settings: GenerationSettings, chat: bool) -> list[int]:
+        ids: list[int] = []
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (config_eos, self.tokenizer.eos_token_id, settings.stop_token_ids):
+            if value is None:
+                continue
+            ids.extend(value if isinstance(value, (list, tuple)) else [value])
+        if chat:
+            vocab = self.tokenizer.get_vocab()
+            ids.extend(vocab[t] for t in END_OF_TURN if t in vocab)
+        return sorted(set(ids))
+
+    # ---- generation -------------------------------------------------------------------
+    def generate(self, prompts: list[Prompt], settings: GenerationSettings, batch_size: int = 8) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        outputs: list[str] = [""] * len(prompts)
+        device = next(self.model.parameters()).device
+        # sampling seeds torch per batch; fork_rng keeps a caller's RNG stream (a training run) intact
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(self.model):
+            for batch_no, start in enumerate(range(0, len(order), batch_size)):
+                index = order[start : start + batch_size]
+                chat = any(not isinstance(prompts[i], str) for i in index)
+                ids, mask = self._left_pad([encoded[i] for i in index])
+                kwargs: dict[str, Any] = dict(
+                    max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+                    eos_token_id=self._eos_ids(settings, chat), pad_token_id=self.pad_id, use_cache=True,
+                )
+                if settings.do_sample:
+                    torch.manual_seed(settings.seed + batch_no)
+                    kwargs.update(temperature=settings.temperature, top_p=settings.top_p,
+                                  top_k=settings.top_k or 0)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                # a fresh GenerationConfig: a checkpoint's own defaults (repetition_penalty,
+                # sampling temperature...) must not make "the same decoding" differ per model
+                extra = {"stopping_criteria": self._stop_criteria(settings.stop, ids.shape[1])} if settings.stop else {}
+                with torch.no_grad():
+                    out = self.model.generate(input_ids=ids, attention_mask=mask,
+                                              generation_config=GenerationConfig(**kwargs), **extra)
+                new = out[:, ids.shape[1]:].tolist()
+                stops = set(kwargs["eos_token_id"])
+                for row, i in zip(new, index):
+                    row = row[: next((k for k, t in enumerate(row) if t in stops), len(row))]
+                    text = self.tokenizer.decode(row, skip_special_tokens=True)
+                    outputs[i] = cut_at_stop(text, settings.stop).strip()
+        return outputs
+
+    def _stop_criteria(self, stop: list[str], prompt_width: int):
+        """Stop a row once its decoded tail holds a stop string.
+
+        transformers' own `stop_strings` assumes a BPE/SentencePiece vocabulary and fails on
+        word-level ones; decoding a short tail works for any tokenizer. Outputs are cut at
+        the stop string afterwards either way, so this only saves time.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tokenizer = self.tokenizer
+        tail = max(len(s) for s in stop) + 4
+
+        class _StopStrings(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                done = [any(s in tokenizer.decode(row[prompt_width:][-tail:], skip_special_tokens=True) for s in stop)
+                        for row in input_ids.tolist()]
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([_StopStrings()])
+
+    # ---- log-likelihood ---------------------------------------------------------------
+    def continuation_ids(self, context: Prompt, choice: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids), split where the context's own encoding ends."""
+        ctx = self.encode(context)
+        whole = self.encode(context, suffix=choice)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            return ctx, whole[len(ctx):]
+        cont = list(self.tokenizer(choice, add_special_tokens=False)["input_ids"])
+        if not cont:
+            raise UserError(f"model {self.label}: choice {choice!r} encodes to no tokens")
+        return ctx, cont
+
+    def _delimited(self, context: Prompt, choice: str) -> str:
+        """The choice as it continues the context: after one space unless either side has it."""
+        rendered = self.render(context)
+        return choice if not rendered or rendered[-1].isspace() or choice[:1].isspace() else " " + choice
+
+    def loglik(self, contexts: list[Prompt], choices: list[list[str]], settings: GenerationSettings,
+               batch_size: int = 8) -> list[list[float]]:
+        """All choices of `batch_size` items go through the model in one forward pass."""
+        import torch
+
+        results: list[list[float]] = []
+        with eval_mode(self.model):
+            for start in range(0, len(contexts), batch_size):
+                pairs = [self.continuation_ids(ctx, self._delimited(ctx, c))
+                         for ctx, cs in zip(contexts[start:start + batch_size], choices[start:start + batch_size])
+                         for c in cs]
+                ids, mask = self._left_pad([ctx + cont for ctx, cont in pairs])
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                keep = max(len(cont) for _, cont in pairs) + 1
+                with torch.no_grad():
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                        logits_to_keep=keep).logits.float()
+                logprobs = torch.log_softmax(logits, dim=-1)  # positions width-keep .. width-1
+                scores = []
+                for row, (_, cont) in enumerate(pairs):
+                    n = len(cont)
+                    # token at absolute t is predicted at t-1; the last n tokens are the continuation
+                    predicted = logprobs[row, keep - 1 - n : keep - 1]
+                    target = torch.tensor(cont, device=predicted.device)
+                    scores.append(float(predicted.gather(-1, target[:, None]).sum()))
+                k = 0
+                for cs in choices[start:start + batch_size]:
+                    results.append(scores[k : k + len(cs)])
+                    k += len(cs)
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        import hashlib
+
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        config = getattr(self.model, "config", None)
+        return {
+            "backend": self.kind,
+            "label": self.label,
+            "source": self.source,
+            "architecture": (getattr(config, "architectures", None) or [type(self.model).__name__])[0],
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest() if template else None,
+        }
+
+    def close(self) -> None:
+        self.model = None

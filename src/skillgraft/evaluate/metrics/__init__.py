@@ -1,0 +1,183 @@
+"""The metric registry: names used in suites -> option defaults, required fields, scorers.
+
+Each metric is a small pure function in a sibling module; this file only adapts them to
+probe items. A metric returns numbers under its own name (the headline, averaged into the
+set score) and may add `NAME.sub` numbers and non-numeric `details`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillgraft.errors import UserError
+from skillgraft.evaluate.metrics import answers, judge, language, memorization, repetition, rouge, style
+from skillgraft.evaluate.text import first_segment
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "keyword": {"segment": "first"},
+    "rouge2": {"tokenizer": "auto", "segment": "all"},
+    "exact_match": {},
+    "choice_loglik": {"normalize": "none"},
+    "choice_generated": {},
+    "language": {"expected": None, "candidates": None},
+    "style": {"target": None, "markers": {}},
+    "repetition": {"n": 3},
+    "memorization": {"corpus": None, "n": 4},
+    "judge": {"endpoint": None, "model": None, "rubric": judge.DEFAULT_RUBRIC, "timeout": 60.0},
+}
+NEEDS: dict[str, tuple[str, ...]] = {
+    "keyword": ("keywords",), "rouge2": ("reference",), "exact_match": ("reference",),
+    "choice_loglik": ("choices", "answer"), "choice_generated": ("choices", "answer"), "judge": ("reference",),
+}
+
+
+def options_of(spec) -> dict[str, Any]:
+    """The metric's options with defaults filled in."""
+    return {**OPTIONS[spec.name], **spec.options}
+
+
+def check_metric(spec, probe_set) -> None:
+    """Raise a UserError naming file/line/option when a set cannot be scored by `spec`."""
+    unknown = set(spec.options) - set(OPTIONS[spec.name])
+    if unknown:
+        raise UserError(f"set {probe_set.name}: metric {spec.name} has no option {sorted(unknown)[0]!r} "
+                        f"(options: {', '.join(OPTIONS[spec.name]) or 'none'})")
+    opts = options_of(spec)
+    for item in probe_set.items:
+        for needed in NEEDS.get(spec.name, ()):
+            if getattr(item, needed) is None:
+                raise UserError(f"{probe_set.source}:{item._line}: item {item.id} lacks `{needed}`, "
+                                f"which metric {spec.name} needs")
+        if spec.name == "language" and not (item.language or probe_set.language or opts["expected"]):
+            raise UserError(f"{probe_set.source}:{item._line}: item {item.id} has no `language` and set "
+                            f"{probe_set.name} names no language, which metric language needs")
+    if spec.name == "keyword" and opts["segment"] not in ("first", "all"):
+        raise UserError(f"set {probe_set.name}: keyword segment must be first or all")
+    if spec.name == "style" and opts["target"] not in (None, "polite", "plain"):
+        raise UserError(f"set {probe_set.name}: style target must be polite or plain")
+    if spec.name == "rouge2" and opts["tokenizer"] not in ("auto", "stock", "cjk"):
+        raise UserError(f"set {probe_set.name}: rouge2 tokenizer must be auto, stock or cjk")
+    if spec.name == "choice_loglik" and opts["normalize"] not in ("none", "chars"):
+        raise UserError(f"set {probe_set.name}: choice_loglik normalize must be none or chars")
+    if spec.name == "language":
+        codes = {item.language for item in probe_set.items} | {probe_set.language, opts["expected"]}
+        for code in sorted(c for c in codes | set(opts["candidates"] or ()) if c is not None):
+            try:
+                language.check_code(code)
+            except ValueError as exc:
+                raise UserError(f"set {probe_set.name}: metric language: {exc}") from None
+    if spec.name == "style":
+        if not isinstance(opts["markers"], dict):
+            raise UserError(f"set {probe_set.name}: style markers must be a mapping NAME: REGEX")
+        for marker, pattern in opts["markers"].items():
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise UserError(f"set {probe_set.name}: style marker {marker!r} is not a valid regex ({exc})") from None
+    for key in ("n", "timeout"):
+        if key in opts and not (isinstance(opts[key], (int, float)) and not isinstance(opts[key], bool) and opts[key] > 0):
+            raise UserError(f"set {probe_set.name}: metric {spec.name} option {key} must be a positive number")
+    if spec.name == "memorization":
+        if not opts["corpus"] or not Path(opts["corpus"]).is_file():
+            raise UserError(f"set {probe_set.name}: metric memorization needs option `corpus` naming an "
+                            f"existing training text file (got {opts['corpus']!r})")
+    if spec.name == "judge" and not opts["endpoint"]:
+        raise UserError(f"set {probe_set.name}: metric judge needs option `endpoint` (an http(s)://…/v1 URL)")
+
+
+def load_corpus(path: str) -> list[str]:
+    """Training texts: JSONL (`text`, `output` or `content` field per line) or one text per line."""
+    file = Path(path)
+    docs = []
+    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if file.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
+            text = next((row[k] for k in ("text", "output", "content") if isinstance(row.get(k), str)), None)
+            if text is None:
+                raise UserError(f"{file}:{lineno}: no `text`, `output` or `content` string field")
+            docs.append(text)
+        else:
+            docs.append(line)
+    return docs
+
+
+@dataclass
+class MetricContext:
+    """Caches shared across items: corpora and their n-grams, judge backends."""
+
+    corpora: dict[tuple[str, int], tuple[list[str], set]] = field(default_factory=dict)
+    judges: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+
+    def corpus(self, path: str, n: int):
+        key = (path, n)
+        if key not in self.corpora:
+            docs = load_corpus(path)
+            self.corpora[key] = (docs, memorization.corpus_ngrams(docs, n))
+        return self.corpora[key]
+
+    def judge(self, endpoint: str, model: str | None, timeout: float):
+        key = (endpoint, model)
+        if key not in self.judges:
+            from skillgraft.evaluate.backends.endpoint import EndpointBackend
+
+            self.judges[key] = EndpointBackend(endpoint, model=model, timeout=timeout)
+        return self.judges[key]
+
+
+def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext,
+               logliks: list[float] | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """(numbers, details) of one metric on one item's output."""
+    name, opts = spec.name, options_of(spec)
+    if name == "keyword":
+        return {name: answers.keyword_score(output, item.keywords, segment=opts["segment"])}, {}
+    if name == "rouge2":
+        text = first_segment(output) if opts["segment"] == "first" else output
+        return {name: rouge.rouge2(text, item.reference, tokenizer=opts["tokenizer"])}, {}
+    if name == "exact_match":
+        got = answers.final_number(output) if answers._is_only_number(item.reference) else first_segment(output)
+        return {name: answers.exact_match(output, item.reference)}, {"exact_match.answer": None if got is None else str(got)}
+    correct = answers.answer_index(item.choices, item.answer) if item.choices else None
+    if name == "choice_loglik":
+        values = list(logliks or [])
+        if opts["normalize"] == "chars":
+            values = [v / max(1, len(c)) for v, c in zip(values, item.choices)]
+        return {name: answers.choice_loglik(values, correct)}, {"choice_loglik.logliks": [round(v, 5) for v in logliks or []]}
+    if name == "choice_generated":
+        picked = answers.parse_choice(output, item.choices)
+        return {name: float(picked == correct)}, {"choice_generated.picked": picked}
+    if name == "language":
+        expected = item.language or probe_set.language or opts["expected"]
+        candidates = tuple(opts["candidates"] or language.DEFAULT_LANGUAGES)
+        detected = language.detect_language(output, tuple(set(candidates) | {expected.lower()}))
+        return {name: float(detected == expected.lower())}, {"language.detected": detected}
+    if name == "style":
+        parts = style.style_scores(output, opts["markers"])
+        scores = {f"style.{k}": v for k, v in parts.items()}
+        if opts["target"]:
+            scores["style"] = parts[opts["target"]]
+        return scores, {}
+    if name == "repetition":
+        parts = repetition.repetition_scores(output, int(opts["n"]))
+        return {"repetition": parts.pop("rate"), **{f"repetition.{k}": v for k, v in parts.items()}}, {}
+    if name == "memorization":
+        docs, grams = ctx.corpus(opts["corpus"], int(opts["n"]))
+        parts = memorization.memorization_scores(output, docs, int(opts["n"]), grams)
+        return {"memorization": parts.pop("copied"), **{f"memorization.{k}": v for k, v in parts.items()}}, {}
+    if name == "judge":
+        from skillgraft.evaluate.backends.base import GenerationSettings
+
+        backend = ctx.judge(opts["endpoint"], opts["model"], float(opts["timeout"]))
+        question = item.prompt if item.prompt is not None else item.messages[-1].content
+        reply = backend.complete_one(judge.judge_messages(question, output, item.reference, opts["rubric"]),
+                                     GenerationSettings(max_new_tokens=8))
+        return {name: judge.parse_grade(reply)}, {"judge.reply": reply}
+    raise AssertionError(f"unhandled metric {name}")  # pragma: no cover - names are validated

@@ -1,0 +1,139 @@
+"""`run_suite`: several models, the same probes, the same decoding; scores and per-item outputs.
+
+The CLI's `eval` and `compare` verbs, the training monitor and sweeps all call this one
+function, with checkpoint paths, endpoint URLs or models already in memory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from skillgraft import __version__
+from skillgraft.errors import UserError
+from skillgraft.evaluate.backends import Backend, as_messages, make_backend
+from skillgraft.evaluate.metrics import MetricContext, options_of, score_item
+from skillgraft.evaluate.results import PartialLog, aggregate, retention_table, settings_key, write_json_atomic
+from skillgraft.evaluate.suites import Suite, load_suite
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _labelled(models: Any) -> list[tuple[str, Any]]:
+    """[(label, model spec)] from one spec, a sequence of specs, or a {label: spec} mapping."""
+    if isinstance(models, Mapping):
+        return [(str(k), v) for k, v in models.items()]
+    if isinstance(models, (str, Path, Backend, tuple)) or not isinstance(models, Sequence):
+        models = [models]
+    out = []
+    for index, spec in enumerate(models):
+        if isinstance(spec, Path):
+            spec = str(spec)
+        label = spec if isinstance(spec, str) else getattr(spec, "label", None) or f"model-{index}"
+        out.append((label, spec))
+    if len({label for label, _ in out}) != len(out):
+        raise UserError("each model must appear once (labels must be unique)")
+    return out
+
+
+def suite_settings(suite: Suite) -> dict[str, Any]:
+    """Everything about the suite that determines outputs, for the results file."""
+    return {
+        "suite": {"name": suite.name, "path": suite.path, "sha256": suite.sha256},
+        "generation": suite.generation.model_dump(),
+        "sets": {
+            s.name: {
+                "items": s.source,
+                "n_items": len(s.items),
+                "language": s.language,
+                "metrics": [{"name": m.name, **options_of(m)} for m in s.metrics],
+                "generation": s.generation.model_dump(),
+            }
+            for s in suite.sets
+        },
+    }
+
+
+def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | None = None,
+              batch_size: int = 8, backend: str = "auto", endpoint_model: str | None = None,
+              dtype: str | None = None, device: str | None = None, generation: Mapping[str, Any] | None = None,
+              log: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
+    """Evaluate every model on every set of `suite` and return the results dict.
+
+    `models`: checkpoint paths, `http(s)://…/v1` URLs, `Backend`s or `(model, tokenizer)`
+    pairs (one, a list, or a {label: spec} mapping). `generation` overrides the suite's
+    decoding settings for every set. With `output`, finished items are logged to
+    `OUTPUT.partial.jsonl` so an interrupted run resumes, and the results are written there.
+    `batch_size` changes speed only: greedy outputs do not depend on it.
+    """
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    log = log or (lambda message: None)
+    suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    if generation:
+        for probe_set in suite.sets:
+            probe_set.generation = probe_set.generation.model_copy(update=dict(generation))
+        suite.generation = suite.generation.model_copy(update=dict(generation))
+    labelled = _labelled(models)
+    settings = {**suite_settings(suite), "tool": "skillgraft", "tool_version": __version__,
+                "backend": backend, "endpoint_model": endpoint_model, "dtype": dtype,
+                "model_order": [label for label, _ in labelled], "batch_size": batch_size,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    partial = PartialLog(f"{output}.partial.jsonl" if output else None, settings_key(settings), log)
+    ctx = MetricContext()
+    for label, spec in labelled:
+        pending = [(s, item) for s in suite.sets for item in s.items if (label, s.name, item.id) not in partial.done]
+        if not pending and label in partial.models:
+            continue
+        owned = not isinstance(spec, Backend)
+        model = make_backend(spec, label=label, backend=backend, endpoint_model=endpoint_model,
+                             dtype=dtype, device=device)
+        try:
+            partial.add_model(label, model.describe())
+            for probe_set in suite.sets:
+                todo = [item for s, item in pending if s is probe_set]
+                for start in range(0, len(todo), batch_size * 4):
+                    _run_chunk(model, label, probe_set, todo[start:start + batch_size * 4], batch_size, ctx, partial)
+                if todo:
+                    log(f"{label} · {probe_set.name}: {len(todo)} items done")
+        finally:
+            if owned:
+                model.close()
+    for judge_backend in ctx.judges.values():
+        judge_backend.close()
+    items = [partial.done[(label, s.name, item.id)] for label, _ in labelled for s in suite.sets for item in s.items]
+    scores = aggregate(items)
+    settings["models"] = {label: partial.models.get(label) for label, _ in labelled}
+    judges = {m["name"]: m for s in settings["sets"].values() for m in s["metrics"] if m["name"] == "judge"}
+    if judges:
+        settings["judge"] = {"rubric": next(iter(judges.values()))["rubric"]}
+    results: dict[str, Any] = {"settings": settings, "scores": scores, "items": items}
+    if len(labelled) > 1:
+        results["retention"] = retention_table(scores, labelled[0][0])
+        results["settings"]["retention_baseline"] = labelled[0][0]
+    if output:
+        write_json_atomic(output, results)
+    partial.finish()
+    return results
+
+
+def _run_chunk(model: Backend, label: str, probe_set, items, batch_size: int, ctx: MetricContext, partial: PartialLog) -> None:
+    """Generate (and score choices) for a chunk of items, then record each finished item."""
+    prompts = [as_messages(item.input, probe_set.generation) for item in items]
+    outputs = model.generate(prompts, probe_set.generation, batch_size=batch_size)
+    logliks: list[list[float] | None] = [None] * len(items)
+    if any(m.name == "choice_loglik" for m in probe_set.metrics):
+        logliks = model.loglik(prompts, [item.choices for item in items], probe_set.generation, batch_size)
+    for item, output, scores in zip(items, outputs, logliks):
+        metrics: dict[str, Any] = {}
+        details: dict[str, Any] = {}
+        for spec in probe_set.metrics:
+            numbers, extra = score_item(spec, item, output, probe_set=probe_set, ctx=ctx, logliks=scores)
+            metrics.update(numbers)
+            details.update(extra)
+        partial.add({"model": label, "set": probe_set.name, "id": item.id, "prompt": item.input,
+                     "output": output, "metrics": metrics, "details": details, "tags": item.tags})
