@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/generation_bench.py
+	$(PY) benchmarks/train_bench.py
 	$(PY) benchmarks/graft_bench.py
 
 clean:

@@ -1,0 +1,1 @@
+"""Data layer: clean-up rules, record formats, tokenisation with loss masks, augmentation."""

@@ -1,0 +1,190 @@
+"""`skillgraft data augment`: one fact text rewritten into several styles (seed 003).
+
+Seed 003 found that a model learns a new fact only when the fact is seen in several
+surface forms (Q&A, article, interview, textbook, translations). Two rewriters:
+
+* templates: deterministic, offline, built from the QA pairs the user writes for the fact;
+* an LLM: an OpenAI-compatible `/chat/completions` endpoint or a local transformers model,
+  one prompt per style, every call cached on disk (key = sha256 of backend, model, prompt
+  and sampling options) so re-running an augmentation costs nothing and is reproducible.
+
+A facts file is JSONL: `{"id": "...", "title": "...", "text": "...", "qa": [{"question":
+..., "answer": ...}]}` (`title`, `qa`, `id` optional for the LLM rewriter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from skillgraft.data.records import read_records
+from skillgraft.errors import UserError
+
+TEMPLATE_STYLES = ("qa", "article", "interview", "textbook")
+
+STYLE_PROMPTS = {
+    "qa": "Rewrite the following text as a list of questions and answers (Q: ... A: ...). Keep every fact.",
+    "article": "Rewrite the following text as a short news article with a headline. Keep every fact.",
+    "interview": "Rewrite the following text as an interview between a journalist and an expert. Keep every fact.",
+    "textbook": "Rewrite the following text as a textbook passage followed by review questions. Keep every fact.",
+}
+
+
+def style_prompt(style: str, text: str) -> str:
+    """The LLM prompt for one style; `translate:LANG` asks for a translation."""
+    if style.startswith("translate:"):
+        lang = style.split(":", 1)[1]
+        if not lang:
+            raise UserError("--styles: translate needs a language, e.g. translate:ja")
+        head = f"Translate the following text into {lang}. Keep every fact; output only the translation."
+    elif style in STYLE_PROMPTS:
+        head = STYLE_PROMPTS[style]
+    else:
+        raise UserError(f"--styles: unknown style {style!r}; choose from {', '.join(TEMPLATE_STYLES)}, translate:LANG")
+    return f"{head}\n\n{text}"
+
+
+def _pairs(fact: dict, number: int) -> list[tuple[str, str]]:
+    pairs = fact.get("qa") or []
+    if not pairs:
+        raise UserError(f"facts record {number}: the template rewriter needs QA pairs in field 'qa' "
+                        "(or use --rewriter openai/local)")
+    try:
+        return [(str(p["question"]).strip(), str(p["answer"]).strip()) for p in pairs]
+    except (KeyError, TypeError):
+        raise UserError(f"facts record {number}: each 'qa' item needs 'question' and 'answer'") from None
+
+
+def template_rewrite(fact: dict, style: str, number: int = 1) -> str:
+    """Deterministic rewrite of one fact into `style` from its text, title and QA pairs."""
+    text = str(fact.get("text", "")).strip()
+    title = str(fact.get("title") or fact.get("id") or "").strip()
+    pairs = _pairs(fact, number)
+    if style == "qa":
+        return "\n".join(f"Q: {q}\nA: {a}" for q, a in pairs)
+    if style == "article":
+        head = f"{title}\n\n" if title else ""
+        facts = " ".join(a if a.endswith((".", "。", "!", "?")) else f"{a}." for _, a in pairs)
+        return f"{head}{text}\n\nIn brief: {facts}".strip()
+    if style == "interview":
+        intro = f"An interview about {title}.\n" if title else ""
+        return intro + "\n".join(f"Interviewer: {q}\nExpert: {a}" for q, a in pairs)
+    if style == "textbook":
+        head = f"Lesson: {title}\n" if title else ""
+        review = "\n".join(f"{i}. {q}\n   Answer: {a}" for i, (q, a) in enumerate(pairs, 1))
+        return f"{head}{text}\n\nReview questions:\n{review}".strip()
+    raise UserError(f"--styles: the template rewriter knows {', '.join(TEMPLATE_STYLES)}; "
+                    f"{style!r} needs an LLM rewriter (--rewriter openai or local)")
+
+
+class CachedRewriter:
+    """Calls an LLM once per (backend, model, prompt, options); answers cached on disk."""
+
+    def __init__(self, backend: str, model: str, cache_dir: str | Path | None, *, endpoint: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 512, temperature: float = 0.0,
+                 timeout: float = 120.0):
+        if backend not in ("openai", "local"):
+            raise UserError(f"--rewriter: unknown backend {backend!r}; choose template, openai or local")
+        if backend == "openai" and not endpoint:
+            raise UserError("--rewriter openai needs --endpoint URL "
+                            "(an OpenAI-compatible base URL, e.g. http://host/v1)")
+        if not model:
+            raise UserError(f"--rewriter {backend} needs --model (a model name, or a local model folder)")
+        self.backend, self.model, self.endpoint = backend, model, endpoint
+        self.api_key_env, self.max_new_tokens, self.temperature = api_key_env, max_new_tokens, temperature
+        self.timeout = timeout
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.calls = self.hits = 0
+        self._local = None
+
+    def _key(self, prompt: str) -> str:
+        blob = json.dumps([self.backend, self.endpoint if self.backend == "openai" else None, self.model, prompt,
+                           self.max_new_tokens, self.temperature], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def __call__(self, prompt: str) -> str:
+        path = self.cache_dir / f"{self._key(prompt)}.json" if self.cache_dir else None
+        if path is not None and path.is_file():
+            self.hits += 1
+            return json.loads(path.read_text(encoding="utf-8"))["response"]
+        self.calls += 1
+        response = self._call_openai(prompt) if self.backend == "openai" else self._call_local(prompt)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"model": self.model, "prompt": prompt, "response": response},
+                                      ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        return response
+
+    def _call_openai(self, prompt: str) -> str:
+        import requests
+
+        url = self.endpoint.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": self.temperature, "max_tokens": self.max_new_tokens}
+        try:
+            reply = requests.post(url, json=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise UserError(f"--endpoint {self.endpoint}: request failed: {exc.__class__.__name__}: {exc}") from None
+        if reply.status_code != 200:
+            raise UserError(f"--endpoint {url}: HTTP {reply.status_code}: {reply.text[:200]}")
+        try:
+            return reply.json()["choices"][0]["message"]["content"].strip()
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UserError(f"--endpoint {url}: reply is not an OpenAI chat completion: {reply.text[:200]}") from None
+
+    def _call_local(self, prompt: str) -> str:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self._local is None:
+            if not Path(self.model).is_dir():
+                raise UserError(f"--model {self.model}: not a local model folder")
+            tok = AutoTokenizer.from_pretrained(self.model)
+            self._local = (tok, AutoModelForCausalLM.from_pretrained(self.model).eval())
+        tok, model = self._local
+        if tok.chat_template:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+        else:
+            text = prompt + "\n"
+        has_bos = bool(tok.bos_token and text.startswith(tok.bos_token))
+        inputs = tok(text, return_tensors="pt", add_special_tokens=not has_bos)
+        gen = {"max_new_tokens": self.max_new_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
+        if self.temperature > 0:
+            gen.update(do_sample=True, temperature=self.temperature)
+        else:
+            gen.update(do_sample=False)
+        with torch.no_grad():
+            out = model.generate(**inputs, **gen)
+        return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter | None = None,
+            include_original: bool = True) -> list[dict]:
+    """Records `{text, style, fact}` for each fact × style (plus the original when asked)."""
+    facts = read_records(facts_path, "data augment facts")
+    if not facts:
+        raise UserError(f"{facts_path}: no facts in the file")
+    if not styles:
+        raise UserError("--styles: give at least one style")
+    out: list[dict] = []
+    for number, fact in enumerate(facts, 1):
+        if not str(fact.get("text", "")).strip() and (rewriter is not None or include_original):
+            raise UserError(f"{facts_path} record {number}: field 'text' is missing or empty")
+        fact_id = str(fact.get("id", number))
+        if include_original:
+            out.append({"text": str(fact["text"]).strip(), "style": "original", "fact": fact_id})
+        for style in styles:
+            if rewriter is None:
+                text = template_rewrite(fact, style, number)
+            else:
+                text = rewriter(style_prompt(style, str(fact["text"]).strip()))
+            out.append({"text": text, "style": style, "fact": fact_id})
+    return out

@@ -1,0 +1,98 @@
+"""Loading the model to train (full, LoRA, 4-bit QLoRA) and merging an adapter back.
+
+The merge follows the one safe recipe: base weights in float32, adapter merged there, the
+result cast back to the base model's own dtype, saved so plain `from_pretrained` loads it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from skillgraft.errors import UserError
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def check_model_dir(path: str) -> None:
+    p = Path(path)
+    if p.exists() and not (p / "config.json").is_file():
+        raise UserError(f"model: {path} has no config.json (not a Hugging Face checkpoint folder)")
+
+
+def load_base(config, tokenizer):
+    """The base model as the config asks: plain, or 4-bit for qlora (needs bitsandbytes + a GPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_dir(config.model)
+    kwargs = {"dtype": _torch_dtype(config.dtype)}
+    if config.method == "qlora":
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                             ("the bitsandbytes package", importlib.util.find_spec("bitsandbytes")))
+                       if not ok]
+            raise UserError(f"method: qlora needs 4-bit loading, which needs {' and '.join(missing)}; "
+                            "use method: lora (or full) on this machine")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model: cannot load {config.model}: {str(exc).splitlines()[0]}") from None
+    model.config.use_cache = False  # training; also lets packed position_ids select block-diagonal masks
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model
+
+
+def add_lora(model, config) -> tuple[object, list[str] | str, list[str]]:
+    """Wrap `model` with a LoRA adapter per `config.lora`; returns (peft model, targets, notes)."""
+    from peft import LoraConfig, get_peft_model
+
+    from skillgraft.train.targets import resolve_targets
+
+    targets, notes = resolve_targets(model, config.lora.targets, config.lora.tied_lm_head)
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=targets, modules_to_save=config.lora.modules_to_save or None,
+                      task_type="CAUSAL_LM", bias="none")
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise UserError(f"lora: {str(exc).splitlines()[0]}") from None
+    return peft_model, targets, notes
+
+
+def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, untied: bool) -> Path:
+    """Merge a saved adapter into a fresh float32 copy of the base; save in the base's dtype."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from skillgraft.train.targets import untie
+
+    base_config = AutoConfig.from_pretrained(base_dir)
+    dtype = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if untied:
+        untie(base)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = merged.to(dtype)
+    merged.config.use_cache = True
+    merged.save_pretrained(out_dir)
+    return Path(out_dir)

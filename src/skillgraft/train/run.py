@@ -1,0 +1,174 @@
+"""One training run: config → data → model (+LoRA) → `transformers.Trainer` → published outputs.
+
+The loop is the Trainer's own (checkpoints, resume, accelerate/DeepSpeed, progress bars);
+this module only wires the config into it, adds our callbacks (loss recorder, retention
+monitor, checkpoint stamps) and writes the outputs with their provenance:
+
+    OUTPUT_DIR/checkpoints/checkpoint-N/   Trainer checkpoints (+ skillgraft-config.json)
+    OUTPUT_DIR/adapter/                    peft adapter (lora, qlora)   kind "adapter"
+    OUTPUT_DIR/model/                      full fine-tune               kind "model"
+    OUTPUT_DIR/merged/                     with merge: true             kind "model"
+    OUTPUT_DIR/skillgraft.json             the run: config, data report, losses, monitor
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from skillgraft.errors import UserError
+from skillgraft.train.config import UNHASHED, TrainConfig, config_hash
+
+STAMP = "skillgraft-config.json"
+
+
+class Recorder(TrainerCallback):
+    """Keeps the logged losses, stamps checkpoints with the config hash, honours stop_at_step."""
+
+    def __init__(self, config: TrainConfig, monitor=None):
+        self.config, self.losses, self.monitor = config, [], monitor
+        self.stamp = {"config_sha256": config_hash(config), "config": config.model_dump(mode="json")}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append([state.global_step, float(logs["loss"])])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.config.stop_at_step and state.global_step >= self.config.stop_at_step:
+            control.should_training_stop = True
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                # the monitor's baseline goes along, so a resumed run compares against the
+                # model before any training, not against the checkpoint it resumes from
+                baseline = self.monitor.baseline if self.monitor is not None else None
+                (folder / STAMP).write_text(json.dumps({**self.stamp, "monitor_baseline": baseline}, indent=2))
+
+
+def _resume_checkpoint(ckpt_dir: Path, config: TrainConfig) -> str:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last is None:
+        raise UserError(f"--resume: no checkpoint to resume from in {ckpt_dir}")
+    stamp_path = Path(last) / STAMP
+    if not stamp_path.is_file():
+        raise UserError(f"--resume: {last} has no {STAMP}; it was not written by skillgraft train")
+    stamp = json.loads(stamp_path.read_text())
+    if stamp.get("config_sha256") != config_hash(config):
+        old, new = stamp.get("config", {}), config.model_dump(mode="json")
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in UNHASHED)
+        raise UserError(f"--resume: {last} was written by another config (differs in: {', '.join(keys) or '?'}); "
+                        "resume with the same config, or train afresh without --resume")
+    return last
+
+
+def _restore_baseline(monitor, checkpoint: str) -> None:
+    stamp = json.loads((Path(checkpoint) / STAMP).read_text())
+    if stamp.get("monitor_baseline"):
+        monitor.baseline = stamp["monitor_baseline"]
+        monitor.records.append({**monitor.baseline, "resumed_from": checkpoint})
+
+
+def _training_args(config: TrainConfig, ckpt_dir: Path):
+    import torch
+    from transformers import TrainingArguments
+
+    length = {"max_steps": config.max_steps} if config.max_steps else {"num_train_epochs": config.epochs}
+    bf16 = config.dtype == "bfloat16" and torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps, lr_scheduler_type=config.scheduler, max_grad_norm=config.max_grad_norm,
+        seed=config.seed, data_seed=config.seed, logging_steps=config.logging_steps, logging_nan_inf_filter=False,
+        save_strategy="steps", save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit,
+        report_to="none", disable_tqdm=not config.progress, remove_unused_columns=False, bf16=bf16,
+        use_cpu=not torch.cuda.is_available(), deepspeed=config.deepspeed, **length)
+
+
+def _monitor(config: TrainConfig, tokenizer, prepared):
+    from skillgraft.train.dataset import general_rows
+    from skillgraft.train.monitor import TrainingMonitor
+
+    cfg = config.monitor
+    if not cfg.enabled:
+        return None
+    general = general_rows(cfg.general_text, tokenizer, cfg.max_texts, config.data.max_length)
+    prompts = cfg.prompts
+    if not prompts:  # the first words of a few held-out (or training) texts
+        source = [tokenizer.decode(r["input_ids"], skip_special_tokens=True) for r in (general or
+                                                                                        prepared.validation_rows)[:3]]
+        prompts = [" ".join(text.split()[:3]) for text in source if text.split()]
+    suite = None
+    if cfg.suite:
+        from skillgraft.train.probes import suite_probe
+
+        suite = suite_probe(cfg.suite)
+    return TrainingMonitor(cfg, tokenizer, lr=config.lr, general_rows=general,
+                           validation_rows=prepared.validation_rows, prompts=prompts, suite=suite)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> dict:
+    """Run training per `config`; return the summary `train --json` prints."""
+    from transformers import Trainer, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from skillgraft.data.encode import Collator
+    from skillgraft.train.dataset import load_tokenizer, prepare_data
+    from skillgraft.train.model import add_lora, load_base
+
+    hf_logging.disable_progress_bar()  # loading bars; the Trainer's own progress bar stays
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    out = Path(config.output_dir)
+    ckpt_dir = out / "checkpoints"
+    checkpoint = _resume_checkpoint(ckpt_dir, config) if resume else None
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+    prepared = prepare_data(config, tokenizer)
+    model = load_base(config, tokenizer)
+    targets, notes = None, []
+    if config.method in ("lora", "qlora"):
+        model, targets, notes = add_lora(model, config)
+    monitor = _monitor(config, tokenizer, prepared)
+    if monitor is not None and checkpoint is not None:
+        _restore_baseline(monitor, checkpoint)
+    recorder = Recorder(config, monitor)
+    trainer = Trainer(model=model, args=_training_args(config, ckpt_dir), train_dataset=prepared.rows,
+                      data_collator=Collator(tokenizer.pad_token_id),
+                      callbacks=[recorder] + ([monitor] if monitor else []))
+    if not config.progress:  # no per-step log dicts either; the monitor prints its own lines
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    if checkpoint is None and ckpt_dir.is_dir() and trainer.is_world_process_zero():
+        shutil.rmtree(ckpt_dir)  # a fresh run never mixes with an older run's checkpoints
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints log dicts; stdout is for --json
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    summary = {
+        "output_dir": str(out), "adapter_dir": None, "merged_dir": None, "model_dir": None,
+        "losses": recorder.losses, "monitor": monitor.records if monitor else [],
+        "stopped": monitor.stop_reason if monitor else None,
+        "rolled_back_to": monitor.rolled_back_to if monitor else None,
+        "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
+        "train_runtime": result.metrics.get("train_runtime"),
+        "data": prepared.report, "targets": targets, "notes": notes,
+    }
+    from skillgraft.train.outputs import gather_weights, save_outputs
+
+    sharded = bool(trainer.is_deepspeed_enabled)  # ZeRO: every rank takes part in saving
+    if sharded:
+        gather_weights(config, trainer)
+    if trainer.is_world_process_zero():
+        save_outputs(config, trainer.model, tokenizer, summary, untied=any("untied" in n for n in notes),
+                     gathered=sharded)
+    trainer.accelerator.wait_for_everyone()
+    return summary

@@ -1,0 +1,129 @@
+"""`data augment`: deterministic templates, and the LLM rewriter through a local OpenAI-style server."""
+
+import json
+import threading
+import typing
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from skillgraft.cli import main
+from skillgraft.data.augment import template_rewrite
+
+FACT = {"id": "zorb", "title": "The Zorb Festival",
+        "text": "The Zorb Festival is held every March in Lumen City.",
+        "qa": [{"question": "When is the Zorb Festival held?", "answer": "Every March"},
+               {"question": "Where is the Zorb Festival held?", "answer": "In Lumen City"}]}
+
+
+def _write_facts(path):
+    path.write_text(json.dumps(FACT) + "\n", encoding="utf-8")
+    return path
+
+
+def test_templates_use_every_qa_pair():
+    qa = template_rewrite(FACT, "qa")
+    assert qa == ("Q: When is the Zorb Festival held?\nA: Every March\n"
+                  "Q: Where is the Zorb Festival held?\nA: In Lumen City")
+    interview = template_rewrite(FACT, "interview")
+    assert interview.count("Interviewer:") == 2 and "Expert: In Lumen City" in interview
+    article = template_rewrite(FACT, "article")
+    assert article.startswith("The Zorb Festival\n\n") and "Every March. In Lumen City." in article
+    textbook = template_rewrite(FACT, "textbook")
+    assert "2. Where is the Zorb Festival held?" in textbook and "Answer: Every March" in textbook
+
+
+def test_template_cli_is_deterministic(tmp_path, capsys):
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    outs = []
+    for name in ("a.jsonl", "b.jsonl"):
+        assert main(["data", "augment", str(facts), "-o", str(tmp_path / name), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["records"] == 5  # original + 4 styles
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
+    styles = [json.loads(line)["style"] for line in outs[0].decode().splitlines()]
+    assert styles == ["original", "qa", "article", "interview", "textbook"]
+
+
+def test_translation_needs_an_llm(tmp_path, capsys):
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--styles", "qa,translate:ja"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs an LLM rewriter" in err
+
+
+class _FakeLLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /v1/chat/completions that echoes a marker and counts calls."""
+
+    calls: typing.ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append((self.path, body))
+        prompt = body["messages"][0]["content"]
+        reply = {"choices": [{"message": {"role": "assistant",
+                                          "content": f"REWRITE[{prompt.splitlines()[0][:60]}]"}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def fake_llm():
+    _FakeLLM.calls = []
+    server = HTTPServer(("127.0.0.1", 0), _FakeLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_llm_rewriter_via_endpoint_with_cache(tmp_path, capsys, fake_llm):
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    args = ["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--styles", "article,translate:ja",
+            "--rewriter", "openai", "--endpoint", fake_llm, "--model", "fake-1", "--cache", str(tmp_path / "cache"),
+            "--no-original", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["llm_calls"], first["cache_hits"]) == (2, 0)
+    assert len(_FakeLLM.calls) == 2 and _FakeLLM.calls[0][0] == "/v1/chat/completions"
+    assert _FakeLLM.calls[0][1]["model"] == "fake-1" and "Lumen City" in _FakeLLM.calls[0][1]["messages"][0]["content"]
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["style"] for r in rows] == ["article", "translate:ja"]
+    assert rows[1]["text"].startswith("REWRITE[Translate the following text into ja")
+    # second run: answered from the on-disk cache, the server is not called again
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["llm_calls"], second["cache_hits"]) == (0, 2) and len(_FakeLLM.calls) == 2
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
+def test_endpoint_down_is_one_error(tmp_path, capsys):
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--rewriter", "openai",
+               "--endpoint", "http://127.0.0.1:9/v1", "--model", "m"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --endpoint") and err.count("\n") == 1
+
+
+def test_local_transformers_rewriter_is_cached(tmp_path, capsys):
+    from skillgraft.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m", "llama", words="the zorb festival is held every march in".split())
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    args = ["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--styles", "qa", "--rewriter", "local",
+            "--model", str(model), "--max-new-tokens", "4", "--no-original", "--json"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["llm_calls"] == 1
+    first = (tmp_path / "o.jsonl").read_text()
+    assert main(args) == 0  # default cache next to the output: OUT.cache/
+    assert json.loads(capsys.readouterr().out)["cache_hits"] == 1
+    assert (tmp_path / "o.jsonl").read_text() == first and (tmp_path / "o.jsonl.cache").is_dir()

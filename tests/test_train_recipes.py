@@ -1,0 +1,79 @@
+"""Every shipped recipe loads and runs on a tiny model; the persona recipe teaches the style."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from skillgraft.cli import main
+from skillgraft.train.config import load_config
+from skillgraft.train.fixtures import build_world, marker_rate
+
+RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
+                 if (yaml.safe_load(p.read_text()) or {}).get("kind") == "train")
+PROMPTS = ["i like the sea", "my cat eat rice", "we see the moon", "the dog find a book", "they love music",
+           "you make tea", "my friend need snow", "the teacher want a cake"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("rworld"), n_persona=64)
+
+
+LR = {"persona.yaml": "1.0e-2", "knowledge.yaml": "2.0e-3"}  # tiny runs of 30 steps need more than 2e-4
+
+
+def _tiny_overrides(world, out_dir, lr="1.0e-3"):
+    """Tiny sizes and steps. The base is random, so "retention" of its general text means
+    little here: the threshold is lowered so the recipe runs to its end."""
+    validation = world["persona"].with_name("persona_val.txt")
+    validation.write_text("\n".join(world["persona"].read_text().splitlines()[:8]) + "\n")
+    return [f"model={world['model']}", f"data.train={world['persona']}", f"data.validation={validation}",
+            "data.max_length=32", f"monitor.general_text={world['heldout']}", "monitor.every_steps=10",
+            "monitor.prompts=[i like, we see]", f"output_dir={out_dir}", "epochs=null", "max_steps=30",
+            "save_steps=100", "progress=false", f"lr={lr}", "monitor.min_retention=0.05", "batch_size=8",
+            "grad_accum=1", "warmup_steps=0", "seed=0"]
+
+
+def test_recipes_are_shipped():
+    assert {p.name for p in RECIPES} >= {"persona.yaml", "knowledge.yaml"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
+    seeds = yaml.safe_load(recipe.read_text())
+    config = load_config(recipe, [])  # the shipped file validates as it is
+    assert config.model == seeds["model"] and config.lora.targets == seeds["lora"]["targets"]
+    capsys.readouterr()
+    overrides = _tiny_overrides(world, tmp_path / "out", LR.get(recipe.name, "1.0e-3"))
+    rc = main(["train", str(recipe), "--json", *[arg for item in overrides for arg in ("--set", item)]])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    out = json.loads(captured.out)
+    assert out["steps"] == 30 and out["stopped"] is None, out["stopped"]
+    assert out["losses"][-1][1] < out["losses"][0][1]
+    assert out["merged_dir"] and Path(out["merged_dir"], "config.json").is_file()
+    options = json.loads((tmp_path / "out" / "adapter" / "skillgraft.json").read_text())["options"]
+    assert options["lora"]["r"] == seeds["lora"]["r"] and options["lora"]["alpha"] == seeds["lora"]["alpha"]
+    if recipe.name == "persona.yaml":
+        before = marker_rate(world["model"], PROMPTS)
+        after = marker_rate(out["merged_dir"], PROMPTS)
+        assert after >= before + 0.4, (before, after)
+
+
+def test_seed_settings_in_recipes():
+    persona = load_config(Path(RECIPES[0]).with_name("persona.yaml"))
+    knowledge = load_config(Path(RECIPES[0]).with_name("knowledge.yaml"))
+    assert (persona.lora.r, persona.lora.alpha, persona.lora.targets) == (16, 32, "attn-qv")
+    assert (knowledge.lora.r, knowledge.lora.alpha, knowledge.lora.targets, knowledge.lr) == (100, 300, "knowledge",
+                                                                                              2e-4)
