@@ -9,8 +9,13 @@ peak resident memory (ru_maxrss from wait4) is that job's alone:
   sg-two-step    skillgraft extract BASE SKILLED, then graft TARGET VECTOR
   mergekit       task_arithmetic (base=BASE; SKILLED weight 1 with embed/lm_head 0; TARGET 1)
   seeds-loop     three AutoModelForCausalLM loads, state_dict loop, save_pretrained
+  sg-ties        skillgraft graft BASE --delta BASE SKILLED --delta BASE TARGET --method ties
+                 --density 0.5 --with-embeddings (both deltas merged onto the base, every tensor)
+  mergekit-ties  mergekit ties, base_model=BASE, SKILLED and TARGET with weight 1, density 0.5
+  sg-dare_ties / mergekit-dare_ties   the same with dare_ties (random masks: no agreement check)
 
-Usage: python benchmarks/graft_bench.py [--sizes 0.8,1.6] [--work DIR] [--mergekit-python PATH]
+Usage: python benchmarks/graft_bench.py [--sizes 0.8,1.6] [--methods sum,ties,dare_ties] [--work DIR]
+                                        [--mergekit-python PATH]
 mergekit runs from its own virtualenv (default /work/bench-work/mergekit-venv): make it with
 `python3 -m venv V && V/bin/pip install -c constraints.txt mergekit`.
 """
@@ -194,7 +199,49 @@ def mergekit_config(work: Path, base: Path, skilled: Path, target: Path) -> Path
     return path
 
 
-def run_size(billions: float, work: Path, mergekit_python: str | None) -> list[dict]:
+def mergekit_merge_config(work: Path, method: str, base: Path, skilled: Path, target: Path,
+                          density: float) -> Path:
+    """mergekit's ties / dare_ties on the two deltas (SKILLED − BASE, TARGET − BASE)."""
+    import yaml
+
+    models = [{"model": str(m), "parameters": {"weight": 1.0, "density": density}} for m in (skilled, target)]
+    config = {"merge_method": method, "base_model": str(base), "dtype": "bfloat16",
+              "parameters": {"normalize": True, "int8_mask": False}, "models": models}
+    path = work / f"mergekit-{method}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_methods(methods: list[str], folder: Path, paths: dict, sg: list[str], env: dict, mergekit_python,
+                record, density: float = 0.5) -> dict:
+    """The sg-METHOD and mergekit-METHOD rows; returns ties' output agreement (if both ran)."""
+    base, skilled, target = (str(paths[n]) for n in ("base", "skilled", "target"))
+    agreement = {}
+    for method in methods:
+        ours, theirs = folder / f"out-sg-{method}", folder / f"out-mk-{method}"
+        for path in (ours, theirs):
+            shutil.rmtree(path, ignore_errors=True)
+        record(f"sg-{method}", *measure(sg + ["graft", base, "--delta", base, skilled, "--delta", base, target,
+                                              "--method", method, "--density", str(density), "--with-embeddings",
+                                              "-o", str(ours), "--quiet"], env))
+        if mergekit_python:
+            config = mergekit_merge_config(folder, method, paths["base"], paths["skilled"], paths["target"], density)
+            mergekit = str(Path(mergekit_python).parent / "mergekit-yaml")
+            record(f"mergekit-{method}", *measure([mergekit, str(config), str(theirs), "--lazy-unpickle",
+                                                   "--out-shard-size", "5B"]))
+            if method == "ties":
+                report = folder / "agree-ties.json"
+                me = str(Path(__file__).resolve())
+                measure([sys.executable, me, "--child", "compare", str(ours), str(theirs), str(report),
+                         base, skilled, target])
+                agreement["sg-ties vs mergekit-ties"] = json.loads(report.read_text())
+        for path in (ours, theirs):
+            shutil.rmtree(path, ignore_errors=True)
+    return agreement
+
+
+def run_size(billions: float, work: Path, mergekit_python: str | None,
+             methods: tuple[str, ...] = ("sum", "ties", "dare_ties")) -> list[dict]:
     layers = layers_for(billions)
     folder = work / f"{billions:g}B"
     paths = {name: folder / name for name in ("base", "skilled", "target")}
@@ -219,6 +266,13 @@ def run_size(billions: float, work: Path, mergekit_python: str | None) -> list[d
 
     measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])])  # warm the page cache
     record("floor", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])]))
+    merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
+                                   record)
+    if "sum" not in methods:
+        for row in rows:
+            row["agreement"] = merged_agreement
+        shutil.rmtree(outputs["floor"], ignore_errors=True)
+        return rows
     record("sg-one-pass", *measure(sg + ["graft", target, "--delta", base, skilled, "-o", str(outputs["one"]),
                                          "--quiet"], env))
     wall_a, rss_a = measure(sg + ["extract", base, skilled, "-o", str(outputs["vec"]), "--quiet"], env)
@@ -239,6 +293,7 @@ def run_size(billions: float, work: Path, mergekit_python: str | None) -> list[d
     agreement = {"vs two-step": agree("two"), "vs seeds-loop": agree("seeds")}
     if mergekit_python:
         agreement["vs mergekit"] = agree("mergekit")
+    agreement.update(merged_agreement)
     for row in rows:
         row["agreement"] = agreement
     for path in outputs.values():
@@ -251,7 +306,9 @@ def print_table(rows: list[dict]) -> None:
     print("| size | job | wall s | peak RSS MB | wall ÷ mergekit | wall ÷ floor | RSS ÷ mergekit |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        mk, floor = by.get((r["size"], "mergekit")), by[(r["size"], "floor")]
+        method = r["job"].split("-", 1)[1] if r["job"].split("-", 1)[-1] in ("ties", "dare_ties") else None
+        mk = by.get((r["size"], f"mergekit-{method}" if method else "mergekit"))
+        floor = by[(r["size"], "floor")]
         ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
         print(f"| {r['size']} ({r['layers']} layers) | {r['job']} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{ratio(r['wall_s'], mk['wall_s']) if mk else 'n/a'} | {ratio(r['wall_s'], floor['wall_s'])} | "
@@ -260,7 +317,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r["size"] not in seen:
             seen.add(r["size"])
-            print(f"\n{r['size']} one-pass output agreement: " + "; ".join(
+            print(f"\n{r['size']} output agreement (sg-one-pass unless named): " + "; ".join(
                 f"{k}: max {v['max_steps']:.2f} bf16 steps, {v['differing_values']} values differ"
                 for k, v in r["agreement"].items()))
 
@@ -271,6 +328,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0.8,1.6", help="model sizes in billions of parameters")
+    parser.add_argument("--methods", default="sum,ties,dare_ties",
+                        help="sum (the task-arithmetic rows), ties, dare_ties: which comparisons to run")
     parser.add_argument("--work", default="/work/bench-work", help="scratch folder (needs ~10 GB per 0.8B)")
     parser.add_argument("--mergekit-python", default="/work/bench-work/mergekit-venv/bin/python")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows to this JSON file")
@@ -280,7 +339,7 @@ def main() -> None:
         print(f"note: no mergekit at {args.mergekit_python}; its rows are left out", file=sys.stderr)
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
-        rows += run_size(size, Path(args.work), mergekit)
+        rows += run_size(size, Path(args.work), mergekit, tuple(m.strip() for m in args.methods.split(",")))
     print_table(rows)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))

@@ -25,7 +25,10 @@ def layer_of(name: str) -> str:
     return match.group(1) if match else name
 
 
-def inspect_folder(path: Path, *, allow_pickle: bool = False) -> dict:
+def inspect_folder(path: Path, *, allow_pickle: bool = False, base=None, compare=None, top_k: int = 8,
+                   svd_sample: int = 4, cp_threshold: float = 0.05) -> dict:
+    """What the folder holds; for a vector (or a model with `base`), the diagnostics of
+    `skillgraft.vectors.diagnostics`, against `compare` when given."""
     checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="folder")
     manifest = {}
     if (path / MANIFEST).is_file():
@@ -44,23 +47,27 @@ def inspect_folder(path: Path, *, allow_pickle: bool = False) -> dict:
         "files": sorted({checkpoint.tensors[n].path.name for n in checkpoint.names}),
         "tensors": tensors,
     }
-    if kind == "vector":
-        report["norms"] = vector_norms(checkpoint)
+    if kind == "vector" or base is not None or compare is not None:
+        from skillgraft.vectors.diagnostics import diagnose, open_side
+
+        base_checkpoint = Checkpoint(base, allow_pickle=allow_pickle, role="base") if base is not None else None
+        side = open_side(path, base_checkpoint, str(path), allow_pickle)
+        other = open_side(compare, base_checkpoint, str(compare), allow_pickle) if compare is not None else None
+        report["diagnostics"] = diagnose(side, base=base_checkpoint, other=other, top_k=top_k, svd_sample=svd_sample,
+                                         cp_threshold=cp_threshold)
+        tensor_norms = report["diagnostics"].pop("tensor_norms")
+        if kind == "vector":  # the same pass gives the norms: the vector is read once
+            report["norms"] = norms_from(tensor_norms)
     return report
 
 
-def vector_norms(checkpoint: Checkpoint) -> dict:
-    """L2 norm per tensor and per layer (sums of squares in float64)."""
-    per_tensor, per_layer = {}, defaultdict(float)
-    for name in checkpoint.names:
-        if not checkpoint.tensors[name].is_float:
-            continue
-        squares = float(checkpoint.read(name).double().pow(2).sum())
-        per_tensor[name] = math.sqrt(squares)
-        per_layer[layer_of(name)] += squares
+def norms_from(per_tensor: dict[str, float]) -> dict:
+    """Total and per-layer L2 norms from per-tensor norms."""
+    per_layer = defaultdict(float)
+    for name, norm in per_tensor.items():
+        per_layer[layer_of(name)] += norm * norm
     return {"total": math.sqrt(sum(per_layer.values())),
-            "per_layer": {layer: math.sqrt(v) for layer, v in per_layer.items()},
-            "per_tensor": per_tensor}
+            "per_layer": {layer: math.sqrt(v) for layer, v in per_layer.items()}, "per_tensor": per_tensor}
 
 
 def render_inspect(report: dict) -> None:
@@ -77,8 +84,12 @@ def render_inspect(report: dict) -> None:
         for layer, value in report["norms"]["per_layer"].items():
             table.add_row(layer, f"{value:.4g}")
         console.print(table)
-    else:
+    elif "diagnostics" not in report:
         table = Table("tensor", "dtype", "shape", "MB")
         for tensor in report["tensors"]:
             table.add_row(tensor["name"], tensor["dtype"], str(tensor["shape"]), f"{tensor['bytes'] / 1e6:.3f}")
         console.print(table)
+    if "diagnostics" in report:
+        from skillgraft.vectors.diagnostics import render_diagnostics
+
+        render_diagnostics(report["diagnostics"], console)

@@ -55,3 +55,42 @@ def all_finite(tensor: torch.Tensor) -> bool:
 def nonfinite_count(tensor: torch.Tensor) -> int:
     """How many NaN/Inf entries a float tensor holds (0 for a healthy tensor)."""
     return int(tensor.numel() - torch.isfinite(tensor).sum().item())
+
+
+CHUNK = 1 << 18  # elements per block: a float32 block (1 MiB) stays in the core's cache
+
+
+def combine_blockwise(target: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor | None, float]],
+                      out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, bool]:
+    """cast(target.float() + Σ scale·delta) block by block; returns (result, all finite).
+
+    Each part is `(vector, None, scale)` or `(base, skilled, scale)` (delta computed on the
+    fly). The same float32 operations in the same order as `delta`/`scaled`/`accumulate`,
+    so the bits are identical, but on cache-sized blocks: full-size float32 temporaries
+    would multiply memory traffic several times over (and peak memory with it).
+    """
+    flat_target = target.reshape(-1)
+    flat_parts = [(a.reshape(-1), None if b is None else b.reshape(-1), s) for a, b, s in parts]
+    result = torch.empty(flat_target.shape, dtype=out_dtype or target.dtype)
+    finite = True
+    for start in range(0, flat_target.numel(), CHUNK):
+        block = slice(start, start + CHUNK)
+        total = flat_target[block].float()
+        if total.data_ptr() == flat_target.data_ptr() + start * flat_target.element_size():
+            total = total.clone()  # float32 target: never write into the caller's tensor
+        for first, second, scale in flat_parts:
+            if second is None:
+                piece = first[block].float()
+                piece = piece * scale if scale != 1.0 else piece
+            else:
+                piece = second[block].float()
+                if piece.data_ptr() == second.data_ptr() + start * second.element_size():
+                    piece = piece.clone()
+                piece.sub_(first[block])
+                if scale != 1.0:
+                    piece.mul_(scale)
+            total.add_(piece)
+        if finite and not math.isfinite(float(total.sum())):
+            finite = bool(torch.isfinite(total).all())
+        result[block] = total
+    return result.reshape(target.shape), finite

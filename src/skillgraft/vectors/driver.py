@@ -22,9 +22,12 @@ from skillgraft.checkpoint.manifest import input_record
 from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
 from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
+from skillgraft.vectors.merge_methods import METHODS, RANDOM_METHODS, generator_for, merge
 from skillgraft.vectors.files import copy_side_files, read_vector_manifest
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role
+from skillgraft.vectors.schedule import Schedule, layer_index
+from skillgraft.vectors.vocab import RowAlignment, align, copy_special_rows
 
 
 @dataclass
@@ -36,6 +39,8 @@ class DeltaSource:
     base: Checkpoint | None = None
     skilled: Checkpoint | None = None
     label: str = ""
+    schedule: Schedule | None = None  # this vector's own schedule, on top of the graft's
+    alignment: RowAlignment | None = None  # embedding rows matched by token (--align-vocab)
 
     @property
     def reference(self) -> Checkpoint:
@@ -43,29 +48,48 @@ class DeltaSource:
         return self.vector if self.vector is not None else self.skilled
 
     def skip_reason(self, name: str, shape: tuple[int, ...]) -> str | None:
+        if self.alignment is not None and name in self.alignment.shapes:
+            shape = None  # rows are matched by token: only the row width must agree
         if self.vector is not None:
             info = self.vector.tensors.get(name)
             if info is None:
                 return "not in vector"
-            if info.shape != shape:
+            if shape is None and info.shape[1:] != self.alignment.shapes[name][1:]:
+                return f"vector row width {list(info.shape[1:])} differs from target's"
+            if shape is not None and info.shape != shape:
                 return f"vector shape {list(info.shape)} differs from target {list(shape)}"
             return None if info.is_float else f"vector dtype {info.dtype} is not floating point"
         for side, checkpoint in (("base", self.base), ("skilled", self.skilled)):
             info = checkpoint.tensors.get(name)
             if info is None:
                 return f"not in {side}"
-            if info.shape != shape:
+            if shape is None and info.shape[1:] != self.alignment.shapes[name][1:]:
+                return f"{side} row width {list(info.shape[1:])} differs from target's"
+            if shape is not None and info.shape != shape:
                 return f"{side} shape {list(info.shape)} differs from target {list(shape)}"
             if not info.is_float:
                 return f"{side} dtype {info.dtype} is not floating point"
         return None
 
-    def read_scaled(self, name: str) -> torch.Tensor:
+    def read_delta(self, name: str) -> torch.Tensor:
+        """The unscaled delta of one tensor in float32 (memory owned by the caller)."""
+        if self.alignment is not None and name in self.alignment.shapes:
+            return self.alignment.full_delta(self, name)
         if self.vector is not None:
-            raw = self.vector.read(name)
-        else:
-            raw = arithmetic.delta(self.base.read(name), self.skilled.read(name))
-        return arithmetic.scaled(raw, self.scale)
+            return arithmetic.scaled(self.vector.read(name), 1.0)
+        return arithmetic.delta(self.base.read(name), self.skilled.read(name))
+
+    def scale_for(self, name: str, schedule: Schedule | None = None) -> float:
+        """This source's scale for one tensor: its scale × the graft's and its own schedule."""
+        scale = self.scale
+        for rules in (schedule, self.schedule):
+            if rules is not None and not rules.empty:
+                scale = scale * rules.factor(name)
+        return scale
+
+    def read_scaled(self, name: str, scale: float | None = None) -> torch.Tensor:
+        """scale·delta in float32 (the same bits as scaling the raw tensor: widening is exact)."""
+        return arithmetic.scaled(self.read_delta(name), self.scale if scale is None else scale)
 
 
 @dataclass
@@ -185,6 +209,20 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
     return {"output": str(out), **manifest}
 
 
+def check_method(method: str, density: float | None) -> None:
+    """Refuse unknown methods and densities that are missing, unused or out of (0, 1]."""
+    if method not in METHODS:
+        raise UserError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if method == "sum":
+        if density is not None:
+            raise UserError("--density applies to --method ties, dare, dare_ties or magnitude, not sum")
+        return
+    if density is None:
+        raise UserError(f"--method {method} needs --density (the kept fraction, e.g. 0.5)")
+    if not 0 < density <= 1:
+        raise UserError(f"--density {density:g} is outside (0, 1]: it is the fraction of entries kept")
+
+
 def _open_sources(vectors, deltas, allow_pickle: bool) -> list[DeltaSource]:
     sources = []
     for path, scale in vectors:
@@ -203,17 +241,33 @@ def _open_sources(vectors, deltas, allow_pickle: bool) -> list[DeltaSource]:
 def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(), with_embeddings: bool = False,
           force: bool = False, quiet: bool = True, allow_arch_mismatch: bool = False,
           allow_nonfinite: bool = False, allow_pickle: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
-          chat_template_from=None) -> dict:
-    """Write `target + Σ scale·vector` (float32 sums, cast to the target's dtype) to `out_dir`.
+          chat_template_from=None, method: str = "sum", density: float | None = None, seed: int = 0,
+          schedule: Schedule | None = None, source_schedules: list[Schedule | None] | None = None,
+          align_vocab: bool = False) -> dict:
+    """Write `target + merge(scale·vector, ...)` (float32, cast to the target's dtype) to `out_dir`.
 
     `vectors` holds (vector_dir, scale) pairs; `deltas` holds (base_dir, skilled_dir, scale)
-    triples computed on the fly. The target's input embeddings and output head are left
-    untouched unless `with_embeddings`.
+    triples computed on the fly. `method` is sum (left-to-right float32 sum, the seeds'
+    loop) or one of ties / dare / dare_ties / magnitude with `density` the kept fraction and
+    `seed` DARE's seed (see `merge_methods`). `schedule` scales each tensor by layer, module
+    kind and depth; `source_schedules` (one per vector, then per delta) adds a vector's own.
+    The target's input embeddings and output head are left untouched unless `with_embeddings`;
+    with `align_vocab` too, their rows are matched by token string when vocabularies differ
+    (see `skillgraft.vectors.vocab`).
     """
     from skillgraft.tokenizer import apply_chat_template, compare_tokenizers, plan_chat_template
 
+    check_method(method, density)
+    if align_vocab and not with_embeddings:
+        raise UserError("--align-vocab maps embedding rows: it needs --with-embeddings")
     target = Checkpoint(target_dir, allow_pickle=allow_pickle, role="target")
     sources = _open_sources(vectors, deltas, allow_pickle)
+    for source, own in zip(sources, source_schedules or []):
+        source.schedule = own
+    for rules in [schedule, *(source.schedule for source in sources)]:
+        if rules is not None and rules.num_layers is None:
+            rules.num_layers = target.num_layers or 1 + max(
+                (i for n in target.names if (i := layer_index(n)) is not None), default=0)
     inputs_seen = [target.path]
     for source in sources:
         for checkpoint in (source.vector, source.base, source.skilled):
@@ -225,9 +279,15 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
     tokenizer_reports = [compare_tokenizers(source.reference.path, target.path) for source in sources]
     if with_embeddings:
         for source, report in zip(sources, tokenizer_reports):
-            if report["relation"] not in ("identical", "unknown"):
+            if report["relation"] in ("identical", "unknown"):
+                continue
+            if not align_vocab:
                 raise UserError(f"--with-embeddings refused: the vocabulary of {source.reference.path} and the "
-                                f"target's differ ({report['relation']}); embedding rows would not line up")
+                                f"target's differ ({report['relation']}); embedding rows would not line up "
+                                "(pass --align-vocab to match rows by token string)")
+            source.alignment = align(source.reference.path, target.path,
+                                     source.base.path if source.base is not None else None,
+                                     source.skilled.path if source.skilled is not None else None)
     selection = TensorFilter(list(include), list(exclude))
     template_plan = plan_chat_template(Path(chat_template_from), target.path) if chat_template_from else None
 
@@ -235,13 +295,16 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
     for name in target.names:
         info = target.tensors[name]
         plan.append(PlannedTensor(name, info.dtype, info.shape))
-        reason = None
+        reason = role = None
         if not info.is_float:
             reason = f"target dtype {info.dtype} is not floating point (copied unchanged)"
-        elif not with_embeddings and (role := embedding_role(name, info.shape, target.vocab_size)):
+        elif (role := embedding_role(name, info.shape, target.vocab_size)) and not with_embeddings:
             reason = f"{role} of the target (kept; pass --with-embeddings to graft it)"
         else:
             reason = selection.reason_to_skip(name)
+        for source in sources:
+            if role and not reason and source.alignment is not None:
+                source.alignment.shapes[name] = info.shape
         if reason:
             skipped.append({"tensor": name, "reason": reason})
             continue
@@ -259,14 +322,27 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
         skipped += [{"tensor": n, "source": index, "reason": "not in target"}
                     for n in reference.names if n not in target.tensors]
 
+    factors = {name: [source.scale_for(name, schedule) for source in active] for name, active in work.items()}
+    special_rows: dict[str, str] = {}
     progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan), quiet=quiet)
     with AtomicFolder(out) as temp, progress:
         def produce(planned: PlannedTensor) -> torch.Tensor | bytearray:
-            if planned.name not in work:
-                return target.read_raw(planned.name)
-            original = target.read(planned.name)
-            total = arithmetic.accumulate(original, [s.read_scaled(planned.name) for s in work[planned.name]])
-            _finish(total, planned.name, allow_nonfinite, out)
+            name = planned.name
+            if name not in work:
+                return target.read_raw(name)
+            original = target.read(name)
+            if method == "sum":
+                total = arithmetic.accumulate(original, [s.read_scaled(name, f) for s, f in zip(work[name], factors[name])])
+            else:  # merged + target == target + merged bit for bit; reusing `merged` saves a copy
+                generator = generator_for(seed, name) if method in RANDOM_METHODS else None
+                total = merge(method, [s.read_delta(name) for s in work[name]], factors[name], density=density,
+                              generator=generator).add_(original)
+            for source, factor in zip(work[name], factors[name]):
+                if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:
+                    copied = copy_special_rows(total, original, source.skilled.read(name), factor,
+                                               source.alignment.special)
+                    special_rows.update({f"{name}: {token}": source.label for token in copied})
+            _finish(total, name, allow_nonfinite, out)
             return total.to(original.dtype)
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "model"})
@@ -281,11 +357,19 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
                 for role, checkpoint in (("vector", source.vector), ("base", source.base), ("skilled", source.skilled))
                 if checkpoint is not None],
             options={"include": list(include), "exclude": list(exclude), "with_embeddings": with_embeddings,
-                     "method": "sum", "shard_size": shard_size, "allow_arch_mismatch": allow_arch_mismatch,
+                     "method": method, "density": density, "seed": seed, "align_vocab": align_vocab,
+                     "schedule": schedule.describe() if schedule is not None and not schedule.empty else None,
+                     "shard_size": shard_size, "allow_arch_mismatch": allow_arch_mismatch,
                      "allow_nonfinite": allow_nonfinite,
                      "chat_template_from": str(Path(chat_template_from).resolve()) if chat_template_from else None},
             file_sha256={k: v for k, v in hashes.items()},
             extra={"tensors": {"total": len(plan), "grafted": len(work), "copied": len(plan) - len(work)},
-                   "skipped": skipped, "tokenizers": tokenizer_reports, "chat_template": template_report},
+                   "scales": {name: f for name, f in factors.items()
+                              if any(x != s.scale for x, s in zip(f, work[name]))},
+                   "skipped": skipped, "tokenizers": tokenizer_reports, "chat_template": template_report,
+                   "vocab_alignment": [None if s.alignment is None else
+                                       {**s.alignment.report(), "special_copied": sorted(
+                                           k for k, v in special_rows.items() if v == s.label)}
+                                       for s in sources]},
         )
     return {"output": str(out), **manifest}

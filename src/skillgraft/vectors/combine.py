@@ -1,0 +1,91 @@
+"""`skillgraft vector combine/scale/negate`: new vectors as weighted sums of saved ones, streamed.
+
+    C = Σ scale_i · V_i        (float32, left to right, stored as --dtype)
+
+computed tensor by tensor through the checkpoint layer, so combining vectors of any size
+needs memory for a few copies of the largest tensor only. A tensor missing from some
+vectors counts as zero there (a vector extracted with --include holds a subset); shapes
+must agree wherever a tensor appears.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from skillgraft.checkpoint import (
+    AtomicFolder, Checkpoint, DEFAULT_SHARD_SIZE, PlannedTensor, ShardedWriter, check_output, write_manifest,
+)
+from skillgraft.checkpoint.manifest import input_record
+from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
+from skillgraft.errors import UserError
+from skillgraft.vectors import arithmetic
+from skillgraft.vectors.driver import _finish, check_same_architecture, stream_tensors
+from skillgraft.vectors.files import copy_side_files, read_vector_manifest
+from skillgraft.vectors.progress import Progress
+
+
+def open_vectors(specs, allow_pickle: bool = False) -> list[tuple[Checkpoint, float]]:
+    """(path, scale) pairs -> opened vector checkpoints; refuses model folders."""
+    opened = []
+    for path, scale in specs:
+        checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="vector")
+        read_vector_manifest(checkpoint.path)
+        opened.append((checkpoint, float(scale)))
+    if not opened:
+        raise UserError("nothing to combine: give at least one VECTOR:SCALE")
+    return opened
+
+
+def combine_vectors(specs, out_dir, *, dtype: str = "float32", operation: str = "combine", force: bool = False,
+                    quiet: bool = True, allow_nonfinite: bool = False, allow_pickle: bool = False,
+                    allow_arch_mismatch: bool = False, shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
+    """Write Σ scale·vector to `out_dir` as a vector folder (with skillgraft.json)."""
+    if dtype not in CODE_OF_DTYPE:
+        raise UserError(f"--dtype {dtype!r} is not one of float32, bfloat16, float16")
+    vectors = open_vectors(specs, allow_pickle)
+    first = vectors[0][0]
+    for checkpoint, _ in vectors[1:]:
+        check_same_architecture(first, checkpoint, allow_arch_mismatch)
+    out = Path(out_dir)
+    check_output(out, [c.path for c, _ in vectors], force=force)
+    code, torch_dtype = CODE_OF_DTYPE[dtype], TORCH_OF_CODE[CODE_OF_DTYPE[dtype]]
+
+    shapes, members, skipped = {}, {}, []
+    for index, (checkpoint, _) in enumerate(vectors):
+        for name in checkpoint.names:
+            info = checkpoint.tensors[name]
+            if not info.is_float:
+                skipped.append({"tensor": name, "source": index, "reason": f"dtype {info.dtype} is not floating point"})
+                continue
+            if name in shapes and shapes[name] != info.shape:
+                raise UserError(f"tensor {name!r} has shape {list(info.shape)} in {checkpoint.path} but "
+                                f"{list(shapes[name])} in an earlier vector; these vectors do not belong together")
+            shapes.setdefault(name, info.shape)
+            members.setdefault(name, []).append(index)
+    plan = [PlannedTensor(name, code, shapes[name]) for name in shapes]
+
+    progress = Progress(f"vector {operation}", total_bytes=sum(p.nbytes for p in plan), total_tensors=len(plan),
+                        quiet=quiet)
+    with AtomicFolder(out) as temp, progress:
+        def produce(planned: PlannedTensor) -> torch.Tensor:
+            parts = [arithmetic.scaled(vectors[i][0].read(planned.name), vectors[i][1]) for i in members[planned.name]]
+            total = arithmetic.accumulate(parts[0], parts[1:])
+            _finish(total, planned.name, allow_nonfinite, out)
+            return total.to(torch_dtype)
+
+        writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
+        sizes = {planned.name: planned.nbytes for planned in plan}
+        hashes = stream_tensors(plan, produce, writer, progress, sizes.__getitem__)
+        copy_side_files(first.path, temp)
+        manifest = write_manifest(
+            temp, kind="vector",
+            inputs=[{**input_record("vector", c), "scale": s} for c, s in vectors],
+            options={"operation": operation, "dtype": dtype, "shard_size": shard_size,
+                     "allow_nonfinite": allow_nonfinite, "allow_arch_mismatch": allow_arch_mismatch},
+            file_sha256=hashes,
+            extra={"tensors": {"written": len(plan), "partial": sum(len(m) < len(vectors) for m in members.values()),
+                               "skipped": len(skipped)}, "skipped": skipped},
+        )
+    return {"output": str(out), **manifest}

@@ -1,0 +1,90 @@
+"""The lab demo on the shipped checkpoints: they load in plain transformers, the reported
+numbers follow from the saved generations, and the graft beats CP while the controls do not."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from skillgraft.lab import world as W
+from skillgraft.lab.demo import SHIPPED, run_demo, shipped_available, shipped_seed
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "lab.md"
+MARGIN_TOLERANCE = 0.10   # stated in docs/lab.md: CPU-to-CPU numerics may flip a few greedy answers
+CONTROL_SLACK = 0.05      # the issue's bound: no control more than 0.05 above CP
+
+pytestmark = pytest.mark.skipif(not shipped_available(), reason="shipped lab checkpoints missing")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab-demo")
+    return out, run_demo(out, seed=0, as_json=True)
+
+
+def test_shipped_checkpoints_load_in_plain_transformers():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for name in ("base", "cp", "skilled", "nonskill", "upper"):
+        record = json.loads((SHIPPED / name / "skillgraft.json").read_text())
+        assert record["lab_model"] == name
+        assert record["command"] == f"skillgraft lab build --seed {record['seed']}"
+        tok = AutoTokenizer.from_pretrained(SHIPPED / name)
+        model = AutoModelForCausalLM.from_pretrained(SHIPPED / name)
+        assert model.config.vocab_size == len(tok)
+        assert tok.chat_template and tok.eos_token == "</s>"
+        assert all(f.suffix != ".bin" for f in (SHIPPED / name).iterdir())
+
+
+def test_demo_json_numbers_follow_from_saved_generations(demo):
+    out, payload = demo
+    world = W.make_world(shipped_seed())
+    a_names, b_names = set(world.names_a), set(world.names_b)
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert json.loads((out / "results.json").read_text()) == payload
+    models = {r["model"] for r in payload["results"]}
+    assert models == {"base", "cp", "skilled", "cp+vector", "cp+random", "cp+nonskill", "upper"}
+    for result in payload["results"]:
+        gens = [g for g in rows if g["model"] == result["model"] and g["scale"] == result["scale"]]
+        assert len(gens) == result["n"] > 0
+        acc = sum(g["output"] == f"{g['answer']} </s>" for g in gens) / len(gens)
+        fmt = sum(bool(re.fullmatch(r"(\S+) </s>", g["output"])) and g["output"].split()[0] in b_names
+                  for g in gens) / len(gens)
+        leak = sum(any(w in a_names for w in g["output"].split()) for g in gens) / len(gens)
+        assert result["accuracy"] == pytest.approx(acc, abs=1e-4)
+        assert result["format_rate"] == pytest.approx(fmt, abs=1e-4)
+        assert result["language_leak"] == pytest.approx(leak, abs=1e-4)
+    assert {r["scale"] for r in payload["results"] if r["model"] == "cp+vector"} == {0.5, 1.0, 1.5}
+
+
+def test_graft_raises_b_accuracy_by_the_documented_margin_and_controls_do_not(demo):
+    _, payload = demo
+    match = re.search(r"shipped-margin:\s*([0-9.]+)", DOC.read_text())
+    assert match, "docs/lab.md must state the shipped margin as `shipped-margin: X`"
+    margin = float(match.group(1))
+    res = payload["results"]
+    cp = next(r["accuracy"] for r in res if r["model"] == "cp")
+    best = max(r["accuracy"] for r in res if r["model"] == "cp+vector")
+    assert best - cp >= margin - MARGIN_TOLERANCE
+    for control in ("cp+random", "cp+nonskill"):
+        assert next(r["accuracy"] for r in res if r["model"] == control) <= cp + CONTROL_SLACK
+    assert "skill vector" in payload["conclusion"]
+
+
+def test_conclusion_states_what_the_numbers_show():
+    from skillgraft.lab.demo import conclusion
+
+    def rows(vec, control):
+        return [{"model": "cp", "scale": None, "accuracy": 0.1, "format_rate": 0.0, "language_leak": 0.0, "n": 50},
+                {"model": "cp+vector", "scale": 1.0, "accuracy": vec, "format_rate": 0.0, "language_leak": 0.2,
+                 "n": 50},
+                {"model": "cp+random", "scale": 1.0, "accuracy": control, "format_rate": 0.0, "language_leak": 0.0,
+                 "n": 50}]
+
+    good = conclusion(rows(0.8, 0.1), cp_knows=0.9)
+    assert "+70 points" in good and "specific to the skill vector" in good and "already knows" in good
+    flat = conclusion(rows(0.18, 0.15), cp_knows=0.2)
+    assert "not distinguishable" in flat and "already knows" not in flat and "Only 20%" in flat

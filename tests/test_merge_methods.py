@@ -1,0 +1,130 @@
+"""ties / dare / dare_ties / magnitude: bit-equal to peft's reference functions, per tensor and
+through the streaming graft; DARE deterministic per seed and independent of shard layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft.utils import merge_utils
+
+from skillgraft.vectors.merge_methods import generator_for, merge, tensor_seed
+from test_graft import EMBEDDINGS, state
+
+pytestmark = pytest.mark.filterwarnings("ignore:The density .* no pruning")
+
+PEFT = {
+    "ties": lambda ts, w, d: merge_utils.ties(ts, w, d),
+    "dare": lambda ts, w, d: merge_utils.dare_linear(ts, w, d),
+    "dare_ties": lambda ts, w, d: merge_utils.dare_ties(ts, w, d),
+    "magnitude": lambda ts, w, d: merge_utils.magnitude_prune(ts, w, d),
+    "sum": lambda ts, w, d: merge_utils.task_arithmetic(ts, w),
+}
+
+
+def peft_reference(method, deltas, weights, density, seed=0, name="t"):
+    """peft's function on clones, with torch's global generator seeded as our per-tensor one."""
+    torch.manual_seed(tensor_seed(seed, name))
+    return PEFT[method]([d.clone() for d in deltas], torch.tensor(weights), density)
+
+
+@pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "magnitude", "sum"])
+@pytest.mark.parametrize("count,density,levels", [(1, 0.3, 0), (2, 0.5, 0), (3, 0.2, 0), (2, 1.0, 0), (3, 0.45, 7)])
+def test_equals_peft(method, count, density, levels):
+    gen = torch.Generator().manual_seed(count)
+    deltas = [torch.randn(48, 40, generator=gen) * (i + 1) for i in range(count)]
+    if levels:  # few distinct values: many ties at the top-k threshold and in the sign election
+        deltas = [torch.round(d * levels / 3) for d in deltas]
+    deltas[0][0, :5] = 0.0  # zeros: never vote in the sign election
+    weights = [0.3, -0.7, 1.1][:count]
+    got = merge(method, [d.clone() for d in deltas], weights, density=None if method == "sum" else density,
+                generator=generator_for(0, "t"))
+    want = peft_reference(method, deltas, weights, density)
+    assert torch.equal(got, want)
+    if method != "sum" and density < 1:  # the pruning really happened
+        assert (got == 0).float().mean() > 0.5 * (1 - density) ** count
+
+
+def test_ties_semantics_by_hand():
+    """Sign elected from the unweighted trimmed deltas; the mean is over agreeing entries only."""
+    a = torch.tensor([3.0, -1.0, 2.0, 0.0])
+    b = torch.tensor([-1.0, -2.0, 2.0, 5.0])
+    got = merge("ties", [a.clone(), b.clone()], [1.0, 0.5], density=1.0)  # merge works in place
+    # col0: 3-1>0 -> only a agrees: 3; col1: both negative: (-1 + -1)/2; col2: (2+1)/2; col3: only b: 2.5
+    assert torch.equal(got, torch.tensor([3.0, -1.0, 1.5, 2.5]))
+    assert torch.equal(merge("magnitude", [a], [2.0], density=0.5), torch.tensor([6.0, 0.0, 4.0, 0.0]))
+
+
+def test_dare_seed_is_per_tensor_name_and_rescales():
+    delta = torch.ones(200, 50)
+    first = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "a.weight"))
+    again = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "a.weight"))
+    other_name = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "b.weight"))
+    other_seed = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(8, "a.weight"))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other_name) and not torch.equal(first, other_seed)
+    assert set(first.unique().tolist()) == {0.0, 4.0}  # kept entries rescaled by 1/density
+    assert abs(float((first != 0).float().mean()) - 0.25) < 0.02
+    assert abs(float(first.mean()) - 1.0) < 0.08  # expectation preserved
+
+
+@pytest.fixture
+def two_vectors(model_trio, run_cli, tmp_path):
+    trio = model_trio("llama", "bfloat16")
+    for name, skilled, shard in (("v1", trio["skilled"], "30KB"), ("v2", trio["skilled2"], "45KB")):
+        status, _, err = run_cli("extract", trio["base"], skilled, "-o", tmp_path / name, "--shard-size", shard,
+                                 "--quiet")
+        assert status == 0, err
+    return trio, tmp_path / "v1", tmp_path / "v2"
+
+
+@pytest.mark.parametrize("method,density", [("ties", 0.4), ("dare_ties", 0.6), ("dare", 0.5), ("magnitude", 0.3)])
+def test_graft_equals_peft_on_every_tensor(two_vectors, run_cli, tmp_path, method, density):
+    trio, v1, v2 = two_vectors
+    status, out, err = run_cli("graft", trio["cp"], f"{v1}:0.75", f"{v2}:-0.5", "-o", tmp_path / "out",
+                               "--method", method, "--density", str(density), "--seed", "11", "--json")
+    assert status == 0, err
+    manifest = json.loads(out)
+    assert manifest["options"]["method"] == method and manifest["options"]["density"] == density
+    target, a, b, got = state(trio["cp"]), state(v1), state(v2), state(tmp_path / "out")
+    changed = 0
+    for name, tensor in target.items():
+        if name in EMBEDDINGS["llama"]:
+            assert torch.equal(got[name], tensor)
+            continue
+        merged = peft_reference(method, [a[name], b[name]], [0.75, -0.5], density, seed=11, name=name)
+        expected = (tensor.float() + merged).to(tensor.dtype)
+        assert torch.equal(got[name], expected), name
+        changed += not torch.equal(expected, tensor)
+    assert changed == manifest["tensors"]["grafted"] > 0
+
+
+def test_dare_independent_of_shard_layout_and_deterministic(two_vectors, run_cli, tmp_path):
+    trio, v1, _ = two_vectors
+    common = ["--method", "dare", "--density", "0.5", "--quiet"]
+    assert run_cli("graft", trio["cp"], v1, "-o", tmp_path / "a", "--seed", "3", *common)[0] == 0
+    assert run_cli("graft", trio["cp"], v1, "-o", tmp_path / "b", "--seed", "3", "--shard-size", "20KB",
+                   *common)[0] == 0
+    # the same vector computed on the fly (no saved shards at all) gives the same bits
+    assert run_cli("graft", trio["cp"], "--delta", trio["base"], trio["skilled"], "-o", tmp_path / "c",
+                   "--seed", "3", *common)[0] == 0
+    assert run_cli("graft", trio["cp"], v1, "-o", tmp_path / "d", "--seed", "4", *common)[0] == 0
+    a, b, c, d = (state(tmp_path / x) for x in "abcd")
+    assert len(list((tmp_path / "b").glob("model-*.safetensors"))) > 1
+    assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
+    assert any(not torch.equal(a[n], d[n]) for n in a)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "ties"], "needs --density"),
+    (["--method", "dare", "--density", "0"], "outside (0, 1]"),
+    (["--method", "dare", "--density", "1.5"], "outside (0, 1]"),
+    (["--density", "0.5"], "not sum"),
+    (["--method", "median"], "median"),
+])
+def test_bad_method_options(two_vectors, run_cli, tmp_path, args, message):
+    trio, v1, _ = two_vectors
+    status, out, err = run_cli("graft", trio["cp"], v1, "-o", tmp_path / "bad", *args)
+    assert status == 2 and err.startswith("error:") and message in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
