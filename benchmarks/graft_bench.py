@@ -93,8 +93,11 @@ def write_checkpoint(folder: Path, layers: int, seed: int, noise_seed: int | Non
 
 
 # -- child jobs (each runs in its own process) ------------------------------------------------
-def child_floor(base: str, skilled: str, target: str, out: str) -> None:
-    """Read every input byte once, write an output of the target's size: the I/O floor."""
+def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str = "") -> None:
+    """Read every input byte once, write an output of the target's size: the I/O floor.
+    With `hash_output`, also sha256 the bytes written (what a manifest costs on top)."""
+    import hashlib
+
     chunk = bytearray(64 << 20)
     view = memoryview(chunk)
     for folder in (base, skilled, target):
@@ -105,10 +108,13 @@ def child_floor(base: str, skilled: str, target: str, out: str) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     for file in sorted(Path(target).glob("*.safetensors")):
         remaining = file.stat().st_size
+        digest = hashlib.sha256()
         with open(file, "rb", buffering=0) as src, open(Path(out) / file.name, "wb", buffering=0) as dst:
             while remaining > 0:
                 count = src.readinto(view)
                 dst.write(view[:count])
+                if hash_output:
+                    digest.update(view[:count])
                 remaining -= count
 
 
@@ -266,6 +272,9 @@ def run_size(billions: float, work: Path, mergekit_python: str | None,
 
     measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])])  # warm the page cache
     record("floor", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])]))
+    shutil.rmtree(outputs["floor"], ignore_errors=True)
+    record("floor+sha256", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"]),
+                                     "hash"]))
     merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
                                    record)
     if "sum" not in methods:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer
+from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
 from skillgraft.tokenizer import compare_tokenizers
 
 LLAMA3_STYLE = (
@@ -49,16 +50,25 @@ def test_compare_identical_extends_different(tmp_path):
     assert any(not sample["same"] for sample in different["samples"])
 
 
-def test_with_embeddings_refused_when_vocabularies_differ(tmp_path, run_cli):
+def test_with_embeddings_across_vocabularies_maps_rows_by_token(tmp_path, run_cli):
+    from safetensors.torch import load_file
+
     a = make(tmp_path, "a")
+    a2 = perturb_model(a, tmp_path / "a2", seed=7)
     extended = make(tmp_path, "ext", words=[*DEFAULT_WORDS, "東京"])
-    status, _, err = run_cli("graft", extended, "--delta", a, a, "-o", tmp_path / "out", "--with-embeddings")
-    assert status == 2 and "--with-embeddings refused" in err and "target_extends" in err
-    status, out, err = run_cli("graft", extended, "--delta", a, a, "-o", tmp_path / "out", "--json")
+    status, out, err = run_cli("graft", extended, "--delta", a, a2, "-o", tmp_path / "emb", "--with-embeddings",
+                               "--json")
     assert status == 0, err
     result = json.loads(out)
     assert result["tokenizers"][0]["relation"] == "target_extends"
-    kept = {e["tensor"] for e in result["skipped"] if "of the target" in e["reason"]}
+    assert result["vocab_alignment"][0]["target_only"] == 1
+    before, after = load_file(extended / "model.safetensors"), load_file(tmp_path / "emb" / "model.safetensors")
+    new_row = before["model.embed_tokens.weight"].shape[0] - 1  # 東京, appended last
+    assert torch.equal(after["model.embed_tokens.weight"][new_row], before["model.embed_tokens.weight"][new_row])
+    assert not torch.equal(after["model.embed_tokens.weight"][:new_row], before["model.embed_tokens.weight"][:new_row])
+    status, out, err = run_cli("graft", extended, "--delta", a, a2, "-o", tmp_path / "out", "--json")
+    assert status == 0, err
+    kept = {e["tensor"] for e in json.loads(out)["skipped"] if "of the target" in e["reason"]}
     assert kept == {"model.embed_tokens.weight", "lm_head.weight"}
 
 

@@ -105,3 +105,20 @@ def test_bad_to_lora_options(lora_vector, run_cli, tmp_path, args, message):
     status, _, err = run_cli("vector", "to-lora", lora_vector / "vec", "-o", tmp_path / "a", *args)
     assert status == 2 and err.startswith("error:") and message in err, err
     assert not (tmp_path / "a").exists()
+
+
+def test_large_matrices_use_randomized_svd_with_measured_error():
+    from skillgraft.vectors.lora import EXACT_SVD_MAX, factorize
+
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = EXACT_SVD_MAX + 60, EXACT_SVD_MAX + 8
+    delta = torch.randn(rows, 6, generator=gen) @ torch.randn(6, cols, generator=gen)
+    delta += 0.05 * torch.randn(rows, cols, generator=gen)
+    squares = torch.linalg.svdvals(delta).double().pow(2)
+    for kwargs in ({"rank": 6}, {"energy": 0.9}):
+        a, b, error, r = factorize(delta, **kwargs)
+        assert error == pytest.approx(float((delta - b @ a).norm() / delta.norm()), rel=1e-4)
+        best = math.sqrt(float(squares[r:].sum() / squares.sum()))
+        assert error == pytest.approx(best, rel=1e-3)  # as good as the exact truncated SVD
+        assert r == 6 or kwargs.get("energy")
+    assert factorize(delta, energy=0.9)[3] == int((squares.cumsum(0) / squares.sum() < 0.9).sum()) + 1

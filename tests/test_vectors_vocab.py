@@ -36,7 +36,7 @@ def models(tmp_path_factory):
 def test_rows_mapped_by_token_and_chat_rows_copied(models, run_cli, tmp_path):
     root, base_vocab, target_vocab = models
     status, out, err = run_cli("graft", root / "target", "--delta", root / "base", root / "chat", "-o",
-                               tmp_path / "out", "--with-embeddings", "--align-vocab", "--json")
+                               tmp_path / "out", "--with-embeddings", "--json")
     assert status == 0, err
     report = json.loads(out)["vocab_alignment"][0]
     assert report["shared"] == len(base_vocab) and report["target_only"] == len(NEW_WORDS)
@@ -62,7 +62,7 @@ def test_rows_mapped_by_token_and_chat_rows_copied(models, run_cli, tmp_path):
 def test_scaled_copy_and_saved_vector(models, run_cli, tmp_path):
     root, base_vocab, target_vocab = models
     assert run_cli("graft", root / "target", "--delta", root / "base", f"{root / 'chat'}:0.5", "-o",
-                   tmp_path / "half", "--with-embeddings", "--align-vocab", "--quiet")[0] == 0
+                   tmp_path / "half", "--with-embeddings", "--quiet")[0] == 0
     chat, half = state(root / "chat"), state(tmp_path / "half")
     im_end = target_vocab["<|im_end|>"]
     for name in EMBEDDINGS:  # the target row was zero: half of the chat model's row
@@ -70,7 +70,7 @@ def test_scaled_copy_and_saved_vector(models, run_cli, tmp_path):
     # a saved vector has no chat model at hand: shared rows get the delta, nothing is copied
     assert run_cli("extract", root / "base", root / "chat", "-o", tmp_path / "vec", "--quiet")[0] == 0
     status, out, err = run_cli("graft", root / "target", tmp_path / "vec", "-o", tmp_path / "out",
-                               "--with-embeddings", "--align-vocab", "--json")
+                               "--with-embeddings", "--json")
     assert status == 0, err
     report = json.loads(out)["vocab_alignment"][0]
     assert report["special_copied"] == [] and report["shared"] == len(base_vocab)
@@ -82,11 +82,3 @@ def test_scaled_copy_and_saved_vector(models, run_cli, tmp_path):
     assert torch.equal(got["lm_head.weight"][target_vocab["<|im_end|>"]], vec["lm_head.weight"][base_vocab["<|im_end|>"]])
 
 
-def test_align_vocab_needs_with_embeddings(models, run_cli, tmp_path):
-    root, _, _ = models
-    status, _, err = run_cli("graft", root / "target", "--delta", root / "base", root / "chat", "-o",
-                             tmp_path / "out", "--align-vocab")
-    assert status == 2 and "needs --with-embeddings" in err
-    status, _, err = run_cli("graft", root / "target", "--delta", root / "base", root / "chat", "-o",
-                             tmp_path / "out", "--with-embeddings")
-    assert status == 2 and "--align-vocab" in err

@@ -83,10 +83,9 @@ def _size(shard_size: str) -> int:
                    "depth list like [0,1] (repeatable).")
 @click.option("--scale-depth", default=None, metavar="[A, B, ...]",
               help="Scale curve over depth: anchors spread from first to last layer, interpolated.")
-@click.option("--with-embeddings", is_flag=True, help="Also graft input embeddings and output head.")
-@click.option("--align-vocab", is_flag=True,
-              help="With --with-embeddings and differing vocabularies: match embedding/head rows by token "
-                   "string; untrained chat-token rows get the chat model's rows (with --delta).")
+@click.option("--with-embeddings", is_flag=True,
+              help="Also graft input embeddings and output head; when vocabularies differ, rows are matched "
+                   "by token string and untrained chat-token rows get the chat model's rows (with --delta).")
 @click.option("--chat-template-from", type=click.Path(), default=None,
               help="Take the chat template (and the stop tokens it needs) from this checkpoint.")
 @click.option("--shard-size", default="5GB", show_default=True)
@@ -97,7 +96,7 @@ def _size(shard_size: str) -> int:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def graft_command(target, vectors, out, deltas, include, exclude, method, density, seed, scale_layers,
-                  scale_modules, scale_depth, with_embeddings, align_vocab, chat_template_from, shard_size, force,
+                  scale_modules, scale_depth, with_embeddings, chat_template_from, shard_size, force,
                   allow_arch_mismatch, allow_nonfinite, allow_pickle, quiet, as_json):
     """out = TARGET + Σ scale·VECTOR (float32 sums, cast back to the target's dtype), or another --method."""
     from skillgraft.vectors import graft
@@ -113,8 +112,7 @@ def graft_command(target, vectors, out, deltas, include, exclude, method, densit
                    with_embeddings=with_embeddings, force=force, quiet=quiet,
                    allow_arch_mismatch=allow_arch_mismatch, allow_nonfinite=allow_nonfinite,
                    allow_pickle=allow_pickle, shard_size=_size(shard_size), chat_template_from=chat_template_from,
-                   method=method, density=density, seed=seed, schedule=None if schedule.empty else schedule,
-                   align_vocab=align_vocab)
+                   method=method, density=density, seed=seed, schedule=None if schedule.empty else schedule)
     if as_json:
         emit_json(result)
     elif not quiet:

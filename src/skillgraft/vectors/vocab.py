@@ -1,4 +1,4 @@
-"""Vocabulary-aware grafting of the input embeddings and output head (`--align-vocab`).
+"""Vocabulary-aware grafting of the input embeddings and output head (`--with-embeddings` across vocabularies).
 
 A continually pretrained target often extended or renumbered its vocabulary, so row i of
 its embedding is not row i of the vector's. Rows are matched by token string instead:
@@ -33,7 +33,7 @@ def vocabulary(folder: Path, role: str) -> dict[str, int]:
 
     tokenizer = load_tokenizer(Path(folder))
     if tokenizer is None:
-        raise UserError(f"--align-vocab: the {role} {folder} has no tokenizer files to map rows by token")
+        raise UserError(f"--with-embeddings: the {role} {folder} has no tokenizer files to map rows by token")
     return tokenizer.get_vocab(with_added_tokens=True)
 
 
