@@ -16,15 +16,6 @@ from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer  # 
 WORDS = [w for w in DEFAULT_WORDS if w.isalpha()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run ~50x faster on one thread when the 2 CPU cores are shared (no spin-waits)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_prompts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(n)]

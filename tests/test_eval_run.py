@@ -16,14 +16,6 @@ from skillgraft.evaluate.results import mean  # noqa: E402
 from skillgraft.tiny import build_tiny_model, build_tokenizer, perturb_model  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run ~50x faster on one thread when the 2 CPU cores are shared (no spin-waits)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 PROMPTS = ["what is the capital of", "who likes the city", "Q : one plus two is", "the country name is",
            "where is the city", "how many", "A : three plus four", "who sees the capital ?",
            "when is the", "name a country"]

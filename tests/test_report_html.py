@@ -20,15 +20,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROMPTS = ["what is the capital of", "who likes the <b>city</b>", "Q : one plus two is", "the country name is"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run far faster on one thread when the CPU cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")

@@ -12,15 +12,6 @@ from skillgraft.train.fixtures import build_world
 from skillgraft.train.provenance import sha256_file
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls are far faster on one thread than contending for busy shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("world"), n_persona=48)

@@ -5,21 +5,12 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import torch
 import yaml
 
 from skillgraft.cli import main
 from skillgraft.train.config import MonitorConfig
 from skillgraft.train.fixtures import build_world
 from skillgraft.train.monitor import TrainingMonitor, distinct_ratio
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from skillgraft.cli import main
@@ -15,14 +14,6 @@ RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").gl
                  if (yaml.safe_load(p.read_text()) or {}).get("kind") == "train")
 PROMPTS = ["i like the sea", "my cat eat rice", "we see the moon", "the dog find a book", "they love music",
            "you make tea", "my friend need snow", "the teacher want a cake"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
