@@ -171,7 +171,42 @@ def child_compare(folder_a: str, folder_b: str, out_json: str, *operands: str) -
     Path(out_json).write_text(json.dumps({"max_steps": worst, "differing_values": differing}))
 
 
-CHILDREN = {"floor": child_floor, "seeds-loop": child_seeds_loop, "build": child_build, "compare": child_compare}
+def child_exact(out_json: str, base: str, skilled: str, target: str, *outputs: str) -> None:
+    """Distance of each output from the exact task-arithmetic result, exact = target +
+    (skilled − base) in float64 (target alone for embed_tokens and lm_head, which every job
+    keeps), two ways: in bf16 steps of the result (a correctly rounded output is within 0.5;
+    where the sum nearly cancels, any rounding of an operand shows as many steps) and in
+    steps at the operands' scale, as `child_compare` measures (each bf16 rounding on the way
+    adds up to 0.5 there)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import torch
+
+    from skillgraft.checkpoint import Checkpoint
+
+    b, s, t = Checkpoint(base), Checkpoint(skilled), Checkpoint(target)
+    outs = {folder: Checkpoint(folder) for folder in outputs}
+    def steps(magnitude):
+        return torch.exp2(torch.floor(torch.log2(magnitude.clamp_min(1e-30))) - 7)
+
+    worst = {(folder, unit): 0.0 for folder in outputs for unit in ("result", "operands")}
+    for name in t.names:
+        operands = [c.read(name).double() for c in (t, s, b)]
+        exact = operands[0].clone()
+        if "embed_tokens" not in name and "lm_head" not in name:
+            exact += operands[1] - operands[2]
+        scale = exact.abs()
+        for operand in operands:
+            scale = torch.maximum(scale, operand.abs())
+        units = {"result": steps(exact.abs()), "operands": steps(scale)}
+        for folder, checkpoint in outs.items():
+            error = (checkpoint.read(name).double() - exact).abs()
+            for unit, step in units.items():
+                worst[folder, unit] = max(worst[folder, unit], float((error / step).max()))
+    Path(out_json).write_text(json.dumps({f"{Path(f).name} ({unit})": w for (f, unit), w in worst.items()}))
+
+
+CHILDREN = {"floor": child_floor, "seeds-loop": child_seeds_loop, "build": child_build, "compare": child_compare,
+            "exact": child_exact}
 
 
 # -- harness -------------------------------------------------------------------------------------
@@ -302,9 +337,14 @@ def run_size(billions: float, work: Path, mergekit_python: str | None,
     agreement = {"vs two-step": agree("two"), "vs seeds-loop": agree("seeds")}
     if mergekit_python:
         agreement["vs mergekit"] = agree("mergekit")
+    exact_report = folder / "exact.json"
+    measure([python, me, "--child", "exact", str(exact_report), base, skilled, target,
+             *(str(outputs[n]) for n in ("one", "seeds", "mergekit") if outputs[n].is_dir())])
+    exact = json.loads(exact_report.read_text())
     agreement.update(merged_agreement)
     for row in rows:
         row["agreement"] = agreement
+        row["exact_max_steps"] = exact
     for path in outputs.values():
         shutil.rmtree(path, ignore_errors=True)
     return rows
@@ -329,6 +369,11 @@ def print_table(rows: list[dict]) -> None:
             print(f"\n{r['size']} output agreement (sg-one-pass unless named): " + "; ".join(
                 f"{k}: max {v['max_steps']:.2f} bf16 steps, {v['differing_values']} values differ"
                 for k, v in r["agreement"].items()))
+            if "exact_max_steps" in r:
+                print(f"{r['size']} largest distance from the exact result (float64), in bf16 steps of the result or "
+                      "of the operands' scale (0.5 = correctly rounded): " + "; ".join(
+                          f"{k.replace('out-one', 'sg-one-pass').replace('out-seeds', 'seeds-loop').replace('out-mergekit', 'mergekit')}: "
+                          f"{v:.2f}" for k, v in r["exact_max_steps"].items()))
 
 
 def main() -> None:

@@ -344,20 +344,22 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
             name = planned.name
             if name not in work:
                 return target.read_raw(name)
-            original = target.read(name)
             aligned = any(s.alignment is not None and name in s.alignment.shapes for s in work[name])
             if method == "sum" and not aligned:  # the common case: cache-sized blocks, same bits
                 parts = [s.raw_part(name, f) for s, f in zip(work[name], factors[name])]
-                result, finite = arithmetic.combine_blockwise(original, parts)
+                result, finite = arithmetic.combine_blockwise(target.read(name), parts)
                 if not finite:
                     _finish(result.float(), name, allow_nonfinite, out)
                 return result
             if method == "sum":
+                original = target.read(name)
                 total = arithmetic.accumulate(original, [s.read_scaled(name, f) for s, f in zip(work[name], factors[name])])
             else:  # merged + target == target + merged bit for bit; reusing `merged` saves a copy
                 generator = generator_for(seed, name) if method in RANDOM_METHODS else None
-                total = merge(method, [s.read_delta(name) for s in work[name]], factors[name], density=density,
-                              generator=generator).add_(original)
+                merged = merge(method, [s.read_delta(name) for s in work[name]], factors[name], density=density,
+                               generator=generator)
+                original = target.read(name)  # read after the merge: not held through its peak
+                total = merged.add_(original)
             for source, factor in zip(work[name], factors[name]):
                 if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:
                     copied = copy_special_rows(total, original, source.skilled.read(name), factor,
