@@ -5,6 +5,8 @@ per input) per size, then times on the same inputs, in one run, each in its own 
 peak resident memory (ru_maxrss from wait4) is that job's alone:
 
   floor          plain reads of the three inputs + one write of an output of the same size
+                 (+sha256: hashing the output as a manifest needs; +torch: after `import torch`,
+                 which every other job pays at start-up)
   sg-one-pass    skillgraft graft TARGET --delta BASE SKILLED
   sg-two-step    skillgraft extract BASE SKILLED, then graft TARGET VECTOR
   mergekit       task_arithmetic (base=BASE; SKILLED weight 1 with embed/lm_head 0; TARGET 1)
@@ -93,10 +95,14 @@ def write_checkpoint(folder: Path, layers: int, seed: int, noise_seed: int | Non
 
 
 # -- child jobs (each runs in its own process) ------------------------------------------------
-def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str = "") -> None:
+def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str = "", import_torch: str = "") -> None:
     """Read every input byte once, write an output of the target's size: the I/O floor.
-    With `hash_output`, also sha256 the bytes written (what a manifest costs on top)."""
+    With `hash_output`, also sha256 the bytes written (what a manifest costs on top); with
+    `import_torch`, first import torch, the start-up cost every torch-based job pays."""
     import hashlib
+
+    if import_torch:
+        import torch  # noqa: F401
 
     chunk = bytearray(64 << 20)
     view = memoryview(chunk)
@@ -310,6 +316,9 @@ def run_size(billions: float, work: Path, mergekit_python: str | None,
     shutil.rmtree(outputs["floor"], ignore_errors=True)
     record("floor+sha256", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"]),
                                      "hash"]))
+    shutil.rmtree(outputs["floor"], ignore_errors=True)
+    record("floor+torch+sha256", *measure([python, me, "--child", "floor", base, skilled, target,
+                                           str(outputs["floor"]), "hash", "torch"]))
     merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
                                    record)
     if "sum" not in methods:
@@ -352,16 +361,20 @@ def run_size(billions: float, work: Path, mergekit_python: str | None,
 
 def print_table(rows: list[dict]) -> None:
     by = {(r["size"], r["job"]): r for r in rows}
-    print("| size | job | wall s | peak RSS MB | wall ÷ mergekit | wall ÷ floor | RSS ÷ mergekit |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| size | job | wall s | peak RSS MB | wall ÷ mergekit | wall ÷ floor | wall ÷ floor+torch+sha256 "
+          "| RSS ÷ mergekit |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+
+    def ratio(a: float, b: dict | None, key: str) -> str:
+        return f"{a / b[key]:.2f}" if b and b[key] else "n/a"
+
     for r in rows:
         method = r["job"].split("-", 1)[1] if r["job"].split("-", 1)[-1] in ("ties", "dare_ties") else None
         mk = by.get((r["size"], f"mergekit-{method}" if method else "mergekit"))
-        floor = by[(r["size"], "floor")]
-        ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"
+        floor, full_floor = by.get((r["size"], "floor")), by.get((r["size"], "floor+torch+sha256"))
         print(f"| {r['size']} ({r['layers']} layers) | {r['job']} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{ratio(r['wall_s'], mk['wall_s']) if mk else 'n/a'} | {ratio(r['wall_s'], floor['wall_s'])} | "
-              f"{ratio(r['peak_rss_mb'], mk['peak_rss_mb']) if mk else 'n/a'} |")
+              f"{ratio(r['wall_s'], mk, 'wall_s')} | {ratio(r['wall_s'], floor, 'wall_s')} | "
+              f"{ratio(r['wall_s'], full_floor, 'wall_s')} | {ratio(r['peak_rss_mb'], mk, 'peak_rss_mb')} |")
     seen = set()
     for r in rows:
         if r["size"] not in seen:
