@@ -16,6 +16,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/skillgraft demo
+	$(VENV)/bin/skillgraft lab knowledge --fast
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -23,10 +24,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+# mergekit, the graft benchmark's comparison, lives in its own virtualenv (its pins differ from ours)
+BENCH_WORK ?= /work/bench-work
+MERGEKIT_VENV := $(BENCH_WORK)/mergekit-venv
+
+$(MERGEKIT_VENV)/bin/mergekit-yaml:
+	$(PYTHON) -m venv $(MERGEKIT_VENV)
+	$(MERGEKIT_VENV)/bin/pip install --quiet -c constraints.txt mergekit
+
+bench: $(STAMP) $(MERGEKIT_VENV)/bin/mergekit-yaml
 	$(PY) benchmarks/generation_bench.py
 	$(PY) benchmarks/train_bench.py
-	$(PY) benchmarks/graft_bench.py
+	$(PY) benchmarks/graft_bench.py --work $(BENCH_WORK) --mergekit-python $(MERGEKIT_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

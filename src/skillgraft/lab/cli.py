@@ -74,4 +74,7 @@ def register(app: typer.Typer) -> None:
         print("# non-skill control task (A)")
         print("\n".join(f"{it.prompt} -> {it.answer} </s>" for it in W.echo_items(world, n, seed=0)))
 
+    from skillgraft.lab.knowledge.cli import register as register_knowledge
+
+    register_knowledge(lab_app)
     app.add_typer(lab_app, name="lab")

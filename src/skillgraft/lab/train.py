@@ -41,8 +41,10 @@ def set_threads(n: int = 1) -> None:
     torch.set_num_threads(n)
 
 
-def new_model(tokenizer, seed: int):
-    """A fresh tiny Llama (about 140k parameters) for `tokenizer`, initialised from `seed`."""
+def new_model(tokenizer, seed: int, shape: dict | None = None, **config_options):
+    """A fresh tiny Llama for `tokenizer`, initialised from `seed`: the lab's shape (about 140k
+    parameters) unless `shape` says otherwise; `config_options` go to `tiny_config`
+    (e.g. `tie_embeddings=False`)."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -50,7 +52,7 @@ def new_model(tokenizer, seed: int):
 
     config = tiny_config("llama", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         **MODEL_SHAPE)
+                         **(shape or MODEL_SHAPE), **config_options)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
@@ -99,7 +101,7 @@ def sft_rows(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def _train(model, tokenizer, rows: list[dict], schedule: Schedule, seed: int, *, desc: str, quiet: bool):
+def train_rows(model, tokenizer, rows: list[dict], schedule: Schedule, seed: int, *, desc: str, quiet: bool):
     """Run `Trainer` for `schedule.steps` steps; a temp folder takes Trainer's bookkeeping."""
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
@@ -130,7 +132,7 @@ def train_lm(model, tokenizer, docs: Sequence[str], schedule: Schedule, seed: in
     """Next-token training on `docs`, all parameters trainable (base and CP)."""
     for p in model.parameters():
         p.requires_grad_(True)
-    return _train(model, tokenizer, lm_rows(tokenizer, docs), schedule, seed, desc=desc, quiet=quiet)
+    return train_rows(model, tokenizer, lm_rows(tokenizer, docs), schedule, seed, desc=desc, quiet=quiet)
 
 
 def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Schedule, seed: int, *,
@@ -138,7 +140,7 @@ def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Sche
     """Answer-only fine-tuning with the input embeddings and `lm_head` frozen."""
     for name, p in model.named_parameters():
         p.requires_grad_(not (name.startswith("model.embed_tokens") or name.startswith("lm_head")))
-    model = _train(model, tokenizer, sft_rows(tokenizer, pairs), schedule, seed, desc=desc, quiet=quiet)
+    model = train_rows(model, tokenizer, sft_rows(tokenizer, pairs), schedule, seed, desc=desc, quiet=quiet)
     for p in model.parameters():
         p.requires_grad_(True)
     return model

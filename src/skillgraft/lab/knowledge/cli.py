@@ -1,0 +1,68 @@
+"""`skillgraft lab knowledge`: the knowledge-injection study as a command (issue 7).
+
+Kept apart from `skillgraft.lab.cli` so the study's options live with the study; heavy
+imports happen inside the command so `skillgraft --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+MAX_SEEDS = 20
+
+
+def table(rows: list[dict]) -> str:
+    """Memorisation and extraction side by side, one line per cell and seed.
+
+    For pretraining cells "memorised" is measured after stage 1 (the facts were stored), for
+    injection cells on the final model; results.json has the other measurements too."""
+    lines = [f"{'condition':<28} {'k':>2} {'seed':>4} {'memorised':>9} {'extracted':>9} {'n':>4}"]
+    for r in rows:
+        lines.append(f"{r['condition']:<28} {r['k']:>2} {r['seed']:>4} {r['memorization']:>9.3f} "
+                     f"{r['extraction']:>9.3f} {r['n']:>4}")
+    return "\n".join(lines)
+
+
+def register(lab_app: typer.Typer) -> None:
+    """Attach `knowledge` to the `lab` group."""
+
+    @lab_app.command("knowledge")
+    def knowledge_command(
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1); default 3, "
+                                            "or 1 with --fast."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write results.json, generations.jsonl, "
+                                           "plots/ and skillgraft.json here (published by rename)."),
+        fast: bool = typer.Option(False, "--fast", help="Only names-in-every-sentence k=1 vs k=5 at seed 0, "
+                                  "with the study's budgets (about 2 minutes on 2 CPU cores)."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+        save_models: bool = typer.Option(False, "--save-models", help="Also keep every cell's final model "
+                                         "under --out/models (plain transformers folders, ~0.75 MB each)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+    ) -> None:
+        """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
+        from skillgraft.errors import UserError
+
+        n = seeds if seeds is not None else (1 if fast else 3)
+        if not 1 <= n <= MAX_SEEDS:
+            raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
+        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, run_study
+
+        check_out(out, force)
+        if save_models and out is None:
+            raise UserError("--save-models needs --out DIR")
+        command = "skillgraft lab knowledge" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
+        payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
+                            command=command, save_models=save_models)
+        if as_json:
+            print(json.dumps(payload))
+        else:
+            print(table(payload["results"]))
+            print(f"{payload['conclusion']} ({payload['seconds']} s)")
+            if out is not None:
+                print(f"wrote {out}", file=sys.stderr)
