@@ -55,15 +55,16 @@ def plot_vs_k(rows, path: Path) -> Path | None:
               ("injected (styled texts)", lambda r: r["study"] == "inject")]
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = 0
+    ks: set = set()
     for i, (label, pick) in enumerate(groups):
         series = _series(rows, pick, lambda r: r["k"])
         if series:
             _draw(ax, series, label, colors[i])
-            drawn += 1
-    if not drawn:
+            ks.update(series)
+    if not ks:
         plt.close(fig)
         return None
+    ax.set_xticks(sorted(ks))  # whole phrasings only
     ax.set_xlabel("k (phrasings per person)")
     ax.set_ylabel("accuracy on held-out / injected people")
     ax.set_ylim(-0.02, 1.02)
