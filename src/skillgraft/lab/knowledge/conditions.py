@@ -95,9 +95,13 @@ def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: 
     return docs, math.ceil(len(docs) / schedule.batch)
 
 
-def probe(model, tokenizer, people, *, k: int, fullname: bool, seed: int, tags: dict) -> list[dict]:
-    """Memorisation (biography completion) and extraction (test question) generations for `people`."""
+def probe(model, tokenizer, people, *, k: int, fullname: bool, seed: int, tags: dict,
+          extraction: bool = True) -> list[dict]:
+    """Memorisation (biography completion) and, unless `extraction=False`, extraction (test
+    question) generations for `people`."""
     mem = [it for p in people for it in W.completion_items(p, k, fullname, seed)]
-    ext = [it for p in people for it in W.qa_items(p)]
-    return (generate(model, tokenizer, mem, probe="memorization", **tags)
-            + generate(model, tokenizer, ext, probe="extraction", **tags))
+    gens = generate(model, tokenizer, mem, probe="memorization", **tags)
+    if extraction:
+        ext = [it for p in people for it in W.qa_items(p)]
+        gens += generate(model, tokenizer, ext, probe="extraction", **tags)
+    return gens

@@ -41,6 +41,17 @@ def _draw(ax, series, label, color):
             ax.scatter([x] * len(series[x]), [v[i] for v in series[x]], color=color, s=12, alpha=0.5)
 
 
+def _finish(fig, ax, path: Path, *, ylabel: str, title: str, ylim=(-0.02, 1.02), xlabel: str | None = None) -> Path:
+    """Label the axes, add the legend and save: the part every plot shares."""
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     plt = _plt()
     fig.savefig(path, format="png", dpi=96, bbox_inches="tight")
@@ -65,12 +76,8 @@ def plot_vs_k(rows, path: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set_xticks(sorted(ks))  # whole phrasings only
-    ax.set_xlabel("k (phrasings per person)")
-    ax.set_ylabel("accuracy on held-out / injected people")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("QA extraction vs k (points = seeds)")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel="k (phrasings per person)", ylabel="accuracy on held-out / injected people",
+                   title="QA extraction vs k (points = seeds)")
 
 
 def plot_vs_unrelated(rows, path: Path) -> Path | None:
@@ -84,12 +91,8 @@ def plot_vs_unrelated(rows, path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xticks(list(series))
     ax.set_xticklabels(["0" if x == UNRELATED_X0 else str(x) for x in series])
-    ax.set_xlabel("unrelated texts mixed into the injection")
-    ax.set_ylabel("accuracy on injected people")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Injection vs unrelated texts (points = seeds)")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel="unrelated texts mixed into the injection",
+                   ylabel="accuracy on injected people", title="Injection vs unrelated texts (points = seeds)")
 
 
 def plot_targets(rows, path: Path) -> Path | None:
@@ -110,11 +113,8 @@ def plot_targets(rows, path: Path) -> Path | None:
             ax.scatter([x] * len(series[name]), [v[i] for v in series[name]], color="black", s=10, zorder=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(["full FT" if n == "full" else f"LoRA {n}" for n in names])
-    ax.set_ylabel("accuracy on injected people (k=5)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Injection by trained parameters (equal steps; dots = seeds)")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, ylabel="accuracy on injected people (k=5)", ylim=(0, 1.05),
+                   title="Injection by trained parameters (equal steps; dots = seeds)")
 
 
 def write_plots(rows, folder: Path) -> list[Path]:

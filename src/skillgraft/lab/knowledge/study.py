@@ -9,16 +9,16 @@ and the folder is written to a temp sibling and published by rename (DESIGN.md).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from skillgraft.checkpoint.publish import AtomicFolder, check_output
 from skillgraft.errors import UserError
 from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
@@ -93,8 +93,8 @@ def _run_seed(plan: Plan, seed: int, tokenizer, progress: Progress, quiet: bool,
         model = M.new_model(tokenizer, seed)
         model = M.train_text(model, tokenizer, C.pretrain_docs(world, k, fullname), b.stage1, seed,
                              desc=f"{name} stage 1", quiet=True)
-        stored = C.probe(model, tokenizer, world.test_people, k=k, fullname=fullname, seed=seed, tags=tags)
-        gens += [g for g in stored if g["probe"] == "memorization"]
+        gens += C.probe(model, tokenizer, world.test_people, k=k, fullname=fullname, seed=seed, tags=tags,
+                        extraction=False)  # stored after stage 1? (extraction is asked after stage 2)
         model = M.train_sft(model, tokenizer, C.qa_pairs(world.qa_people), b.stage2, seed,
                             desc=f"{name} stage 2", quiet=True)
         after = C.probe(model, tokenizer, world.test_people, k=k, fullname=fullname, seed=seed, tags=tags)
@@ -115,11 +115,11 @@ def _run_seed(plan: Plan, seed: int, tokenizer, progress: Progress, quiet: bool,
 
     def inject(name: str, k: int, n_unrelated: int = 0, targets: str | None = None, study: str = "inject"):
         docs, steps = C.injection_docs(world, k, n_unrelated, b.inject, seed)
-        schedule = Schedule(steps=steps, batch=b.inject.batch, lr=b.inject.lr, warmup=b.inject.warmup)
+        schedule = Schedule(steps=steps, batch=b.inject.batch, lr=b.inject.lr if targets is None else b.lora_lr,
+                            warmup=b.inject.warmup)
         if targets is None:
             model = M.train_text(fresh(), tokenizer, docs, schedule, seed, desc=name, quiet=True)
         else:
-            schedule = Schedule(steps=steps, batch=b.inject.batch, lr=b.lora_lr, warmup=b.inject.warmup)
             model = M.train_text_lora(fresh(), tokenizer, docs, schedule, seed, targets, desc=name, quiet=True)
         tags = {"cell": name, "study": study, "k": k, "seed": seed, "unrelated": n_unrelated,
                 "targets": targets or "full"}
@@ -196,10 +196,7 @@ def check_out(out: Path | None, force: bool) -> None:
     """Reject an --out that cannot be published before any training starts."""
     if out is None:
         return
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out}: folder exists and is not empty (use --force to replace it)")
+    check_output(out, [], force=force, option="--out")
     if not out.parent.exists():
         raise UserError(f"--out {out}: parent folder {out.parent} does not exist")
 
@@ -209,7 +206,8 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
     """Run `plan` for `seeds`, write `out` (if given), return the JSON payload.
 
     With `out`, everything is written into a temp sibling first and published by rename at
-    the end, so an interrupted run never leaves a half-written folder under the final name.
+    the end (`AtomicFolder`), so an interrupted run never leaves a half-written folder under
+    the final name.
     """
     from skillgraft import __version__
     from skillgraft.lab.train import set_threads
@@ -217,8 +215,7 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
     check_out(out, force)
     set_threads(1)
     start = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)) if out is not None else None
-    try:
+    with AtomicFolder(out) if out is not None else contextlib.nullcontext() as tmp:
         tokenizer = M.build_tokenizer()
         per_seed = len(plan.pretrain) + len(plan.inject_k) + len(plan.unrelated) + len(plan.targets)
         progress = Progress(per_seed * len(seeds), quiet)
@@ -239,16 +236,12 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
                    "seeds": list(seeds), "seconds": round(time.time() - start, 1), "command": command,
                    "budget": asdict(plan.budget)}
         if tmp is not None:
-            _write(tmp, out, payload, gens, plan, plots=plots, version=__version__)
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            _write(tmp, payload, gens, plan, plots=plots, version=__version__)
     return payload
 
 
-def _write(tmp: Path, out: Path, payload: dict, gens: list[dict], plan: Plan, *, plots: bool, version: str) -> None:
-    """Write results, generations, plots and the manifest into `tmp`, then rename it to `out`."""
+def _write(tmp: Path, payload: dict, gens: list[dict], plan: Plan, *, plots: bool, version: str) -> None:
+    """Write results, generations, plots and the manifest into `tmp` (AtomicFolder publishes it)."""
     from skillgraft.lab.knowledge.plots import write_plots
 
     (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -263,6 +256,3 @@ def _write(tmp: Path, out: Path, payload: dict, gens: list[dict], plan: Plan, *,
         "files": ["results.json", "generations.jsonl", *[f"plots/{p.name}" for p in written]],
         "models": sorted(p.name for p in (tmp / "models").iterdir()) if (tmp / "models").is_dir() else []},
         indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
