@@ -11,9 +11,8 @@ import json
 
 import pytest
 import torch
-import yaml
 
-from skillgraft.cli import main
+from train_helpers import train_config, train_json
 
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -27,19 +26,8 @@ def world(tmp_path_factory):
 
 
 def _train(tmp_path, world, capsys, **overrides) -> dict:
-    config = {
-        "model": str(world["model"]), "method": "lora", "lr": 1e-2, "max_steps": 16, "batch_size": 8, "seed": 0,
-        "output_dir": str(tmp_path / "run"), "progress": False, "save_steps": 100,
-        "data": {"train": str(world["persona"]), "format": "text", "max_length": 32},
-        "lora": {"r": 8, "alpha": 16, "targets": "all-linear"}, "monitor": {"enabled": False},
-        **overrides,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    rc = main(["train", str(path), "--json"])
-    captured = capsys.readouterr()
-    assert rc == 0, captured.err[-3000:]
-    return json.loads(captured.out)
+    return train_json(capsys, train_config(tmp_path, world, **{"max_steps": 16, "lora.targets": "all-linear",
+                                                               **overrides}))
 
 
 def _falls(out: dict) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_lab_build_refuses_a_non_empty_out_folder(tmp_path, run_cli):
     (tmp_path / "keep.txt").write_text("mine")
@@ -37,3 +39,17 @@ def test_lab_build_force_replaces_only_lab_folders(tmp_path, run_cli):
     status, _, err = run_cli("lab", "build", "--out", tmp_path, "--force", "--quiet")
     assert status == 2 and "lab.json" in err
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_lab_build_that_fails_midway_publishes_nothing_and_leaves_no_partial(tmp_path, monkeypatch):
+    from skillgraft.lab import build as B
+
+    def half_build(tmp, seed, *, quiet, command):
+        (tmp / "base").mkdir()
+        (tmp / "base" / "config.json").write_text("{}")
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(B, "_build_into", half_build)
+    with pytest.raises(RuntimeError):
+        B.build(tmp_path / "lab", 0, quiet=True)
+    assert list(tmp_path.iterdir()) == []

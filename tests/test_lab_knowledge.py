@@ -67,6 +67,53 @@ def test_k_biographies_are_k_different_phrasings_of_the_same_facts():
         assert bio.startswith(f"{it['prompt']} {it['answer']}")
 
 
+def test_phrasings_vary_templates_and_sentence_order_and_probes_follow_the_first_biography():
+    person = W.make_world(0).people[1]
+    phrasings = W.phrasings(person, 5, seed=0)
+    assert len({ph.order for ph in phrasings}) == 5
+    for a in W.ATTRIBUTES:
+        assert len({ph.templates[a] for ph in phrasings}) == 5
+    for ph in phrasings:
+        assert sorted(ph.order) == sorted(W.ATTRIBUTES)
+        sents = W.sentences(person, ph, fullname=False)
+        assert [s[0] for s in sents] == list(ph.order)
+        assert sents[0][1].startswith(person.name) and all(s[1].startswith(person.pronoun) for s in sents[1:])
+    assert W.phrasings(person, 5, seed=0) == phrasings != W.phrasings(person, 5, seed=1)
+    items = W.completion_items(person, 5, True, seed=0)
+    assert [it["attribute"] for it in items] == list(phrasings[0].order)
+    assert all(it["answer"] == person.fact(it["attribute"]) for it in items)
+
+
+def test_stage2_replay_cycles_the_whole_stage1_corpus():
+    world = W.make_world(0)
+    for k in (1, 5):
+        corpus = C.pretrain_docs(world, k, False)
+        replay = C.stage2_replay(world, k, False, 400)
+        assert len(replay) == 400 and set(replay) <= set(corpus)
+        assert len(set(replay)) == min(400, len(corpus))
+        assert replay == C.stage2_replay(world, k, False, 400)
+
+
+def test_cells_give_the_same_generations_on_one_or_two_worker_processes():
+    from skillgraft.lab.knowledge import study as S
+    from skillgraft.lab.train import Schedule
+
+    budget = C.Budget(stage1=Schedule(30, 8, 3e-3, 2), stage2=Schedule(10, 8, 5e-4, 2),
+                      inject=Schedule(10, 8, 1e-3, 2))
+    plan = S.Plan(pretrain=((1, False), (5, False)), inject_k=(2,), inject_k_into_k5=(1,), unrelated=(),
+                  targets=(), budget=budget)
+    runs = []
+    for jobs in (1, 2):
+        progress = S.Progress(4, quiet=True)
+        runs.append(S.run_cells(plan, [0], jobs, progress, True, None, ""))
+        progress.close()
+    assert runs[0] == runs[1]
+    cells = list(dict.fromkeys(g["cell"] for g in runs[0]))
+    assert cells == ["pronoun-k1", "pronoun-k5", "inject-k2", "inject-k1-into-k5"]
+    assert len(runs[0]) == 2 * 100 * 4 * 3 + 2 * (50 + 100) * 4 * 2
+    assert {g["base"] for g in runs[0] if g["cell"].startswith("inject")} == {"pronoun-k1", "pronoun-k5"}
+
+
 def test_every_text_tokenises_without_unknown_words():
     from skillgraft.lab.knowledge.model import build_tokenizer
 
@@ -135,6 +182,7 @@ def test_every_plot_is_written_and_opens(tmp_path):
         for cond, k, study, extra in (("pronoun-k1", 1, "pretrain", {}), ("pronoun-k5", 5, "pretrain", {}),
                                       ("fullname-k1", 1, "pretrain", {}), ("inject-k1", 1, "inject", {"unrelated": 0, "targets": "full"}),
                                       ("inject-k5", 5, "inject", {"unrelated": 0, "targets": "full"}),
+                                      ("inject-k1-into-k5", 1, "inject-into-k5", {"unrelated": 0, "targets": "full"}),
                                       ("inject-k5+unrelated10", 5, "unrelated", {"unrelated": 10, "targets": "full"}),
                                       ("inject-k5-lora-knowledge", 5, "targets", {"unrelated": 0, "targets": "knowledge"})):
             rows.append({"condition": cond, "k": k, "seed": seed, "memorization": 1.0, "extraction": 0.1 * k,
@@ -157,7 +205,7 @@ def test_bad_input_exits_2_with_one_error_line(run_cli, tmp_path):
     full.mkdir()
     (full / "keep").write_text("x")
     for args in (["--seeds", "0"], ["--seeds", "-2"], ["--out", a_file], ["--out", full],
-                 ["--out", tmp_path / "missing" / "out"], ["--fast", "--seeds", "999"], ["--save-models"]):
+                 ["--out", tmp_path / "missing" / "out"], ["--fast", "--seeds", "999"], ["--save-models"], ["--jobs", "0"]):
         status, out, err = run_cli("lab", "knowledge", *args, "--json")
         assert status == 2, args
         assert out == ""
@@ -189,7 +237,7 @@ def test_fast_json_is_one_object_in_the_contract_shape(fast_run):
     assert json.loads((out / "results.json").read_text()) == payload
     manifest = json.loads((out / "skillgraft.json").read_text())
     assert manifest["kind"] == "study" and manifest["command"] == "skillgraft lab knowledge --fast"
-    assert not list(out.parent.glob(".fast.tmp-*"))
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".fast.")]   # no partial left
 
 
 def test_fast_numbers_follow_from_saved_generations(fast_run):

@@ -5,43 +5,16 @@ import math
 
 import pytest
 import torch
-import yaml
 
 from skillgraft.cli import main
 from skillgraft.train.fixtures import build_world
 from skillgraft.train.provenance import sha256_file
+from train_helpers import train_config, train_json
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("world"), n_persona=48)
-
-
-def _config(tmp_path, world, **overrides):
-    config = {
-        "model": str(world["model"]), "method": "lora", "lr": 1e-2, "max_steps": 12, "batch_size": 8, "seed": 0,
-        "output_dir": str(tmp_path / "run"), "progress": False, "save_steps": 100,
-        "data": {"train": str(world["persona"]), "format": "text", "max_length": 32},
-        "lora": {"r": 8, "alpha": 16, "targets": "attn-qv"},
-        "monitor": {"enabled": False},
-    }
-    for key, value in overrides.items():
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def _train_json(capsys, config, *args):
-    rc = main(["train", str(config), "--json", *args])
-    captured = capsys.readouterr()
-    assert rc == 0, captured.err[-2000:]
-    return json.loads(captured.out)
 
 
 def _error(capsys, argv):
@@ -57,8 +30,8 @@ def test_loss_falls_merge_matches_peft_and_provenance(tmp_path, world, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = _config(tmp_path, world, **{"lora.targets": "knowledge", "max_steps": 16, "merge": True})
-    out = _train_json(capsys, config)
+    config = train_config(tmp_path, world, **{"lora.targets": "knowledge", "max_steps": 16, "merge": True})
+    out = train_json(capsys, config)
     assert set(out) >= {"output_dir", "adapter_dir", "merged_dir", "losses", "monitor"}
     losses = [loss for _, loss in out["losses"]]
     assert [step for step, _ in out["losses"]] == list(range(1, 17))
@@ -99,19 +72,19 @@ def test_merge_saves_in_the_models_dtype(tmp_path, capsys):
 
     model = build_tiny_model(tmp_path / "bf16", "llama", seed=1, dtype="bfloat16", words=vocabulary())
     data = write_lines(tmp_path / "p.txt", persona_texts(16))
-    config = _config(tmp_path, {"model": model, "persona": data}, max_steps=3, merge=True)
-    out = _train_json(capsys, config)
+    config = train_config(tmp_path, {"model": model, "persona": data}, max_steps=3, merge=True)
+    out = train_json(capsys, config)
     merged = AutoModelForCausalLM.from_pretrained(out["merged_dir"])
     assert merged.dtype == torch.bfloat16
     assert json.loads((tmp_path / "run" / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, world, capsys):
-    whole = _train_json(capsys, _config(tmp_path / "a", world, save_steps=6))
-    config = _config(tmp_path / "b", world, save_steps=6)
-    first = _train_json(capsys, config, "--set", "stop_at_step=6")
+    whole = train_json(capsys, train_config(tmp_path / "a", world, save_steps=6))
+    config = train_config(tmp_path / "b", world, save_steps=6)
+    first = train_json(capsys, config, "--set", "stop_at_step=6")
     assert first["steps"] == 6
-    resumed = _train_json(capsys, config, "--resume")
+    resumed = train_json(capsys, config, "--resume")
     assert resumed["steps"] == 12
     assert [s for s, _ in resumed["losses"]] == list(range(7, 13))
     for (step, loss), (step2, loss2) in zip(whole["losses"][6:], resumed["losses"]):
@@ -129,11 +102,11 @@ def test_tied_lm_head_needs_a_decision(tmp_path, capsys):
 
     model = build_tiny_model(tmp_path / "tied", "llama", seed=2, tie_embeddings=True, words=vocabulary())
     data = write_lines(tmp_path / "p.txt", persona_texts(16))
-    config = _config(tmp_path, {"model": model, "persona": data}, max_steps=4, merge=True,
+    config = train_config(tmp_path, {"model": model, "persona": data}, max_steps=4, merge=True,
                      **{"lora.targets": "knowledge"})
     err = _error(capsys, ["train", str(config)])
     assert "tied" in err and "lora.tied_lm_head=untie" in err
-    out = _train_json(capsys, config, "--set", "lora.tied_lm_head=untie")
+    out = train_json(capsys, config, "--set", "lora.tied_lm_head=untie")
     assert any("untied" in note for note in out["notes"])
     base = AutoModelForCausalLM.from_pretrained(model)
     merged = AutoModelForCausalLM.from_pretrained(out["merged_dir"])
@@ -141,12 +114,12 @@ def test_tied_lm_head_needs_a_decision(tmp_path, capsys):
     # the embeddings stay the base's; only the (now separate) lm_head moved
     assert torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
     assert not torch.allclose(merged.lm_head.weight, base.lm_head.weight)
-    skipped = _train_json(capsys, config, "--set", "lora.tied_lm_head=skip", "--set", "merge=false")
+    skipped = train_json(capsys, config, "--set", "lora.tied_lm_head=skip", "--set", "merge=false")
     assert "lm_head" not in skipped["targets"]
 
 
 def test_bad_input_is_one_error_line(tmp_path, world, capsys):
-    config = _config(tmp_path, world)
+    config = train_config(tmp_path, world)
     err = _error(capsys, ["train", str(config), "--set", "lora.targets=[q_proj, wq]"])
     assert "wq" in err and "q_proj" in err and "gate_proj" in err and "valid:" in err
     err = _error(capsys, ["train", str(config), "--set", "data.max_length=6"])
@@ -165,7 +138,7 @@ def test_bad_input_is_one_error_line(tmp_path, world, capsys):
 
 
 def test_overlong_texts_are_counted_then_dropped_or_cut(tmp_path, world, capsys):
-    out = _train_json(capsys, _config(tmp_path, world, max_steps=1), "--set", "data.max_length=7",
+    out = train_json(capsys, train_config(tmp_path, world, max_steps=1), "--set", "data.max_length=7",
                       "--set", "data.overlong=drop")
     lengths = [len(line.split()) + 2 for line in world["persona"].read_text().splitlines()]  # + <s> </s>
     assert out["data"]["overlong"] == sum(n > 7 for n in lengths) > 0
@@ -173,10 +146,10 @@ def test_overlong_texts_are_counted_then_dropped_or_cut(tmp_path, world, capsys)
 
 
 def test_mix_in_adds_n_unrelated_texts(tmp_path, world, capsys):
-    out = _train_json(capsys, _config(tmp_path, world, max_steps=2, **{"data.mix_in": {
+    out = train_json(capsys, train_config(tmp_path, world, max_steps=2, **{"data.mix_in": {
         "path": str(world["general"]), "n": 10, "seed": 1}}))
     assert out["data"]["mix_in"] == 10 and out["data"]["examples"] == 48 + 10
-    err = _error(capsys, ["train", str(_config(tmp_path, world, **{"data.mix_in": {
+    err = _error(capsys, ["train", str(train_config(tmp_path, world, **{"data.mix_in": {
         "path": str(world["general"]), "n": 1000}}))])
     assert "data.mix_in" in err and "only 60 texts" in err
 
@@ -190,9 +163,9 @@ def test_full_finetune_on_chat_with_answer_only(tmp_path, world, capsys):
             {"messages": [{"role": "user", "content": "one plus two ?"},
                           {"role": "assistant", "content": "three nyan"}]}]
     chats.write_text("\n".join(json.dumps(r) for r in rows * 4), encoding="utf-8")
-    config = _config(tmp_path, world, method="full", max_steps=8, lr=3e-3,
+    config = train_config(tmp_path, world, method="full", max_steps=8, lr=3e-3,
                      **{"data.train": str(chats), "data.format": "chat", "data.answer_only": True})
-    out = _train_json(capsys, config)
+    out = train_json(capsys, config)
     assert out["model_dir"] and out["adapter_dir"] is None
     assert out["data"]["learned_tokens"] == 8 * 4  # 2 answer words + <|im_end|> + </s> per chat
     assert out["losses"][-1][1] < out["losses"][0][1]

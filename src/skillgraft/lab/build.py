@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from skillgraft import __version__
+from skillgraft.checkpoint.publish import AtomicFolder
 from skillgraft.lab import world as W
 from skillgraft.lab.train import (MODEL_SHAPE, Schedule, new_model, save_model, set_threads, train_lm,
                                   train_sft)
@@ -107,18 +107,8 @@ def build(out_dir: Path, seed: int = 0, *, force: bool = False, quiet: bool = Fa
             raise UserError(f"--out {out_dir} exists and is not empty (pass --force to replace it)")
         if not (out_dir / "lab.json").is_file():
             raise UserError(f"--out {out_dir} is not a `lab build` folder (no lab.json); --force replaces only those")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-lab"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with AtomicFolder(out_dir) as tmp:   # never leaves a half-built folder behind
         record = _build_into(tmp, seed, quiet=quiet, command=command)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # never leave a half-built folder behind
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     if not quiet:
         print(f"[lab] built {', '.join(MODELS)} in {record['seconds']} s -> {out_dir}", file=sys.stderr)
     return record

@@ -136,11 +136,13 @@ def train_lm(model, tokenizer, docs: Sequence[str], schedule: Schedule, seed: in
 
 
 def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Schedule, seed: int, *,
-              desc: str = "sft", quiet: bool = True):
-    """Answer-only fine-tuning with the input embeddings and `lm_head` frozen."""
+              desc: str = "sft", quiet: bool = True, replay: Sequence[str] = ()):
+    """Answer-only fine-tuning with the input embeddings and `lm_head` frozen; `replay`
+    documents are mixed in as plain language-model rows (loss on every token)."""
     for name, p in model.named_parameters():
         p.requires_grad_(not (name.startswith("model.embed_tokens") or name.startswith("lm_head")))
-    model = train_rows(model, tokenizer, sft_rows(tokenizer, pairs), schedule, seed, desc=desc, quiet=quiet)
+    rows = sft_rows(tokenizer, pairs) + lm_rows(tokenizer, replay)
+    model = train_rows(model, tokenizer, rows, schedule, seed, desc=desc, quiet=quiet)
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -7,6 +7,7 @@ result cast back to the base model's own dtype, saved so plain `from_pretrained`
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 from skillgraft.errors import UserError
@@ -70,7 +71,10 @@ def add_lora(model, config) -> tuple[object, list[str] | str, list[str]]:
                       target_modules=targets, modules_to_save=config.lora.modules_to_save or None,
                       task_type="CAUSAL_LM", bias="none")
     try:
-        peft_model = get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft calls transformers' deprecated `is_gradient_checkpointing` (a FutureWarning per process)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)
     except ValueError as exc:
         raise UserError(f"lora: {str(exc).splitlines()[0]}") from None
     return peft_model, targets, notes

@@ -44,6 +44,8 @@ def register(lab_app: typer.Typer) -> None:
                                          "under --out/models (plain transformers folders, ~0.75 MB each)."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+        jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes (one torch thread each); "
+                                           "default: one per CPU, at most 8. Results do not depend on it."),
     ) -> None:
         """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
         from skillgraft.errors import UserError
@@ -51,14 +53,16 @@ def register(lab_app: typer.Typer) -> None:
         n = seeds if seeds is not None else (1 if fast else 3)
         if not 1 <= n <= MAX_SEEDS:
             raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
-        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, run_study
+        if jobs is not None and not 1 <= jobs <= 64:
+            raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
+        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, default_jobs, run_study
 
         check_out(out, force)
         if save_models and out is None:
             raise UserError("--save-models needs --out DIR")
         command = "skillgraft lab knowledge" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
         payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
-                            command=command, save_models=save_models)
+                            command=command, save_models=save_models, jobs=jobs or default_jobs())
         if as_json:
             print(json.dumps(payload))
         else:

@@ -6,9 +6,11 @@ each biography is seen 5× less often), injection always sees the same number of
 texts whatever the number of styles. Cells:
 
 - pretrain (a): stage 1 on biographies with k phrasings (names in every sentence or
-  pronouns), stage 2 QA on half the people, probed on the other half;
+  pronouns), stage 2 QA on half the people (with as many stage-1 biographies replayed as
+  there are QA pairs), probed on the other half;
 - inject (b): the k=1/pronoun model from (a) (stage 1 kept single-phrasing, as the issue
   asks) learns `N_INJECT` new people from k styled texts each, with replay; probed on them;
+  the same injection into the k=5/pronoun model shows what a multi-phrasing stage 1 changes;
 - unrelated (c): injection at k=5 with N unrelated texts mixed in, each seen as often as an
   injected text (so more texts = more steps; exposure to the facts is unchanged);
 - targets (d): injection at k=5 through a LoRA on a target preset of `skillgraft.train`
@@ -26,8 +28,8 @@ from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import generate
 from skillgraft.lab.train import Schedule
 
-STAGE1 = Schedule(steps=1000, batch=32, lr=3e-3, warmup=50)
-STAGE2 = Schedule(steps=300, batch=32, lr=5e-4, warmup=30)
+STAGE1 = Schedule(steps=1500, batch=32, lr=3e-3, warmup=50)
+STAGE2 = Schedule(steps=600, batch=32, lr=5e-4, warmup=30)
 INJECT = Schedule(steps=200, batch=32, lr=1e-3, warmup=20)
 LORA_LR = 5e-3
 STYLES = ("biography", "qa", "interview", "article", "textbook")
@@ -49,6 +51,15 @@ def pretrain_docs(world: W.KnowledgeWorld, k: int, fullname: bool) -> list[str]:
     return [b for p in world.people for b in W.biographies(p, k, fullname, world.seed)]
 
 
+def stage2_replay(world: W.KnowledgeWorld, k: int, fullname: bool, n: int) -> list[str]:
+    """`n` stage-1 biographies replayed during stage 2 (the whole corpus cycled in a seeded
+    shuffle), so QA training does not erase what stage 1 stored: without replay, memorisation
+    of the k=5 biographies fell to 0.88 after QA (seed 0, before this was added)."""
+    corpus = pretrain_docs(world, k, fullname)
+    random.Random(f"replay-{world.seed}-{k}-{fullname}").shuffle(corpus)
+    return [corpus[i % len(corpus)] for i in range(n)]
+
+
 def qa_pairs(people) -> list[tuple[str, str]]:
     return [(it["prompt"], it["answer"]) for p in people for it in W.qa_items(p)]
 
@@ -62,9 +73,9 @@ def styled_texts(person: W.Person, k: int, seed: int) -> list[str]:
     """
     if not 1 <= k <= len(STYLES):
         raise ValueError(f"k must be 1..{len(STYLES)}")
-    choice = W.template_choices(person, 1, seed)[0]
-    bio = W.biography(person, choice, fullname=False)
-    answers = [f"{p} {v} {s}" for p, v, s in W.sentences(person, {a: 0 for a in W.ATTRIBUTES}, fullname=True)]
+    bio = W.biography(person, W.phrasings(person, 1, seed)[0], fullname=False)
+    plain = W.Phrasing({a: 0 for a in W.ATTRIBUTES})   # first template, attributes in order
+    answers = [f"{p} {v} {s}" for _, p, v, s in W.sentences(person, plain, fullname=True)]
     fact = {"title": person.name, "text": bio,
             "qa": [{"question": W.AUG_QUESTIONS[a].format(n=person.name), "answer": ans}
                    for a, ans in zip(W.ATTRIBUTES, answers)]}
@@ -76,18 +87,19 @@ def styled_texts(person: W.Person, k: int, seed: int) -> list[str]:
 
 
 def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: Schedule,
-                   seed: int) -> tuple[list[str], int]:
+                   seed: int, base: tuple[int, bool] = (1, False)) -> tuple[list[str], int]:
     """The injection corpus and its step count.
 
     Half of the base budget is injected texts (cycled, so total exposure does not depend on k),
-    half is replay (stage-1 k=1 biographies and stage-2 QA pairs, so the QA skill and old facts
-    survive). Unrelated texts are added on top, each repeated as often as an injected text.
+    half is replay (the base model's stage-1 biographies — `base` is its (k, fullname) — and
+    stage-2 QA pairs, so the QA skill and old facts survive). Unrelated texts are added on
+    top, each repeated as often as an injected text.
     """
     rng = random.Random(f"inject-{seed}-{k}-{n_unrelated}")
     injected = [t for p in world.injected for t in styled_texts(p, k, world.seed)]
     half = schedule.steps * schedule.batch // 2
     docs = [injected[i % len(injected)] for i in range(half)]
-    replay_pool = pretrain_docs(world, 1, False) + [f"{q} {a}" for q, a in qa_pairs(world.qa_people)]
+    replay_pool = pretrain_docs(world, *base) + [f"{q} {a}" for q, a in qa_pairs(world.qa_people)]
     docs += [rng.choice(replay_pool) for _ in range(half)]
     repeats = max(1, round(half / len(injected)))
     docs += [t for t in W.unrelated_texts(n_unrelated, seed) for _ in range(repeats)]

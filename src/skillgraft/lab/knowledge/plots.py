@@ -48,7 +48,7 @@ def _finish(fig, ax, path: Path, *, ylabel: str, title: str, ylim=(-0.02, 1.02),
     ax.set_ylabel(ylabel)
     ax.set_ylim(*ylim)
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never hides a point
     return _save(fig, path)
 
 
@@ -63,7 +63,8 @@ def plot_vs_k(rows, path: Path) -> Path | None:
     plt = _plt()
     groups = [("pronoun (pretrain)", lambda r: r["study"] == "pretrain" and r["condition"].startswith("pronoun")),
               ("full name (pretrain)", lambda r: r["study"] == "pretrain" and r["condition"].startswith("fullname")),
-              ("injected (styled texts)", lambda r: r["study"] == "inject")]
+              ("injected into pronoun-k1 model", lambda r: r["study"] == "inject"),
+              ("injected into pronoun-k5 model", lambda r: r["study"] == "inject-into-k5")]
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ks: set = set()

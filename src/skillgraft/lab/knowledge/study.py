@@ -1,8 +1,11 @@
 """Run the knowledge study's cells for some seeds and write one output folder.
 
-Why it is organised like this: the injection, unrelated-text and target-set cells all start
-from the same single-phrasing model (k=1, pronouns, stage 1 + stage 2), so that model is
-built once per seed by the pretraining study and reused (state dict copied in memory).
+Why it is organised like this: every cell is a pure function of its seed and budget, so
+cells run in worker processes (`--jobs`, one torch thread each) and give the same numbers
+whatever ran them. The injection, unrelated-text and target-set cells start from the
+single-phrasing model (k=1, pronouns, stage 1 + stage 2; two injection cells start from the
+k=5 model instead), so base models are built once per seed by the pretraining study and
+their state dicts handed to the injection cells.
 Every number reported is recomputed from the generations saved in `generations.jsonl`,
 and the folder is written to a temp sibling and published by rename (DESIGN.md).
 """
@@ -10,11 +13,13 @@ and the folder is written to a temp sibling and published by rename (DESIGN.md).
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +38,7 @@ class Plan:
 
     pretrain: tuple[tuple[int, bool], ...] = ((1, False), (2, False), (3, False), (5, False), (1, True), (5, True))
     inject_k: tuple[int, ...] = (1, 2, 3, 5)
+    inject_k_into_k5: tuple[int, ...] = (1, 5)   # the same injection into the pronoun-k5 model
     unrelated: tuple[int, ...] = (10, 100, 1000)
     targets: tuple[str, ...] = C.TARGET_SETS
     budget: C.Budget = field(default_factory=C.Budget)
@@ -40,7 +46,7 @@ class Plan:
 
 # The fast variant: the full-name k=1 and k=5 cells with the study's own budgets (its numbers
 # equal the full study's seed-0 cells); full names because their k=1/k=5 gap is the larger one.
-FAST = Plan(pretrain=((1, True), (5, True)), inject_k=(), unrelated=(), targets=())
+FAST = Plan(pretrain=((1, True), (5, True)), inject_k=(), inject_k_into_k5=(), unrelated=(), targets=())
 
 
 def pretrain_name(k: int, fullname: bool) -> str:
@@ -80,63 +86,150 @@ def _save(model, tokenizer, models_dir: Path | None, cell: str, seed: int, comma
         "seed": seed, "command": command}, indent=2) + "\n")
 
 
-def _run_seed(plan: Plan, seed: int, tokenizer, progress: Progress, quiet: bool,
-              models_dir: Path | None = None, command: str = "") -> list[dict]:
-    """All cells of one seed; returns their generations (tagged with cell, seed and probe)."""
-    world = W.make_world(seed)
-    b = plan.budget
-    gens: list[dict] = []
-    base_for_injection = None
-    for k, fullname in plan.pretrain:
-        name = pretrain_name(k, fullname)
-        tags = {"cell": name, "study": "pretrain", "k": k, "seed": seed}
-        model = M.new_model(tokenizer, seed)
-        model = M.train_text(model, tokenizer, C.pretrain_docs(world, k, fullname), b.stage1, seed,
-                             desc=f"{name} stage 1", quiet=True)
-        gens += C.probe(model, tokenizer, world.test_people, k=k, fullname=fullname, seed=seed, tags=tags,
-                        extraction=False)  # stored after stage 1? (extraction is asked after stage 2)
-        model = M.train_sft(model, tokenizer, C.qa_pairs(world.qa_people), b.stage2, seed,
-                            desc=f"{name} stage 2", quiet=True)
-        after = C.probe(model, tokenizer, world.test_people, k=k, fullname=fullname, seed=seed, tags=tags)
-        gens += [{**g, "probe": "memorization_after_qa"} if g["probe"] == "memorization" else g for g in after]
-        _save(model, tokenizer, models_dir, name, seed, command)
-        if (k, fullname) == (1, False):
-            base_for_injection = copy.deepcopy(model.state_dict())
-        progress.step(f"seed {seed} {name}")
-    if not (plan.inject_k or plan.unrelated or plan.targets):
-        return gens
-    if base_for_injection is None:
-        raise ValueError("the injection cells need the pronoun-k1 pretraining cell")
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the study: a pretraining cell, or an injection cell that starts
+    from its seed's pretraining cell `base` ((k, fullname); pronoun-k1 unless said)."""
 
-    def fresh():
-        model = M.new_model(tokenizer, seed)
-        model.load_state_dict(base_for_injection)
-        return model
+    name: str
+    seed: int
+    study: str
+    k: int
+    fullname: bool = False
+    unrelated: int = 0
+    targets: str | None = None
+    base: tuple[int, bool] = (1, False)
 
-    def inject(name: str, k: int, n_unrelated: int = 0, targets: str | None = None, study: str = "inject"):
-        docs, steps = C.injection_docs(world, k, n_unrelated, b.inject, seed)
-        schedule = Schedule(steps=steps, batch=b.inject.batch, lr=b.inject.lr if targets is None else b.lora_lr,
-                            warmup=b.inject.warmup)
-        if targets is None:
-            model = M.train_text(fresh(), tokenizer, docs, schedule, seed, desc=name, quiet=True)
-        else:
-            model = M.train_text_lora(fresh(), tokenizer, docs, schedule, seed, targets, desc=name, quiet=True)
-        tags = {"cell": name, "study": study, "k": k, "seed": seed, "unrelated": n_unrelated,
-                "targets": targets or "full"}
-        progress.step(f"seed {seed} {name}")
-        _save(model, tokenizer, models_dir, name, seed, command)
-        out = C.probe(model, tokenizer, world.injected, k=1, fullname=False, seed=seed, tags=tags)
-        # retention: the held-out people of stage 1, probed again after the injection
-        kept = C.probe(model, tokenizer, world.test_people, k=1, fullname=False, seed=seed, tags=tags)
-        return out + [{**g, "probe": f"retained_{g['probe']}"} for g in kept]
+    @property
+    def is_injection(self) -> bool:
+        return self.study != "pretrain"
 
-    for k in plan.inject_k:
-        gens += inject(f"inject-k{k}", k)
-    for n in plan.unrelated:
-        gens += inject(f"inject-k5+unrelated{n}", 5, n_unrelated=n, study="unrelated")
-    for t in plan.targets:
-        gens += inject(f"inject-k5-lora-{t}", 5, targets=t, study="targets")
-    return gens
+
+def plan_cells(plan: Plan, seed: int) -> tuple[list[Cell], list[Cell]]:
+    """The pretraining cells and the injection cells of one seed, in report order."""
+    pretrain = [Cell(pretrain_name(k, fn), seed, "pretrain", k, fn) for k, fn in plan.pretrain]
+    injection = [Cell(f"inject-k{k}", seed, "inject", k) for k in plan.inject_k]
+    injection += [Cell(f"inject-k{k}-into-k5", seed, "inject-into-k5", k, base=(5, False))
+                  for k in plan.inject_k_into_k5]
+    injection += [Cell(f"inject-k5+unrelated{n}", seed, "unrelated", 5, unrelated=n) for n in plan.unrelated]
+    injection += [Cell(f"inject-k5-lora-{t}", seed, "targets", 5, targets=t) for t in plan.targets]
+    missing = {c.base for c in injection} - {(c.k, c.fullname) for c in pretrain}
+    if missing:
+        raise ValueError(f"injection cells need the pretraining cells {sorted(missing)} (k, fullname)")
+    return pretrain, injection
+
+
+def run_pretrain_cell(cell: Cell, budget: C.Budget, models_dir: Path | None, command: str, keep_state: bool):
+    """Stage 1, probe, stage 2 (QA + replay), probe; returns the generations and, with
+    `keep_state` (an injection starts from this model), the final state dict."""
+    tokenizer = M.build_tokenizer()
+    world = W.make_world(cell.seed)
+    tags = {"cell": cell.name, "study": "pretrain", "k": cell.k, "seed": cell.seed}
+    docs = C.pretrain_docs(world, cell.k, cell.fullname)
+    model = M.new_model(tokenizer, cell.seed)
+    model = M.train_text(model, tokenizer, docs, budget.stage1, cell.seed, desc=f"{cell.name} stage 1", quiet=True)
+    gens = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed,
+                   tags=tags, extraction=False)   # stored after stage 1? (extraction is asked after stage 2)
+    pairs = C.qa_pairs(world.qa_people)
+    model = M.train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
+                        replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
+    after = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed, tags=tags)
+    gens += [{**g, "probe": "memorization_after_qa"} if g["probe"] == "memorization" else g for g in after]
+    _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
+    return gens, (model.state_dict() if keep_state else None)
+
+
+def run_injection_cell(cell: Cell, budget: C.Budget, base_state: dict, models_dir: Path | None,
+                       command: str) -> list[dict]:
+    """Teach the new people to a copy of the base model; probe them, and the old held-out
+    people again (retention, with the base's own biographies)."""
+    tokenizer = M.build_tokenizer()
+    world = W.make_world(cell.seed)
+    model = M.new_model(tokenizer, cell.seed)
+    model.load_state_dict(base_state)
+    docs, steps = C.injection_docs(world, cell.k, cell.unrelated, budget.inject, cell.seed, cell.base)
+    schedule = Schedule(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
+                        lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
+    if cell.targets is None:
+        model = M.train_text(model, tokenizer, docs, schedule, cell.seed, desc=cell.name, quiet=True)
+    else:
+        model = M.train_text_lora(model, tokenizer, docs, schedule, cell.seed, cell.targets, desc=cell.name,
+                                  quiet=True)
+    tags = {"cell": cell.name, "study": cell.study, "k": cell.k, "seed": cell.seed, "unrelated": cell.unrelated,
+            "targets": cell.targets or "full", "base": pretrain_name(*cell.base)}
+    _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
+    out = C.probe(model, tokenizer, world.injected, k=1, fullname=False, seed=cell.seed, tags=tags)
+    base_k, base_fullname = cell.base
+    kept = C.probe(model, tokenizer, world.test_people, k=base_k, fullname=base_fullname, seed=cell.seed, tags=tags)
+    return out + [{**g, "probe": f"retained_{g['probe']}"} for g in kept]
+
+
+def _init_worker(quiet: bool) -> None:
+    """Each worker process: one torch thread (the cells are too small to gain from more)."""
+    from skillgraft.lab.train import set_threads
+
+    set_threads(1)
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()   # "Writing model shards" bars of --save-models
+
+
+class _InlineExecutor:
+    """`--jobs 1`: run each submitted cell at once, in this process (same results, no workers)."""
+
+    def __init__(self, quiet: bool):
+        _init_worker(quiet)
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:   # re-raised by future.result(), as a pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass
+
+
+def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,
+              models_dir: Path | None, command: str) -> list[dict]:
+    """Run every cell of every seed on `jobs` worker processes; generations in report order.
+
+    Every cell is a pure function of its seed and budget, so the numbers do not depend on
+    `jobs` or on which worker ran what. An injection cell is queued as soon as its base model
+    exists, so the workers stay busy to the end.
+    """
+    cells = {seed: plan_cells(plan, seed) for seed in seeds}
+    if jobs > 1:
+        executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(quiet,))
+    else:
+        executor = _InlineExecutor(quiet)
+    results: dict[Cell, list[dict]] = {}
+    pending: dict[Future, Cell] = {}
+    try:
+        for seed in seeds:
+            bases = {c.base for c in cells[seed][1]}
+            for cell in cells[seed][0]:
+                keep = (cell.k, cell.fullname) in bases
+                pending[executor.submit(run_pretrain_cell, cell, plan.budget, models_dir, command, keep)] = cell
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = pending.pop(future)
+                if cell.is_injection:
+                    results[cell] = future.result()
+                else:
+                    results[cell], base = future.result()
+                    for inj in (c for c in cells[cell.seed][1] if c.base == (cell.k, cell.fullname)):
+                        pending[executor.submit(run_injection_cell, inj, plan.budget, base, models_dir,
+                                                command)] = inj
+                progress.step(f"seed {cell.seed} {cell.name}")
+    finally:
+        executor.shutdown(cancel_futures=True)
+    return [g for seed in seeds for cell in (*cells[seed][0], *cells[seed][1]) for g in results[cell]]
 
 
 def summarise(gens: list[dict]) -> list[dict]:
@@ -144,7 +237,8 @@ def summarise(gens: list[dict]) -> list[dict]:
     scores = cell_scores(gens)
     meta: dict[tuple[str, int], dict] = {}
     for g in gens:
-        meta.setdefault((g["cell"], g["seed"]), {k: g[k] for k in ("study", "k", "unrelated", "targets") if k in g})
+        meta.setdefault((g["cell"], g["seed"]),
+                        {k: g[k] for k in ("study", "k", "unrelated", "targets", "base") if k in g})
     rows = []
     for (cell, seed), s in scores.items():
         m = meta[(cell, seed)]
@@ -152,7 +246,7 @@ def summarise(gens: list[dict]) -> list[dict]:
                      "extraction": s.get("extraction", 0.0), "n": s["n"], "study": m["study"],
                      **{p: s[p] for p in ("memorization_after_qa", "retained_memorization", "retained_extraction")
                         if p in s},
-                     **({"unrelated": m["unrelated"], "targets": m["targets"]} if "targets" in m else {})})
+                     **{extra: m[extra] for extra in ("unrelated", "targets", "base") if extra in m}})
     return rows
 
 
@@ -171,7 +265,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 entry[metric] = {"mean": round(statistics.fmean(vals), 4),
                                  "sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
                                  "min": min(vals), "max": max(vals), "per_seed": vals}
-        for extra in ("unrelated", "targets"):
+        for extra in ("unrelated", "targets", "base"):
             if extra in rs[0]:
                 entry[extra] = rs[0][extra]
         out.append(entry)
@@ -201,40 +295,36 @@ def check_out(out: Path | None, force: bool) -> None:
         raise UserError(f"--out {out}: parent folder {out.parent} does not exist")
 
 
+def default_jobs() -> int:
+    """Worker processes by default: one per usable CPU, at most 8 (each holds ~300 MB)."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = False, quiet: bool = False,
-              command: str = "", plots: bool = True, save_models: bool = False) -> dict:
-    """Run `plan` for `seeds`, write `out` (if given), return the JSON payload.
+              command: str = "", plots: bool = True, save_models: bool = False, jobs: int = 1) -> dict:
+    """Run `plan` for `seeds` on `jobs` processes, write `out` (if given), return the JSON payload.
 
     With `out`, everything is written into a temp sibling first and published by rename at
     the end (`AtomicFolder`), so an interrupted run never leaves a half-written folder under
     the final name.
     """
     from skillgraft import __version__
-    from skillgraft.lab.train import set_threads
 
     check_out(out, force)
-    set_threads(1)
     start = time.time()
     with AtomicFolder(out) if out is not None else contextlib.nullcontext() as tmp:
-        tokenizer = M.build_tokenizer()
-        per_seed = len(plan.pretrain) + len(plan.inject_k) + len(plan.unrelated) + len(plan.targets)
+        per_seed = sum(len(cells) for cells in plan_cells(plan, 0))
         progress = Progress(per_seed * len(seeds), quiet)
         models_dir = tmp / "models" if (tmp is not None and save_models) else None
-        if quiet:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()   # "Writing model shards" bars of --save-models
-        gens: list[dict] = []
         try:
-            for seed in seeds:
-                gens += _run_seed(plan, seed, tokenizer, progress, quiet, models_dir, command)
+            gens = run_cells(plan, seeds, min(jobs, per_seed * len(seeds)), progress, quiet, models_dir, command)
         finally:
             progress.close()
         rows = summarise(gens)
         summary = aggregate(rows)
         payload = {"results": rows, "summary": summary, "conclusion": conclusion(summary),
-                   "seeds": list(seeds), "seconds": round(time.time() - start, 1), "command": command,
-                   "budget": asdict(plan.budget)}
+                   "seeds": list(seeds), "seconds": round(time.time() - start, 1), "jobs": jobs,
+                   "command": command, "budget": asdict(plan.budget)}
         if tmp is not None:
             _write(tmp, payload, gens, plan, plots=plots, version=__version__)
     return payload

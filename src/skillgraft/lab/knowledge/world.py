@@ -5,14 +5,16 @@ Why this world (Physics of Language Models 3.1, and the prototype of issue 7): t
 know from training, asked in a fixed question format. People have three-word names drawn
 from shared pools (so no single word identifies a person), and four attributes (birth
 city, birth year, university, company). Each attribute has 8 sentence templates; a
-person's biography picks one template per attribute. The pretraining condition `k` gives
-each person `k` biographies with different templates ("phrasings"); `fullname` repeats
-the full name in every sentence instead of a pronoun. Everything is a pure function of
+person's biography picks one template per attribute and an order of the four sentences.
+The pretraining condition `k` gives each person `k` biographies with different templates
+and different sentence orders ("phrasings"); `fullname` repeats the full name in every
+sentence instead of a pronoun. Everything is a pure function of
 the seed (`random.Random`), so the same seed gives the same texts on every machine.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -107,31 +109,49 @@ def make_world(seed: int = 0, n_people: int = N_PEOPLE, n_inject: int = N_INJECT
     return KnowledgeWorld(seed, tuple(people[:n_people]), tuple(people[n_people:]))
 
 
-def template_choices(person: Person, k: int, seed: int) -> list[dict[str, int]]:
-    """`k` template picks per attribute for `person`: distinct templates across the k biographies."""
-    rng = random.Random(f"templates-{seed}-{person.name}")
+@dataclass(frozen=True)
+class Phrasing:
+    """One way to write a biography: a template index per attribute, and the sentence order."""
+
+    templates: dict[str, int]
+    order: tuple[str, ...] = ATTRIBUTES
+
+
+def phrasings(person: Person, k: int, seed: int) -> list[Phrasing]:
+    """The `k` phrasings of `person`'s biographies: k different templates per attribute and
+    k different sentence orders.
+
+    Why the order varies too (Physics of LM 3.1, "multiplicity" + "permute"): with one fixed
+    order a fact can be stored keyed on the sentence before it (name -> city -> year -> ...),
+    which completes the biography but cannot answer a question about the name alone. With
+    varied orders, the only context every copy of a fact shares is the person.
+    """
+    rng = random.Random(f"phrasings-{seed}-{person.name}")
     picks = {a: rng.sample(range(len(TEMPLATES[a])), k) for a in ATTRIBUTES}
-    return [{a: picks[a][i] for a in ATTRIBUTES} for i in range(k)]
+    orders = rng.sample(list(itertools.permutations(ATTRIBUTES)), k)
+    return [Phrasing({a: picks[a][i] for a in ATTRIBUTES}, orders[i]) for i in range(k)]
 
 
-def sentences(person: Person, choice: dict[str, int], fullname: bool) -> list[tuple[str, str, str]]:
-    """`(prefix, value, suffix)` per attribute sentence of one biography (name first, then pronoun)."""
+def sentences(person: Person, phrasing: Phrasing, fullname: bool) -> list[tuple[str, str, str, str]]:
+    """`(attribute, prefix, value, suffix)` per sentence of one biography, in the phrasing's
+    order; the first sentence names the person, later ones the name again (`fullname`) or
+    the pronoun."""
     out = []
-    for i, attribute in enumerate(ATTRIBUTES):
+    for i, attribute in enumerate(phrasing.order):
         subject = person.name if (i == 0 or fullname) else person.pronoun
-        text = TEMPLATES[attribute][choice[attribute]].format(s=subject, v="\0")
+        text = TEMPLATES[attribute][phrasing.templates[attribute]].format(s=subject, v="\0")
         prefix, suffix = text.split("\0")
-        out.append((prefix.strip(), person.fact(attribute), suffix.strip()))
+        out.append((attribute, prefix.strip(), person.fact(attribute), suffix.strip()))
     return out
 
 
-def biography(person: Person, choice: dict[str, int], fullname: bool) -> str:
-    return " ".join(f"{p} {v} {s}" for p, v, s in sentences(person, choice, fullname))
+def biography(person: Person, phrasing: Phrasing, fullname: bool) -> str:
+    return " ".join(f"{p} {v} {s}" for _, p, v, s in sentences(person, phrasing, fullname))
 
 
 def biographies(person: Person, k: int, fullname: bool, seed: int) -> list[str]:
     """The `k` pretraining biographies of `person` (k different phrasings)."""
-    return [biography(person, c, fullname) for c in template_choices(person, k, seed)]
+    return [biography(person, ph, fullname) for ph in phrasings(person, k, seed)]
 
 
 def completion_items(person: Person, k: int, fullname: bool, seed: int) -> list[dict]:
@@ -139,9 +159,8 @@ def completion_items(person: Person, k: int, fullname: bool, seed: int) -> list[
 
     Prompt = every word of the biography before the value; the answer is the value word.
     """
-    sents = sentences(person, template_choices(person, k, seed)[0], fullname)
     items, before = [], []
-    for attribute, (prefix, value, suffix) in zip(ATTRIBUTES, sents):
+    for attribute, prefix, value, suffix in sentences(person, phrasings(person, k, seed)[0], fullname):
         items.append({"person": person.name, "attribute": attribute,
                       "prompt": " ".join([*before, prefix]), "answer": value})
         before += [prefix, value, suffix]
