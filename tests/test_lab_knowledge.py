@@ -287,3 +287,45 @@ def test_fast_models_load_in_plain_transformers_and_reproduce_a_generation(fast_
         with torch.no_grad():
             token = model(**enc).logits[0, -1].argmax().item()
         assert tok.convert_ids_to_tokens(token) == gen["output"].split()[0]
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs whose parent is `pid` (Linux /proc)."""
+    kids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.add(int(entry.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_the_workers_and_publishes_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "study"
+    code = "import sys; from skillgraft.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, "lab", "knowledge", "--fast", "--jobs", "2", "--quiet",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(workers := _children(proc.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the worker processes never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == ["error: terminated (SIGTERM); nothing was published"]
+    assert list(tmp_path.iterdir()) == []          # no output, no partial folder
+    alive = workers
+    for _ in range(50):   # killed processes are reaped by init shortly after their parent exits
+        alive = {pid for pid in alive if Path(f"/proc/{pid}").exists()}
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, "worker processes outlived the command"

@@ -7,7 +7,9 @@ stderr and exit status 2, never a traceback; exit status 1 is left for bugs.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 import typer
@@ -72,9 +74,29 @@ _USAGE = _exception_classes("UsageError")
 _CLICK = _exception_classes("ClickException")
 
 
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler. A BaseException, so no `except Exception` swallows it
+    on the way out: every `finally` and context manager runs (temp folders are removed,
+    worker processes stopped) and nothing half-written is left behind."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map user errors to `error:` + exit 2."""
     args = sys.argv[1:] if argv is None else argv
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str]) -> int:
     try:
         status = command_group().main(args=args, prog_name="skillgraft", standalone_mode=False)
     except UserError as exc:
@@ -97,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing was published", file=sys.stderr)
+        return 143
     return status if isinstance(status, int) else 0
 
 

@@ -193,6 +193,17 @@ class _InlineExecutor:
         pass
 
 
+def _stop_workers(executor) -> None:
+    """Kill running worker processes instead of waiting minutes for their cells to finish
+    (`terminate_workers` exists from Python 3.14; before, the pool's process table)."""
+    terminate = getattr(executor, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        process.terminate()
+
+
 def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,
               models_dir: Path | None, command: str) -> list[dict]:
     """Run every cell of every seed on `jobs` worker processes; generations in report order.
@@ -227,6 +238,9 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet
                         pending[executor.submit(run_injection_cell, inj, plan.budget, base, models_dir,
                                                 command)] = inj
                 progress.step(f"seed {cell.seed} {cell.name}")
+    except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
+        _stop_workers(executor)
+        raise
     finally:
         executor.shutdown(cancel_futures=True)
     return [g for seed in seeds for cell in (*cells[seed][0], *cells[seed][1]) for g in results[cell]]
