@@ -133,8 +133,11 @@ def _finish(tensor: torch.Tensor, name: str, allow_nonfinite: bool, out: Path) -
 @contextmanager
 def single_torch_thread():
     """Kernels on one thread while streaming: the worker computes cache-sized blocks while
-    the main thread writes and hashes, so a second intra-op thread only contends (measured
-    on 2 cores: 0.05 s vs 1.5 s per 11.5M-entry tensor under load)."""
+    the main thread writes and hashes, so a second intra-op thread mostly contends.
+    Measured on the 2-core dev machine, idle, 0.8B synthetic Llama `graft --delta`: 4.7–4.9 s
+    with this pin vs 5.0–5.2 s without (3 runs each, warm cache). A lone kernel does gain
+    from 2 threads (97 vs 164 ms per 11.5M bf16 entries), but not with the writer busy
+    (165 vs 168 ms)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
