@@ -329,3 +329,15 @@ def test_sigterm_stops_the_workers_and_publishes_nothing(tmp_path):
             break
         time.sleep(0.1)
     assert not alive, "worker processes outlived the command"
+
+
+def test_ctrl_c_is_one_error_line_and_exit_130(run_cli, monkeypatch, tmp_path):
+    from skillgraft.lab.knowledge import study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_study", interrupted)
+    status, out, err = run_cli("lab", "knowledge", "--fast", "--quiet", "--out", tmp_path / "x")
+    assert (status, out) == (130, "")
+    assert err.strip().splitlines() == ["error: interrupted"]

@@ -74,6 +74,9 @@ _USAGE = _exception_classes("UsageError")
 _CLICK = _exception_classes("ClickException")
 
 
+INTERRUPTED = 130   # exit status after Ctrl-C (128 + SIGINT)
+
+
 class Terminated(BaseException):
     """Raised by the SIGTERM handler. A BaseException, so no `except Exception` swallows it
     on the way out: every `finally` and context manager runs (temp folders are removed,
@@ -118,10 +121,12 @@ def _run(args: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Terminated:
         print("error: terminated (SIGTERM); nothing was published", file=sys.stderr)
         return 143
+    if status == INTERRUPTED:   # Typer turns Ctrl-C into Exit(130), which Click returns
+        print("error: interrupted", file=sys.stderr)
     return status if isinstance(status, int) else 0
 
 
