@@ -75,6 +75,7 @@ _CLICK = _exception_classes("ClickException")
 
 
 INTERRUPTED = 130   # exit status after Ctrl-C (128 + SIGINT)
+TERMINATED = 143    # exit status after SIGTERM (128 + 15)
 
 
 class Terminated(BaseException):
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     finally:
-        if in_main_thread:
+        if in_main_thread and previous is not None:   # None: the old handler was not set from Python
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -124,7 +125,7 @@ def _run(args: list[str]) -> int:
         return INTERRUPTED
     except Terminated:
         print("error: terminated (SIGTERM); nothing was published", file=sys.stderr)
-        return 143
+        return TERMINATED
     if status == INTERRUPTED:   # Typer turns Ctrl-C into Exit(130), which Click returns
         print("error: interrupted", file=sys.stderr)
     return status if isinstance(status, int) else 0
