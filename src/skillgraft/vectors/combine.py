@@ -21,9 +21,10 @@ from skillgraft.checkpoint.manifest import input_record
 from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
 from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
-from skillgraft.vectors.driver import _finish, check_same_architecture, stream_tensors
+from skillgraft.vectors.driver import check_same_architecture
 from skillgraft.vectors.files import copy_side_files, read_vector_manifest
 from skillgraft.vectors.progress import Progress
+from skillgraft.vectors.streaming import refuse_nonfinite, stream_tensors
 
 
 def open_vectors(specs, allow_pickle: bool = False) -> list[tuple[Checkpoint, float]]:
@@ -72,7 +73,7 @@ def combine_vectors(specs, out_dir, *, dtype: str = "float32", operation: str = 
         def produce(planned: PlannedTensor) -> torch.Tensor:
             parts = [arithmetic.scaled(vectors[i][0].read(planned.name), vectors[i][1]) for i in members[planned.name]]
             total = arithmetic.accumulate(parts[0], parts[1:])
-            _finish(total, planned.name, allow_nonfinite, out)
+            refuse_nonfinite(total, planned.name, allow_nonfinite, out)
             return total.to(torch_dtype)
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})

@@ -1,4 +1,4 @@
-"""The streaming driver: extract and graft over checkpoint folders, one tensor at a time.
+"""extract and graft over checkpoint folders, one tensor at a time.
 
 Memory stays bounded by a few copies of the largest tensor, whatever the model size: each
 output tensor is computed from explicit reads of the inputs, written to its shard, and
@@ -7,11 +7,6 @@ dropped. The three inputs may shard their tensors differently; lookups are by na
 
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -23,93 +18,14 @@ from skillgraft.checkpoint.manifest import input_record
 from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
 from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
+from skillgraft.vectors.files import copy_side_files
 from skillgraft.vectors.merge_methods import METHODS, RANDOM_METHODS, generator_for, merge
-from skillgraft.vectors.files import copy_side_files, read_vector_manifest
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role
 from skillgraft.vectors.schedule import Schedule, layer_index
-from skillgraft.vectors.vocab import RowAlignment, align, copy_special_rows
-
-
-@dataclass
-class DeltaSource:
-    """One skill to add: a saved vector, or a (base, skilled) pair read on the fly."""
-
-    scale: float
-    vector: Checkpoint | None = None
-    base: Checkpoint | None = None
-    skilled: Checkpoint | None = None
-    label: str = ""
-    schedule: Schedule | None = None  # this vector's own schedule, on top of the graft's
-    alignment: RowAlignment | None = None  # embedding rows matched by token (--with-embeddings)
-
-    @property
-    def reference(self) -> Checkpoint:
-        """The checkpoint whose names/shapes/tokenizer the delta carries."""
-        return self.vector if self.vector is not None else self.skilled
-
-    def skip_reason(self, name: str, shape: tuple[int, ...]) -> str | None:
-        if self.alignment is not None and name in self.alignment.shapes:
-            shape = None  # rows are matched by token: only the row width must agree
-        if self.vector is not None:
-            info = self.vector.tensors.get(name)
-            if info is None:
-                return "not in vector"
-            if shape is None and info.shape[1:] != self.alignment.shapes[name][1:]:
-                return f"vector row width {list(info.shape[1:])} differs from target's"
-            if shape is not None and info.shape != shape:
-                return f"vector shape {list(info.shape)} differs from target {list(shape)}"
-            return None if info.is_float else f"vector dtype {info.dtype} is not floating point"
-        for side, checkpoint in (("base", self.base), ("skilled", self.skilled)):
-            info = checkpoint.tensors.get(name)
-            if info is None:
-                return f"not in {side}"
-            if shape is None and info.shape[1:] != self.alignment.shapes[name][1:]:
-                return f"{side} row width {list(info.shape[1:])} differs from target's"
-            if shape is not None and info.shape != shape:
-                return f"{side} shape {list(info.shape)} differs from target {list(shape)}"
-            if not info.is_float:
-                return f"{side} dtype {info.dtype} is not floating point"
-        return None
-
-    def read_delta(self, name: str) -> torch.Tensor:
-        """The unscaled delta of one tensor in float32 (memory owned by the caller)."""
-        if self.alignment is not None and name in self.alignment.shapes:
-            return self.alignment.full_delta(self, name)
-        if self.vector is not None:
-            return arithmetic.scaled(self.vector.read(name), 1.0)
-        return arithmetic.delta(self.base.read(name), self.skilled.read(name))
-
-    def scale_for(self, name: str, schedule: Schedule | None = None) -> float:
-        """This source's scale for one tensor: its scale × the graft's and its own schedule."""
-        scale = self.scale
-        for rules in (schedule, self.schedule):
-            if rules is not None and not rules.empty:
-                scale = scale * rules.factor(name)
-        return scale
-
-    def raw_part(self, name: str, scale: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """This source's tensors as stored, for `arithmetic.combine_blockwise`."""
-        if self.vector is not None:
-            return self.vector.read(name), None, scale
-        return self.base.read(name), self.skilled.read(name), scale
-
-    def read_scaled(self, name: str, scale: float | None = None) -> torch.Tensor:
-        """scale·delta in float32 (the same bits as scaling the raw tensor: widening is exact)."""
-        return arithmetic.scaled(self.read_delta(name), self.scale if scale is None else scale)
-
-
-@dataclass
-class GraftOptions:
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    with_embeddings: bool = False
-    allow_arch_mismatch: bool = False
-    allow_nonfinite: bool = False
-    allow_pickle: bool = False
-    shard_size: int = DEFAULT_SHARD_SIZE
-    force: bool = False
-    quiet: bool = True
+from skillgraft.vectors.sources import open_sources
+from skillgraft.vectors.streaming import refuse_nonfinite, stream_tensors
+from skillgraft.vectors.vocab import align, copy_special_rows
 
 
 def check_same_architecture(reference: Checkpoint, other: Checkpoint, allow: bool) -> None:
@@ -121,57 +37,6 @@ def check_same_architecture(reference: Checkpoint, other: Checkpoint, allow: boo
         if ours is not None and theirs is not None and ours != theirs:
             raise UserError(f"{what} differs: {other.role} {other.path} has {theirs!r}, {reference.role} "
                             f"{reference.path} has {ours!r} (pass --allow-arch-mismatch to go on)")
-
-
-def _finish(tensor: torch.Tensor, name: str, allow_nonfinite: bool, out: Path) -> None:
-    if not allow_nonfinite and not arithmetic.all_finite(tensor):
-        bad = arithmetic.nonfinite_count(tensor)
-        raise UserError(f"tensor {name!r} would hold {bad} NaN/Inf values; nothing was written to {out} "
-                        "(pass --allow-nonfinite to keep them)")
-
-
-@contextmanager
-def single_torch_thread():
-    """Kernels on one thread while streaming: the worker computes cache-sized blocks while
-    the main thread writes and hashes, so a second intra-op thread mostly contends.
-    Measured on the 2-core dev machine, idle, 0.8B synthetic Llama `graft --delta`: 4.7–4.9 s
-    with this pin vs 5.0–5.2 s without (3 runs each, warm cache). A lone kernel does gain
-    from 2 threads (97 vs 164 ms per 11.5M bf16 entries), but not with the writer busy
-    (165 vs 168 ms)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def stream_tensors(plan: list[PlannedTensor], produce, writer: ShardedWriter, progress: Progress,
-                   nbytes_of, depth: int = 2) -> dict[str, str]:
-    """Produce (read + compute) tensors in a worker thread while this thread writes them.
-
-    Reads, torch kernels and file writes all release the GIL, so I/O and arithmetic overlap;
-    at most `depth` finished tensors wait for the writer, which keeps memory bounded.
-    """
-    pending = deque()
-    upcoming = iter(plan)
-    with single_torch_thread(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="skillgraft-read") as pool:
-        try:
-            for planned in islice(upcoming, depth):
-                pending.append((planned, pool.submit(produce, planned)))
-            while pending:
-                planned, future = pending.popleft()
-                data = future.result()
-                following = next(upcoming, None)
-                if following is not None:
-                    pending.append((following, pool.submit(produce, following)))
-                writer.write(planned.name, data)
-                progress.advance(nbytes_of(planned.name))
-            return writer.close()
-        finally:
-            for _, future in pending:
-                future.cancel()
-            writer.abort()
 
 
 def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: str = "float32",
@@ -214,7 +79,7 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
         def produce(planned: PlannedTensor) -> torch.Tensor:
             diff, finite = arithmetic.delta_blockwise(base.read(planned.name), skilled.read(planned.name), torch_dtype)
             if not finite:
-                _finish(diff.float(), planned.name, allow_nonfinite, out)
+                refuse_nonfinite(diff.float(), planned.name, allow_nonfinite, out)
             return diff
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
@@ -247,21 +112,6 @@ def check_method(method: str, density: float | None) -> None:
         raise UserError(f"--density {density:g} is outside (0, 1]: it is the fraction of entries kept")
 
 
-def _open_sources(vectors, deltas, allow_pickle: bool) -> list[DeltaSource]:
-    sources = []
-    for path, scale in vectors:
-        checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="vector")
-        read_vector_manifest(checkpoint.path)  # warns (via error) when it is not a vector folder
-        sources.append(DeltaSource(float(scale), vector=checkpoint, label=f"{path}:{scale:g}"))
-    for base_path, skilled_path, scale in deltas:
-        sources.append(DeltaSource(float(scale), base=Checkpoint(base_path, allow_pickle=allow_pickle, role="base"),
-                                   skilled=Checkpoint(skilled_path, allow_pickle=allow_pickle, role="skilled"),
-                                   label=f"{base_path} -> {skilled_path}:{scale:g}"))
-    if not sources:
-        raise UserError("nothing to graft: give at least one VECTOR[:SCALE] or --delta BASE SKILLED[:SCALE]")
-    return sources
-
-
 def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(), with_embeddings: bool = False,
           force: bool = False, quiet: bool = True, allow_arch_mismatch: bool = False,
           allow_nonfinite: bool = False, allow_pickle: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -282,7 +132,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
 
     check_method(method, density)
     target = Checkpoint(target_dir, allow_pickle=allow_pickle, role="target")
-    sources = _open_sources(vectors, deltas, allow_pickle)
+    sources = open_sources(vectors, deltas, allow_pickle)
     for source, own in zip(sources, source_schedules or []):
         source.schedule = own
     for rules in [schedule, *(source.schedule for source in sources)]:
@@ -335,9 +185,8 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
         if active:
             work[name] = active
     for index, source in enumerate(sources):
-        reference = source.vector if source.vector is not None else source.skilled
         skipped += [{"tensor": n, "source": index, "reason": "not in target"}
-                    for n in reference.names if n not in target.tensors]
+                    for n in source.reference.names if n not in target.tensors]
 
     factors = {name: [source.scale_for(name, schedule) for source in active] for name, active in work.items()}
     special_rows: dict[str, str] = {}
@@ -352,7 +201,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
                 parts = [s.raw_part(name, f) for s, f in zip(work[name], factors[name])]
                 result, finite = arithmetic.combine_blockwise(target.read(name), parts)
                 if not finite:
-                    _finish(result.float(), name, allow_nonfinite, out)
+                    refuse_nonfinite(result.float(), name, allow_nonfinite, out)
                 return result
             if method == "sum":
                 original = target.read(name)
@@ -368,7 +217,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
                     copied = copy_special_rows(total, original, source.skilled.read(name), factor,
                                                source.alignment.special)
                     special_rows.update({f"{name}: {token}": source.label for token in copied})
-            _finish(total, name, allow_nonfinite, out)
+            refuse_nonfinite(total, name, allow_nonfinite, out)
             return total.to(original.dtype)
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "model"})
@@ -388,7 +237,7 @@ def graft(target_dir, out_dir, *, vectors=(), deltas=(), include=(), exclude=(),
                      "shard_size": shard_size, "allow_arch_mismatch": allow_arch_mismatch,
                      "allow_nonfinite": allow_nonfinite,
                      "chat_template_from": str(Path(chat_template_from).resolve()) if chat_template_from else None},
-            file_sha256={k: v for k, v in hashes.items()},
+            file_sha256=hashes,
             extra={"tensors": {"total": len(plan), "grafted": len(work), "copied": len(plan) - len(work)},
                    "scales": {name: f for name, f in factors.items()
                               if any(x != s.scale for x, s in zip(f, work[name]))},
