@@ -38,7 +38,8 @@ TARGET_SETS = ("attn-qv", "knowledge", "all-linear")
 
 @dataclass(frozen=True)
 class Budget:
-    """Schedules of one study run (the fast variant shortens them)."""
+    """Schedules of one study run (the full study and the fast variant share the defaults;
+    tests pass shorter ones)."""
 
     stage1: Schedule = STAGE1
     stage2: Schedule = STAGE2

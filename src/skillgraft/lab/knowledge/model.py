@@ -15,8 +15,7 @@ from types import SimpleNamespace
 from skillgraft.lab.train import Schedule, lm_rows, train_rows, train_sft
 from skillgraft.lab.train import new_model as lab_new_model
 
-__all__ = ["MODEL_SHAPE", "Schedule", "build_tokenizer", "new_model", "train_text", "train_text_lora", "train_sft",
-           "count_trainable_lora"]
+__all__ = ["MODEL_SHAPE", "Schedule", "build_tokenizer", "new_model", "train_text", "train_text_lora", "train_sft"]
 
 MODEL_SHAPE = dict(hidden=64, layers=4, heads=4, intermediate=128)
 LORA_RANK = 16
@@ -59,15 +58,3 @@ def train_text_lora(model, tokenizer, docs, schedule: Schedule, seed: int, targe
     merged = peft_model.merge_and_unload()
     merged.eval()
     return merged
-
-
-def count_trainable_lora(model, targets: str) -> int:
-    """Trainable parameters of a LoRA on `targets` for a model of this shape (for the report)."""
-    import copy
-
-    from skillgraft.train.model import add_lora
-
-    cfg = SimpleNamespace(lora=SimpleNamespace(r=LORA_RANK, alpha=LORA_ALPHA, dropout=0.0, targets=targets,
-                                               modules_to_save=None, tied_lm_head="untie"))
-    peft_model, _, _ = add_lora(copy.deepcopy(model), cfg)
-    return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
