@@ -60,13 +60,6 @@ def nonfinite_count(tensor: torch.Tensor) -> int:
 CHUNK = 1 << 18  # elements per block: a float32 block (1 MiB) stays in the core's cache
 
 
-def _block_finite(block: torch.Tensor) -> bool:
-    """`all_finite` for one output block, after the cast (so fp16 overflow counts too)."""
-    if math.isfinite(float(block.sum())):
-        return True
-    return bool(torch.isfinite(block).all())
-
-
 def _owned_float(tensor: torch.Tensor, block: slice) -> torch.Tensor:
     """tensor[block] widened to float32 in fresh memory (never a view of the caller's)."""
     piece = tensor[block]
@@ -100,7 +93,7 @@ def combine_blockwise(target: torch.Tensor, parts: list[tuple[torch.Tensor, torc
             total.add_(piece)
         out_block = result[block]
         out_block.copy_(total)  # the cast result, checked below (so fp16 overflow counts)
-        finite = finite and _block_finite(out_block)
+        finite = finite and all_finite(out_block)
     return result.reshape(target.shape), finite
 
 
@@ -113,5 +106,5 @@ def delta_blockwise(base: torch.Tensor, skilled: torch.Tensor, out_dtype: torch.
         block = slice(start, start + CHUNK)
         out_block = result[block]
         out_block.copy_(_owned_float(flat_skilled, block).sub_(flat_base[block]))
-        finite = finite and _block_finite(out_block)
+        finite = finite and all_finite(out_block)
     return result.reshape(skilled.shape), finite
