@@ -101,3 +101,14 @@ def test_lab_models_by_name(run_cli):
     assert json.loads(out)["path"].endswith("shipped/cp")
     status, _, err = run_cli("inspect", "lab:nope")
     assert status == 2 and "lab:base" in err and "lab:cp" in err
+
+
+def test_train_with_an_uncached_id_fails_fast(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = tmp_path / "c.yaml"
+    (tmp_path / "t.txt").write_text("hello\n")
+    config.write_text("model: nobody/nothing\ndata: {train: t.txt}\noutput_dir: run\n")
+    started = time.perf_counter()
+    status, _, err = run_cli("train", config)
+    assert time.perf_counter() - started < 5.0
+    assert status == 2 and err.count("\n") == 1 and "hf download nobody/nothing" in err
