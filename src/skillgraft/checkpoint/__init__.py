@@ -9,20 +9,16 @@ works without transformers installed. Names are resolved lazily: resolving a mod
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from skillgraft.lazy import lazy_exports
 
-_EXPORTS = {
+_EXPORTS = {name: f"skillgraft.checkpoint.{module}" for name, module in {
     "Card": "card", "Checkpoint": "folder", "contained_path": "folder", "is_weight_file": "folder",
     "sha256_file": "folder", "MANIFEST": "manifest", "file_record": "manifest", "input_record": "manifest",
     "read_manifest": "manifest", "verify": "manifest", "write_manifest": "manifest", "AtomicFolder": "publish",
     "atomic_file": "publish", "check_output": "publish", "write_file_atomic": "publish",
     "DEFAULT_SHARD_SIZE": "writer", "PlannedTensor": "writer", "ShardedWriter": "writer", "parse_size": "writer",
-}
+}.items()}
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"skillgraft.checkpoint.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'skillgraft.checkpoint' has no attribute {name!r}")
+__getattr__ = lazy_exports("skillgraft.checkpoint", _EXPORTS)

@@ -6,8 +6,7 @@ resolved lazily so the CLI (`skillgraft --help`) starts without importing torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from skillgraft.lazy import lazy_exports
 
 _EXPORTS = {
     "extract": "skillgraft.vectors.driver",
@@ -18,7 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'skillgraft.vectors' has no attribute {name!r}")
+__getattr__ = lazy_exports("skillgraft.vectors", _EXPORTS)
