@@ -29,7 +29,7 @@ from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
-from skillgraft.lab.train import Budget
+from skillgraft.lab.train import Budget, train_lm, train_sft
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,11 @@ def run_pretrain_cell(cell: Cell, budget: C.StudyBudget, models_dir: Path | None
     tags = {"cell": cell.name, "study": "pretrain", "k": cell.k, "seed": cell.seed}
     docs = C.pretrain_docs(world, cell.k, cell.fullname)
     model = M.new_model(tokenizer, cell.seed)
-    model = M.train_text(model, tokenizer, docs, budget.stage1, cell.seed, desc=f"{cell.name} stage 1", quiet=True)
+    model = train_lm(model, tokenizer, docs, budget.stage1, cell.seed, desc=f"{cell.name} stage 1", quiet=True)
     gens = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed,
                    tags=tags, extraction=False)   # stored after stage 1? (extraction is asked after stage 2)
     pairs = C.qa_pairs(world.qa_people)
-    model = M.train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
+    model = train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
                         replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
     after = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed, tags=tags)
     gens += [{**g, "probe": "memorization_after_qa"} if g["probe"] == "memorization" else g for g in after]
@@ -148,13 +148,12 @@ def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, mode
     model = M.new_model(tokenizer, cell.seed)
     model.load_state_dict(base_state)
     docs, steps = C.injection_docs(world, cell.k, cell.unrelated, budget.inject, cell.seed, cell.base)
-    schedule = Budget(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
-                        lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
+    inject = Budget(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
+                    lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
     if cell.targets is None:
-        model = M.train_text(model, tokenizer, docs, schedule, cell.seed, desc=cell.name, quiet=True)
+        model = train_lm(model, tokenizer, docs, inject, cell.seed, desc=cell.name, quiet=True)
     else:
-        model = M.train_text_lora(model, tokenizer, docs, schedule, cell.seed, cell.targets, desc=cell.name,
-                                  quiet=True)
+        model = M.train_lora(model, tokenizer, docs, inject, cell.seed, cell.targets, desc=cell.name, quiet=True)
     tags = {"cell": cell.name, "study": cell.study, "k": cell.k, "seed": cell.seed, "unrelated": cell.unrelated,
             "targets": cell.targets or "full", "base": pretrain_name(*cell.base)}
     _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
