@@ -30,8 +30,8 @@ def test_shipped_checkpoints_load_in_plain_transformers():
 
     for name in ("base", "cp", "skilled", "nonskill", "upper"):
         record = json.loads((SHIPPED / name / "skillgraft.json").read_text())
-        assert record["lab_model"] == name
-        assert record["command"] == f"skillgraft lab build --seed {record['seed']}"
+        assert record["kind"] == "model" and record["lab_model"] == name
+        assert record["options"]["seed"] == shipped_seed()
         tok = AutoTokenizer.from_pretrained(SHIPPED / name)
         model = AutoModelForCausalLM.from_pretrained(SHIPPED / name)
         assert model.config.vocab_size == len(tok)
@@ -58,6 +58,20 @@ def test_demo_json_numbers_follow_from_saved_generations(demo):
         assert result["format_rate"] == pytest.approx(fmt, abs=1e-4)
         assert result["language_leak"] == pytest.approx(leak, abs=1e-4)
     assert {r["scale"] for r in payload["results"] if r["model"] == "cp+vector"} == {0.5, 1.0, 1.5}
+
+
+def test_demo_out_folder_verifies_with_every_vector_and_model_as_a_part(demo, run_cli):
+    out, _ = demo
+    status, stdout, err = run_cli("verify", out, "--json")
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert report["ok"] and report["kind"] == "demo" and report["unlisted"] == []
+    manifest = json.loads((out / "skillgraft.json").read_text())
+    assert sorted(manifest["files"]) == ["generations.jsonl", "results.json"]
+    assert manifest["parts"] == sorted(["vector", "nonskill-vector", "random-vector", "cp+vector@0.5",
+                                        "cp+vector@1", "cp+vector@1.5", "cp+random", "cp+nonskill"])
+    status, _, err = run_cli("lab", "demo", "--out", out, "--json")
+    assert status == 2 and "--force" in err
 
 
 def test_graft_raises_b_accuracy_by_the_documented_margin_and_controls_do_not(demo):

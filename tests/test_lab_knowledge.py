@@ -236,7 +236,8 @@ def test_fast_json_is_one_object_in_the_contract_shape(fast_run):
         assert r["n"] == 400
     assert json.loads((out / "results.json").read_text()) == payload
     manifest = json.loads((out / "skillgraft.json").read_text())
-    assert manifest["kind"] == "study" and manifest["command"] == "skillgraft lab knowledge --fast"
+    assert manifest["kind"] == "study" and manifest["study_command"] == "skillgraft lab knowledge --fast"
+    assert manifest["options"]["seeds"] == [0]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".fast.")]   # no partial left
 
 
@@ -262,6 +263,17 @@ def test_fast_k5_beats_k1_by_the_documented_margin(fast_run):
     assert all(r["memorization"] >= 0.95 for r in rows.values())
 
 
+def test_fast_out_folder_verifies_with_the_saved_models_as_parts(fast_run, run_cli):
+    out = fast_run[0]
+    status, stdout, err = run_cli("verify", out, "--json")
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert report["ok"] and report["kind"] == "study" and report["unlisted"] == []
+    manifest = json.loads((out / "skillgraft.json").read_text())
+    assert manifest["parts"] == ["models/fullname-k1-seed0", "models/fullname-k5-seed0"]
+    assert {"results.json", "generations.jsonl", "plots/extraction_vs_k.png"} <= set(manifest["files"])
+
+
 def test_fast_plot_opens(fast_run):
     from PIL import Image
 
@@ -279,7 +291,7 @@ def test_fast_models_load_in_plain_transformers_and_reproduce_a_generation(fast_
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     for cell in ("fullname-k1", "fullname-k5"):
         folder = out / "models" / f"{cell}-seed0"
-        assert json.loads((folder / "skillgraft.json").read_text())["cell"] == cell
+        assert json.loads((folder / "skillgraft.json").read_text())["options"]["cell"] == cell
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         gen = next(g for g in gens if g["cell"] == cell and g["probe"] == "extraction")

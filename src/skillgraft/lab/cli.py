@@ -47,8 +47,9 @@ def demo_options(f):
                      "goes to stderr)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random-direction control and the evaluation sample."),
+        click.option("--force", is_flag=True, help="Replace --out if it is an earlier demo folder."),
         click.option("--out", type=click.Path(path_type=Path), default=None,
-                     help="Keep the vectors, grafted models and generations here."),
+                     help="Keep the vectors, grafted models and generations here (published by rename)."),
     ):
         f = decorator(f)
     return f
@@ -58,22 +59,22 @@ def demo_options(f):
 @demo_options
 @click.option("--models", type=click.Path(path_type=Path), default=None,
               help="Use a `lab build` folder instead of the shipped checkpoints.")
-def lab_demo_command(out, seed, as_json, models):
+def lab_demo_command(out, force, seed, as_json, models):
     """The graft demo (as `skillgraft demo`), optionally on your own `lab build` output."""
     from skillgraft.lab.demo import SHIPPED, run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED)
+    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED, force=force)
     if as_json:
         print(json.dumps(result))
 
 
 @command("demo")
 @demo_options
-def demo_command(out, seed, as_json):
+def demo_command(out, force, seed, as_json):
     """The built-in default: a chat vector at work on the shipped lab models, with controls."""
     from skillgraft.lab.demo import run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json)
+    result = run_demo(out, seed=seed, as_json=as_json, force=force)
     if as_json:
         print(json.dumps(result))
 
