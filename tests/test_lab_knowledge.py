@@ -1,6 +1,6 @@
 """`skillgraft lab knowledge`: the world is a pure function of the seed, every reported number
-follows from the saved generations, the fast variant shows k=5 beating k=1 by the margin
-docs/knowledge.md reports (minus a stated tolerance), plots open, bad input exits 2."""
+follows from the saved generations, the fast variant's extraction rates lie in the range
+docs/knowledge.md reports (across seeds and CPU kernel paths), plots open, bad input exits 2."""
 
 from __future__ import annotations
 
@@ -19,16 +19,19 @@ from skillgraft.lab.knowledge.plots import write_plots
 from skillgraft.lab.knowledge.study import aggregate, summarise
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "knowledge.md"
-# Stated in docs/knowledge.md: other CPUs/library versions may flip a few greedy answers of
-# 400; the fast margin must stay within this of the margin the docs report.
-MARGIN_TOLERANCE = 0.10
 
 
-def doc_fast_margin() -> float:
-    """The fast variant's k=5 − k=1 extraction margin as docs/knowledge.md reports it."""
-    match = re.search(r"<!-- fast-margin: ([0-9.]+) -->", DOC.read_text())
-    assert match, "docs/knowledge.md must state the fast margin as <!-- fast-margin: X -->"
-    return float(match.group(1))
+def doc_fast_range() -> dict[str, tuple[float, float]]:
+    """The fast variant's extraction range per cell, across seeds and CPU kernel paths, as
+    docs/knowledge.md states it: `<!-- fast-range: fullname-k1 LO-HI; fullname-k5 LO-HI -->`."""
+    match = re.search(r"<!-- fast-range: (.*?) -->", DOC.read_text())
+    assert match, "docs/knowledge.md must state the fast range as <!-- fast-range: CELL LO-HI; ... -->"
+    ranges = {}
+    for part in match.group(1).split(";"):
+        cell, span = part.split()
+        lo, hi = span.split("-")
+        ranges[cell] = (float(lo), float(hi))
+    return ranges
 
 
 # --- the world --------------------------------------------------------------------------
@@ -216,11 +219,12 @@ def test_bad_input_exits_2_with_one_error_line(run_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
-    """The fast variant through the real command line, in its own process (about 2 minutes)."""
+    """The fast variant through the real command line, in its own process (114 s on an idle
+    2-core machine; 1289 s measured at load average 10–14, so the timeout only guards hangs)."""
     out = tmp_path_factory.mktemp("knowledge") / "fast"
     code = "import sys; from skillgraft.cli import main; sys.exit(main())"
     proc = subprocess.run([sys.executable, "-c", code, "lab", "knowledge", "--fast", "--json", "--quiet",
-                           "--save-models", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--save-models", "--out", str(out)], capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out, proc.stdout
 
@@ -256,10 +260,12 @@ def test_fast_numbers_follow_from_saved_generations(fast_run):
         assert {g["person"] for g in ext} == {p.name for p in world.test_people}
 
 
-def test_fast_k5_beats_k1_by_the_documented_margin(fast_run):
+def test_fast_extraction_lies_in_the_documented_range(fast_run):
     rows = {r["condition"]: r for r in json.loads(fast_run[1])["results"]}
-    margin = rows["fullname-k5"]["extraction"] - rows["fullname-k1"]["extraction"]
-    assert margin >= doc_fast_margin() - MARGIN_TOLERANCE, margin
+    ranges = doc_fast_range()
+    assert sorted(ranges) == sorted(rows)
+    for cell, (lo, hi) in ranges.items():
+        assert lo <= rows[cell]["extraction"] <= hi, (cell, rows[cell]["extraction"])
     assert all(r["memorization"] >= 0.95 for r in rows.values())
 
 

@@ -137,7 +137,7 @@ def run_pretrain_cell(cell: Cell, budget: C.StudyBudget, models_dir: Path | None
                    tags=tags, extraction=False)   # stored after stage 1? (extraction is asked after stage 2)
     pairs = C.qa_pairs(world.qa_people)
     model = train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
-                        replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
+                      replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
     after = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed, tags=tags)
     gens += [{**g, "probe": "memorization_after_qa"} if g["probe"] == "memorization" else g for g in after]
     _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
