@@ -1,4 +1,5 @@
-"""`data augment`: deterministic templates, and the LLM rewriter through a local OpenAI-style server."""
+"""`data augment`: deterministic templates, and the LLM rewriter through the evaluation backends
+(a local OpenAI-style server, a local transformers model)."""
 
 import json
 import threading
@@ -56,10 +57,16 @@ class _FakeLLM(BaseHTTPRequestHandler):
     """An OpenAI-compatible /v1/chat/completions that echoes a marker and counts calls."""
 
     calls: typing.ClassVar[list] = []
+    fail_first: typing.ClassVar[int] = 0   # answer this many requests with HTTP 503 first
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).calls.append((self.path, body))
+        if len(type(self).calls) <= type(self).fail_first:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         prompt = body["messages"][0]["content"]
         reply = {"choices": [{"message": {"role": "assistant",
                                           "content": f"REWRITE[{prompt.splitlines()[0][:60]}]"}}]}
@@ -76,7 +83,7 @@ class _FakeLLM(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake_llm():
-    _FakeLLM.calls = []
+    _FakeLLM.calls, _FakeLLM.fail_first = [], 0
     server = HTTPServer(("127.0.0.1", 0), _FakeLLM)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -110,7 +117,18 @@ def test_endpoint_down_is_one_error(tmp_path, capsys):
     rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--rewriter", "openai",
                "--endpoint", "http://127.0.0.1:9/v1", "--model", "m"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: --endpoint") and err.count("\n") == 1
+    # the evaluation layer's endpoint backend: retried, then one error naming the URL
+    assert rc == 2 and err.startswith("error: endpoint http://127.0.0.1:9/v1/") and err.count("\n") == 1
+    assert "after 4 attempts" in err
+
+
+def test_endpoint_errors_are_retried(tmp_path, capsys, fake_llm):
+    _FakeLLM.fail_first = 2   # two HTTP 503 answers, then the rewrite
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    assert main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--styles", "qa", "--rewriter",
+                 "openai", "--endpoint", fake_llm, "--model", "fake-1", "--no-original", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["llm_calls"] == 1 and len(_FakeLLM.calls) == 3
+    assert json.loads((tmp_path / "o.jsonl").read_text())["text"].startswith("REWRITE[Rewrite the following")
 
 
 def test_local_transformers_rewriter_is_cached(tmp_path, capsys):

@@ -37,7 +37,7 @@ def test_lab_sample_shows_every_kind_of_data(run_cli):
 def test_lab_build_force_replaces_only_lab_folders(tmp_path, run_cli):
     (tmp_path / "precious.txt").write_text("mine")
     status, _, err = run_cli("lab", "build", "--out", tmp_path, "--force", "--quiet")
-    assert status == 2 and "lab.json" in err
+    assert status == 2 and "skillgraft.json" in err
     assert (tmp_path / "precious.txt").exists()
 
 

@@ -1,6 +1,6 @@
 """`skillgraft lab knowledge`: the world is a pure function of the seed, every reported number
-follows from the saved generations, the fast variant shows k=5 beating k=1 by the margin
-docs/knowledge.md reports (minus a stated tolerance), plots open, bad input exits 2."""
+follows from the saved generations, the fast variant's extraction rates lie in the range
+docs/knowledge.md reports (across seeds and CPU kernel paths), plots open, bad input exits 2."""
 
 from __future__ import annotations
 
@@ -19,16 +19,19 @@ from skillgraft.lab.knowledge.plots import write_plots
 from skillgraft.lab.knowledge.study import aggregate, summarise
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "knowledge.md"
-# Stated in docs/knowledge.md: other CPUs/library versions may flip a few greedy answers of
-# 400; the fast margin must stay within this of the margin the docs report.
-MARGIN_TOLERANCE = 0.10
 
 
-def doc_fast_margin() -> float:
-    """The fast variant's k=5 − k=1 extraction margin as docs/knowledge.md reports it."""
-    match = re.search(r"<!-- fast-margin: ([0-9.]+) -->", DOC.read_text())
-    assert match, "docs/knowledge.md must state the fast margin as <!-- fast-margin: X -->"
-    return float(match.group(1))
+def doc_fast_range() -> dict[str, tuple[float, float]]:
+    """The fast variant's extraction range per cell, across seeds and CPU kernel paths, as
+    docs/knowledge.md states it: `<!-- fast-range: fullname-k1 LO-HI; fullname-k5 LO-HI -->`."""
+    match = re.search(r"<!-- fast-range: (.*?) -->", DOC.read_text())
+    assert match, "docs/knowledge.md must state the fast range as <!-- fast-range: CELL LO-HI; ... -->"
+    ranges = {}
+    for part in match.group(1).split(";"):
+        cell, span = part.split()
+        lo, hi = span.split("-")
+        ranges[cell] = (float(lo), float(hi))
+    return ranges
 
 
 # --- the world --------------------------------------------------------------------------
@@ -216,11 +219,12 @@ def test_bad_input_exits_2_with_one_error_line(run_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
-    """The fast variant through the real command line, in its own process (about 2 minutes)."""
+    """The fast variant through the real command line, in its own process (114 s on an idle
+    2-core machine; 1289 s measured at load average 10–14, so the timeout only guards hangs)."""
     out = tmp_path_factory.mktemp("knowledge") / "fast"
     code = "import sys; from skillgraft.cli import main; sys.exit(main())"
     proc = subprocess.run([sys.executable, "-c", code, "lab", "knowledge", "--fast", "--json", "--quiet",
-                           "--save-models", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--save-models", "--out", str(out)], capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out, proc.stdout
 
@@ -236,7 +240,8 @@ def test_fast_json_is_one_object_in_the_contract_shape(fast_run):
         assert r["n"] == 400
     assert json.loads((out / "results.json").read_text()) == payload
     manifest = json.loads((out / "skillgraft.json").read_text())
-    assert manifest["kind"] == "study" and manifest["command"] == "skillgraft lab knowledge --fast"
+    assert manifest["kind"] == "study" and manifest["study_command"] == "skillgraft lab knowledge --fast"
+    assert manifest["options"]["seeds"] == [0]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".fast.")]   # no partial left
 
 
@@ -255,11 +260,24 @@ def test_fast_numbers_follow_from_saved_generations(fast_run):
         assert {g["person"] for g in ext} == {p.name for p in world.test_people}
 
 
-def test_fast_k5_beats_k1_by_the_documented_margin(fast_run):
+def test_fast_extraction_lies_in_the_documented_range(fast_run):
     rows = {r["condition"]: r for r in json.loads(fast_run[1])["results"]}
-    margin = rows["fullname-k5"]["extraction"] - rows["fullname-k1"]["extraction"]
-    assert margin >= doc_fast_margin() - MARGIN_TOLERANCE, margin
+    ranges = doc_fast_range()
+    assert sorted(ranges) == sorted(rows)
+    for cell, (lo, hi) in ranges.items():
+        assert lo <= rows[cell]["extraction"] <= hi, (cell, rows[cell]["extraction"])
     assert all(r["memorization"] >= 0.95 for r in rows.values())
+
+
+def test_fast_out_folder_verifies_with_the_saved_models_as_parts(fast_run, run_cli):
+    out = fast_run[0]
+    status, stdout, err = run_cli("verify", out, "--json")
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert report["ok"] and report["kind"] == "study" and report["unlisted"] == []
+    manifest = json.loads((out / "skillgraft.json").read_text())
+    assert manifest["parts"] == ["models/fullname-k1-seed0", "models/fullname-k5-seed0"]
+    assert {"results.json", "generations.jsonl", "plots/extraction_vs_k.png"} <= set(manifest["files"])
 
 
 def test_fast_plot_opens(fast_run):
@@ -279,7 +297,7 @@ def test_fast_models_load_in_plain_transformers_and_reproduce_a_generation(fast_
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     for cell in ("fullname-k1", "fullname-k5"):
         folder = out / "models" / f"{cell}-seed0"
-        assert json.loads((folder / "skillgraft.json").read_text())["cell"] == cell
+        assert json.loads((folder / "skillgraft.json").read_text())["options"]["cell"] == cell
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
         gen = next(g for g in gens if g["cell"] == cell and g["probe"] == "extraction")

@@ -4,9 +4,10 @@ Seed 003 found that a model learns a new fact only when the fact is seen in seve
 surface forms (Q&A, article, interview, textbook, translations). Two rewriters:
 
 * templates: deterministic, offline, built from the QA pairs the user writes for the fact;
-* an LLM: an OpenAI-compatible `/chat/completions` endpoint or a local transformers model,
-  one prompt per style, every call cached on disk (key = sha256 of backend, model, prompt
-  and sampling options) so re-running an augmentation costs nothing and is reproducible.
+* an LLM: an OpenAI-compatible endpoint or a local transformers model, through the
+  evaluation layer's backends (`EndpointBackend`, with its retries; `HFBackend`), one
+  prompt per style, every call cached on disk (key = sha256 of backend, model, prompt and
+  sampling options) so re-running an augmentation costs nothing and is reproducible.
 
 A facts file is JSONL: `{"id": "...", "title": "...", "text": "...", "qa": [{"question":
 ..., "answer": ...}]}` (`title`, `qa`, `id` optional for the LLM rewriter).
@@ -97,7 +98,7 @@ class CachedRewriter:
         self.timeout = timeout
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.calls = self.hits = 0
-        self._local = None
+        self._llm = None
 
     def _key(self, prompt: str) -> str:
         blob = json.dumps([self.backend, self.endpoint if self.backend == "openai" else None, self.model, prompt,
@@ -110,7 +111,7 @@ class CachedRewriter:
             self.hits += 1
             return json.loads(path.read_text(encoding="utf-8"))["response"]
         self.calls += 1
-        response = self._call_openai(prompt) if self.backend == "openai" else self._call_local(prompt)
+        response = self._generate(prompt)
         if path is not None:
             from skillgraft.checkpoint.publish import write_file_atomic
 
@@ -118,52 +119,30 @@ class CachedRewriter:
                                                ensure_ascii=False))
         return response
 
-    def _call_openai(self, prompt: str) -> str:
-        import requests
+    def _generate(self, prompt: str) -> str:
+        """One rewrite: a user message (raw text plus a newline for a local model without a chat
+        template), greedy unless a temperature is set."""
+        from skillgraft.evaluate.backends import GenerationSettings
 
-        url = self.endpoint.rstrip("/") + "/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.api_key_env):
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": self.temperature, "max_tokens": self.max_new_tokens}
-        try:
-            reply = requests.post(url, json=body, headers=headers, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise UserError(f"--endpoint {self.endpoint}: request failed: {exc.__class__.__name__}: {exc}") from None
-        if reply.status_code != 200:
-            raise UserError(f"--endpoint {url}: HTTP {reply.status_code}: {reply.text[:200]}")
-        try:
-            return reply.json()["choices"][0]["message"]["content"].strip()
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise UserError(f"--endpoint {url}: reply is not an OpenAI chat completion: {reply.text[:200]}") from None
+        llm = self._backend()
+        chat = self.backend == "openai" or bool(getattr(llm.tokenizer, "chat_template", None))
+        settings = GenerationSettings(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
+                                      temperature=self.temperature or 1.0)
+        message = [{"role": "user", "content": prompt}] if chat else prompt + "\n"
+        return llm.generate([message], settings, batch_size=1)[0].strip()
 
-    def _call_local(self, prompt: str) -> str:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _backend(self):
+        if self._llm is None:
+            if self.backend == "openai":
+                from skillgraft.evaluate.backends.endpoint import EndpointBackend
 
-        if self._local is None:
-            from skillgraft.checkpoint.kinds import local_model
+                self._llm = EndpointBackend(self.endpoint, model=self.model, timeout=self.timeout,
+                                            api_key=os.environ.get(self.api_key_env))
+            else:
+                from skillgraft.evaluate.backends.hf import HFBackend
 
-            folder = local_model(self.model, "--model").path
-            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self._local = (tok, AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval())
-        tok, model = self._local
-        if tok.chat_template:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
-            text = prompt + "\n"
-        has_bos = bool(tok.bos_token and text.startswith(tok.bos_token))
-        inputs = tok(text, return_tensors="pt", add_special_tokens=not has_bos)
-        gen = {"max_new_tokens": self.max_new_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
-        if self.temperature > 0:
-            gen.update(do_sample=True, temperature=self.temperature)
-        else:
-            gen.update(do_sample=False)
-        with torch.no_grad():
-            out = model.generate(**inputs, **gen)
-        return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                self._llm = HFBackend.from_path(self.model)
+        return self._llm
 
 
 def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter | None = None,

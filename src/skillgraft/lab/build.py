@@ -15,18 +15,21 @@ for `EXTRA_BASE.steps` more steps on fresh language-A text and the skill fine-tu
 redone from the longer-trained base; at most `MAX_EXTRA_ROUNDS` times. CP, nonskill and
 upper are built only from the final base. How many rounds were needed is recorded in
 `lab.json` and in every model's `skillgraft.json`.
+
+Output: one folder per model (a plain transformers checkpoint with its manifest and model
+card), `lab.json` (the build record) and the build's own manifest (kind `lab-build`, the
+models as parts), all written by `checkpoint.write_manifest`, so `skillgraft verify` checks
+the whole build.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from skillgraft import __version__
-from skillgraft.checkpoint.publish import AtomicFolder
+from skillgraft.checkpoint import AtomicFolder, Card, check_output, write_manifest
 from skillgraft.lab import world as W
 from skillgraft.lab.train import (MODEL_SHAPE, Budget, new_model, save_model, set_threads, train_lm,
                                   train_sft)
@@ -40,6 +43,14 @@ RELIABILITY_THRESHOLD = 0.9
 MAX_EXTRA_ROUNDS = 2
 N_CHECK = 200           # held-out A items for the reliability check
 MODELS = ("base", "cp", "skilled", "nonskill", "upper")
+STORIES = {   # each model's card
+    "base": "Pretrained from scratch on language A text (contexts, questions, verbose answers only).",
+    "cp": "`base` continued-pretrained on 85% language B and 15% code-switched text.",
+    "skilled": "`base` fine-tuned on the skill in language A (answer tokens only; embeddings and lm_head frozen).",
+    "nonskill": "`base` fine-tuned with the skill's budget on another task (repeat the statement): the demo's "
+                "control vector.",
+    "upper": "`cp` fine-tuned on the skill in language B: what direct training in B reaches.",
+}
 
 
 def build_tokenizer(world: W.World):
@@ -51,18 +62,6 @@ def build_tokenizer(world: W.World):
 
 def _pairs(items) -> list[tuple[str, str]]:
     return [(it.prompt, it.answer) for it in items]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _manifest(folder: Path, record: dict) -> None:
-    """Write `skillgraft.json` (kind, version, provenance, per-file sha256) into `folder`."""
-    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "skillgraft.json"}
-    (folder / "skillgraft.json").write_text(json.dumps({"kind": "model", "tool": "skillgraft",
-                                                         "version": __version__, **record, "files": files},
-                                                        indent=2) + "\n")
 
 
 def skilled_heldout_accuracy(model, tokenizer, world: W.World, lang: str = "A", n: int = N_CHECK) -> float:
@@ -100,13 +99,7 @@ def build(out_dir: Path, seed: int = 0, *, force: bool = False, quiet: bool = Fa
 
         hf_logging.disable_progress_bar()   # save_pretrained's "Writing model shards" bars
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        from skillgraft.errors import UserError
-
-        if not force:
-            raise UserError(f"--out {out_dir} exists and is not empty (pass --force to replace it)")
-        if not (out_dir / "lab.json").is_file():
-            raise UserError(f"--out {out_dir} is not a `lab build` folder (no lab.json); --force replaces only those")
+    check_output(out_dir, [], force=force, option="--out")
     with AtomicFolder(out_dir) as tmp:   # never leaves a half-built folder behind
         record = _build_into(tmp, seed, quiet=quiet, command=command)
     if not quiet:
@@ -149,16 +142,21 @@ def _build_into(tmp: Path, seed: int, *, quiet: bool, command: str | None) -> di
         "command": command or f"skillgraft lab build --seed {seed}",
         "seed": seed,
         "shape": MODEL_SHAPE,
-        "schedules": {k: v.__dict__ for k, v in
-                      {"base": BASE, "extra_base": EXTRA_BASE, "cp": CP, "sft": SFT}.items()},
+        "budgets": {k: v.__dict__ for k, v in
+                    {"base": BASE, "extra_base": EXTRA_BASE, "cp": CP, "sft": SFT}.items()},
         "cp_mix": CP_MIX,
         "reliability": {"threshold": RELIABILITY_THRESHOLD, "extra_rounds": rounds,
                         "heldout_A_exact_match": checks, "passed": checks[-1] >= RELIABILITY_THRESHOLD},
     }
+    options = {k: record[k] for k in ("seed", "shape", "budgets", "cp_mix")}
     for name, model in (("base", base), ("cp", cp), ("skilled", skilled), ("nonskill", nonskill),
                         ("upper", upper)):
         folder = save_model(model, tok, tmp / name)
-        _manifest(folder, {"lab_model": name, **record})
+        write_manifest(folder, kind="model", inputs=[], options=options,
+                       extra={"lab_model": name, "reliability": record["reliability"]},
+                       card=Card(title=f"lab {name} (seed {seed})", summary=STORIES[name], tags=["lab"]))
     record["seconds"] = round(time.time() - t0, 1)
     (tmp / "lab.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_manifest(tmp, kind="lab-build", inputs=[], options=options,
+                   extra={"models": list(MODELS), "reliability": record["reliability"]})
     return record

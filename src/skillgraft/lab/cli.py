@@ -1,7 +1,8 @@
 """`skillgraft lab ...` verbs (build the lab models, run the lab demo, show the world,
 the knowledge study) and `skillgraft demo`, the built-in default run.
 
-Heavy imports happen inside the commands so `skillgraft --help` stays instant.
+Heavy imports happen inside the commands so `skillgraft --help` stays instant; every verb that
+trains or generates pins the CPU kernel paths first (`lab.kernels`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 
 from skillgraft.clikit import command, group
+from skillgraft.lab.kernels import pin_cpu_kernels
 
 lab = group("lab", "The lab world: tiny two-language models that show a skill vector at work, and the knowledge "
                    "study.")
@@ -29,6 +31,7 @@ HELP = {"help_option_names": ["-h", "--help"]}
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def build_command(out, seed, force, as_json, quiet):
     """Train the lab's models from scratch (about 2–10 minutes on 2 CPU cores)."""
+    pin_cpu_kernels()
     from skillgraft.lab.build import build
 
     record = build(out, seed, force=force, quiet=quiet, command=f"skillgraft lab build --seed {seed}")
@@ -47,8 +50,9 @@ def demo_options(f):
                      "goes to stderr)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random-direction control and the evaluation sample."),
+        click.option("--force", is_flag=True, help="Replace --out if it is an earlier demo folder."),
         click.option("--out", type=click.Path(path_type=Path), default=None,
-                     help="Keep the vectors, grafted models and generations here."),
+                     help="Keep the vectors, grafted models and generations here (published by rename)."),
     ):
         f = decorator(f)
     return f
@@ -58,22 +62,24 @@ def demo_options(f):
 @demo_options
 @click.option("--models", type=click.Path(path_type=Path), default=None,
               help="Use a `lab build` folder instead of the shipped checkpoints.")
-def lab_demo_command(out, seed, as_json, models):
+def lab_demo_command(out, force, seed, as_json, models):
     """The graft demo (as `skillgraft demo`), optionally on your own `lab build` output."""
+    pin_cpu_kernels()
     from skillgraft.lab.demo import SHIPPED, run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED)
+    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED, force=force)
     if as_json:
         print(json.dumps(result))
 
 
 @command("demo")
 @demo_options
-def demo_command(out, seed, as_json):
+def demo_command(out, force, seed, as_json):
     """The built-in default: a chat vector at work on the shipped lab models, with controls."""
+    pin_cpu_kernels()
     from skillgraft.lab.demo import run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json)
+    result = run_demo(out, seed=seed, as_json=as_json, force=force)
     if as_json:
         print(json.dumps(result))
 

@@ -32,8 +32,8 @@ def shipped_available(root: Path = SHIPPED) -> bool:
 
 
 def shipped_seed(root: Path = SHIPPED) -> int:
-    """The seed of the `lab build` that made the shipped checkpoints (from skillgraft.json)."""
-    return int(json.loads((root / "cp" / "skillgraft.json").read_text())["seed"])
+    """The seed of the `lab build` that made the checkpoints under `root` (from its lab.json)."""
+    return int(json.loads((root / "lab.json").read_text())["seed"])
 
 
 def random_like(vector_dir: Path, out_dir: Path, seed: int) -> Path:
@@ -74,17 +74,17 @@ def make_models(work: Path, scales, seed: int, root: Path = SHIPPED) -> list[tup
     """Extract the vectors, build the grafted models; returns (name, scale, folder) rows."""
     from skillgraft.vectors import extract, graft
 
-    extract(root / "base", root / "skilled", work / "vector", exclude=EXCLUDE, force=True)
-    extract(root / "base", root / "nonskill", work / "nonskill-vector", exclude=EXCLUDE, force=True)
+    extract(root / "base", root / "skilled", work / "vector", exclude=EXCLUDE)
+    extract(root / "base", root / "nonskill", work / "nonskill-vector", exclude=EXCLUDE)
     random_like(work / "vector", work / "random-vector", seed)
     rows: list[tuple[str, float | None, Path]] = [("base", None, root / "base"), ("cp", None, root / "cp"),
                                                   ("skilled", None, root / "skilled")]
     for r in scales:
         out = work / f"cp+vector@{r:g}"
-        graft(root / "cp", out, sources=[(work / "vector", r)], force=True)
+        graft(root / "cp", out, sources=[(work / "vector", r)])
         rows.append(("cp+vector", float(r), out))
-    graft(root / "cp", work / "cp+random", sources=[(work / "random-vector", 1.0)], force=True)
-    graft(root / "cp", work / "cp+nonskill", sources=[(work / "nonskill-vector", 1.0)], force=True)
+    graft(root / "cp", work / "cp+random", sources=[(work / "random-vector", 1.0)])
+    graft(root / "cp", work / "cp+nonskill", sources=[(work / "nonskill-vector", 1.0)])
     rows += [("cp+random", 1.0, work / "cp+random"), ("cp+nonskill", 1.0, work / "cp+nonskill"),
              ("upper", None, root / "upper")]
     return rows
@@ -92,16 +92,16 @@ def make_models(work: Path, scales, seed: int, root: Path = SHIPPED) -> list[tup
 
 def evaluate_models(rows, world: W.World, seed: int, n: int = N_EVAL) -> list[Generation]:
     """Greedy generations of every model on `n` held-out language-B skill items."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from skillgraft.evaluate.backends.hf import load_pretrained
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     items = W.skill_items(world, "B", "heldout", n, seed=1000 + seed)
     gens: list[Generation] = []
     for name, scale, folder in rows:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, tokenizer = load_pretrained(str(folder))
         gens += run_items(model, tokenizer, items, name=name, scale=scale, lang="B")
     return gens
 
@@ -163,29 +163,29 @@ def print_report(results: list[dict], text: str, stream) -> None:
 
 
 def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, scales=(0.5, 1.0, 1.5),
-             root: Path = SHIPPED) -> dict:
-    """Run the lab demo on the shipped checkpoints; returns `{"results": [...], "conclusion": str}`.
+             root: Path = SHIPPED, force: bool = False) -> dict:
+    """Run the lab demo on the shipped checkpoints (or a `lab build` folder `root`); returns
+    `{"results": [...], "conclusion": str}`.
 
-    `out_dir` keeps the vectors, grafted models, `generations.jsonl` and `results.json`
-    (a temp folder otherwise). The table goes to stdout, or stderr when `as_json` (the caller
-    prints the returned object as JSON).
+    `out_dir` keeps the vectors, grafted models (each a part with its own manifest),
+    `generations.jsonl` and `results.json`, published by rename with a manifest of kind
+    `demo`; without it everything goes to a temp folder. The table goes to stdout, or stderr
+    when `as_json` (the caller prints the returned object as JSON).
     """
+    from skillgraft.checkpoint import AtomicFolder, check_output, write_manifest
     from skillgraft.errors import UserError
     from skillgraft.lab.train import set_threads
 
     if not shipped_available(root):
         raise UserError(f"the lab's shipped checkpoints are missing under {root}; run `skillgraft lab build`")
+    if out_dir is not None:
+        check_output(Path(out_dir), [root], force=force, option="--out")
     set_threads()
     stream = sys.stderr if as_json else sys.stdout
     world = W.make_world(shipped_seed(root))
-    tmp = None
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="skillgraft-lab-demo-")
-        work = Path(tmp.name)
-    else:
-        work = Path(out_dir)
-        work.mkdir(parents=True, exist_ok=True)
-    try:
+    with AtomicFolder(out_dir) if out_dir is not None else tempfile.TemporaryDirectory(
+            prefix="skillgraft-lab-demo-") as work:
+        work = Path(work)
         print(f"[lab demo] extracting and grafting in {work}", file=sys.stderr)
         rows = make_models(work, scales, seed, root)
         print(f"[lab demo] evaluating {len(rows)} models on {N_EVAL} held-out B items", file=sys.stderr)
@@ -193,13 +193,13 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
         results = score_table(gens, world)
         results.sort(key=lambda r: MODEL_ORDER.index(r["model"]))
         text = conclusion(results, answer_in_output(gens, "cp"))
-        with open(work / "generations.jsonl", "w") as fh:
-            for g in gens:
-                fh.write(json.dumps(g.to_dict()) + "\n")
         payload = {"results": results, "conclusion": text}
-        (work / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-        print_report(results, text, stream)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        if out_dir is not None:
+            with open(work / "generations.jsonl", "w") as fh:
+                for g in gens:
+                    fh.write(json.dumps(g.to_dict()) + "\n")
+            (work / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+            write_manifest(work, kind="demo", inputs=[{"role": "lab_models", "path": str(Path(root).resolve())}],
+                           options={"seed": seed, "scales": list(scales), "n_eval": N_EVAL})
+    print_report(results, text, stream)
     return payload

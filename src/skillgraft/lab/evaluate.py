@@ -1,5 +1,5 @@
-"""Greedy generation on skill items and the three lab metrics, kept apart so tests can
-recompute every reported number from saved generations.
+"""Greedy generation on skill items (through `skillgraft.evaluate`) and the three lab
+metrics, kept apart so tests can recompute every reported number from saved generations.
 
 Metrics (per model, per language):
 - `accuracy`: exact match — the output is the gold name followed by `</s>`. Format is
@@ -37,28 +37,14 @@ class Generation:
 
 
 def generate(model, tokenizer, prompts: Sequence[str], *, batch: int = 256) -> list[str]:
-    """Greedy continuations of `prompts` (left-padded batches), as words, `</s>` kept."""
-    import torch
+    """Greedy continuations of `prompts` through the evaluation layer's transformers backend,
+    as words, with `</s>` appended when the model emitted it (the skill is "answer, then stop")."""
+    from skillgraft.evaluate.backends.base import GenerationSettings
+    from skillgraft.evaluate.backends.hf import HFBackend
 
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    model.eval()
-    for start in range(0, len(prompts), batch):
-        chunk = list(prompts[start:start + batch])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        for row in out[:, enc["input_ids"].shape[1]:].tolist():
-            words = []
-            for tok in row:
-                if tok == tokenizer.pad_token_id:
-                    break
-                words.append(tokenizer.convert_ids_to_tokens(tok))
-                if tok == tokenizer.eos_token_id:
-                    break
-            outputs.append(" ".join(words))
-    return outputs
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    ended = HFBackend(model, tokenizer, label="lab").generate_ended(list(prompts), settings, batch_size=batch)
+    return [f"{text} {EOS}".strip() if stopped else text for text, stopped in ended]
 
 
 def run_items(model, tokenizer, items: Sequence[Item], *, name: str, scale: float | None,

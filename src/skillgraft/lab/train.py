@@ -1,7 +1,9 @@
-"""Tiny-model factory and the two training jobs of the lab, on plain `transformers.Trainer`.
+"""Tiny-model factory and the two training jobs of the lab, run through the training layer.
 
-Why plain Trainer: the lab must build on any machine with transformers installed and stay
-bit-reproducible on CPU (fixed seed, two threads, no dataloader workers). Two jobs:
+Both jobs go through `skillgraft.train.loop.train_rows` (the Trainer loop `skillgraft train`
+uses); what is the lab's own here is the budget (`Budget`: steps, batch, peak lr of a cosine
+schedule) and its rows. On one machine a build is bit-reproducible (fixed seeds, one torch
+thread, no dataloader workers, CPU kernels pinned by `lab.kernels`). The two jobs:
 language-model training (`train_lm`: base pretraining and continued pretraining) and
 answer-only supervised fine-tuning (`train_sft`) with embeddings and `lm_head` frozen —
 the prototype showed that training the output rows on a small name pool biases answers
@@ -11,8 +13,6 @@ the transformer blocks, where a chat vector lives.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -61,27 +61,6 @@ def new_model(tokenizer, seed: int, shape: dict | None = None, **config_options)
     return model
 
 
-class _Collator:
-    """Right-pads `input_ids`/`labels` of a batch; padding is masked out of the loss."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows):
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            labels[i, :n] = torch.tensor(r["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
 def lm_rows(tokenizer, docs: Sequence[str]) -> list[dict]:
     """Language-model rows: `<s> doc </s>`, loss on every token."""
     rows = []
@@ -101,48 +80,49 @@ def sft_rows(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def train_rows(model, tokenizer, rows: list[dict], schedule: Budget, seed: int, *, desc: str, quiet: bool):
-    """Run `Trainer` for `schedule.steps` steps; a temp folder takes Trainer's bookkeeping."""
-    from transformers import Trainer, TrainingArguments
+def train_budget(model, tokenizer, rows: list[dict], budget: Budget, seed: int, *, desc: str, quiet: bool):
+    """Train for `budget.steps` steps through the training layer's `train_rows` (cosine
+    schedule, no weight decay, nothing saved or logged); a temp folder takes Trainer's
+    bookkeeping."""
+    from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
+
+    from skillgraft.train.loop import train_rows
 
     hf_logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory(prefix="skillgraft-lab-") as tmp:
         args = TrainingArguments(
-            output_dir=tmp, max_steps=schedule.steps, per_device_train_batch_size=schedule.batch,
-            learning_rate=schedule.lr, lr_scheduler_type="cosine", warmup_steps=schedule.warmup,
+            output_dir=tmp, max_steps=budget.steps, per_device_train_batch_size=budget.batch,
+            learning_rate=budget.lr, lr_scheduler_type="cosine", warmup_steps=budget.warmup,
             weight_decay=0.0, save_strategy="no", report_to=[], logging_strategy="no",
             seed=seed, data_seed=seed, use_cpu=True, dataloader_num_workers=0,
             disable_tqdm=quiet, remove_unused_columns=False,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=rows,
-                          data_collator=_Collator(tokenizer.pad_token_id))
         if not quiet:
-            print(f"[lab] {desc}: {schedule.steps} steps", file=sys.stderr)
-        # Trainer prints its final metrics dict on stdout; stdout is reserved for --json.
-        with contextlib.redirect_stdout(sys.stderr if not quiet else io.StringIO()):
-            trainer.train()
+            print(f"[lab] {desc}: {budget.steps} steps", file=sys.stderr)
+        train_rows(model, rows, args, pad_id=tokenizer.pad_token_id, quiet=quiet)
     model.eval()
     return model
 
 
-def train_lm(model, tokenizer, docs: Sequence[str], schedule: Budget, seed: int, *, desc: str = "lm",
+def train_lm(model, tokenizer, docs: Sequence[str], budget: Budget, seed: int, *, desc: str = "lm",
              quiet: bool = True):
-    """Next-token training on `docs`, all parameters trainable (base and CP)."""
+    """Next-token training on `docs`, all parameters trainable (base, CP, the knowledge
+    study's stage 1 and full injection)."""
     for p in model.parameters():
         p.requires_grad_(True)
-    return train_rows(model, tokenizer, lm_rows(tokenizer, docs), schedule, seed, desc=desc, quiet=quiet)
+    return train_budget(model, tokenizer, lm_rows(tokenizer, docs), budget, seed, desc=desc, quiet=quiet)
 
 
-def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Budget, seed: int, *,
+def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], budget: Budget, seed: int, *,
               desc: str = "sft", quiet: bool = True, replay: Sequence[str] = ()):
     """Answer-only fine-tuning with the input embeddings and `lm_head` frozen; `replay`
     documents are mixed in as plain language-model rows (loss on every token)."""
     for name, p in model.named_parameters():
         p.requires_grad_(not (name.startswith("model.embed_tokens") or name.startswith("lm_head")))
     rows = sft_rows(tokenizer, pairs) + lm_rows(tokenizer, replay)
-    model = train_rows(model, tokenizer, rows, schedule, seed, desc=desc, quiet=quiet)
+    model = train_budget(model, tokenizer, rows, budget, seed, desc=desc, quiet=quiet)
     for p in model.parameters():
         p.requires_grad_(True)
     return model

@@ -64,21 +64,21 @@ def load_base(config, tokenizer):
     return model
 
 
-def add_lora(model, config) -> tuple[object, list[str] | str, list[str]]:
-    """Wrap `model` with a LoRA adapter per `config.lora`; returns (peft model, targets, notes)."""
+def add_lora(model, lora) -> tuple[object, list[str] | str, list[str]]:
+    """Wrap `model` with a LoRA adapter per `lora` (a `train.config.LoraConfig`, a training
+    config's `lora` section); returns (peft model, targets, notes)."""
     from peft import LoraConfig, get_peft_model
 
     from skillgraft.train.targets import resolve_targets
 
-    targets, notes = resolve_targets(model, config.lora.targets, config.lora.tied_lm_head)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=targets, modules_to_save=config.lora.modules_to_save or None,
-                      task_type="CAUSAL_LM", bias="none")
+    targets, notes = resolve_targets(model, lora.targets, lora.tied_lm_head)
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                             modules_to_save=lora.modules_to_save or None, task_type="CAUSAL_LM", bias="none")
     try:
         with warnings.catch_warnings():
             # peft calls transformers' deprecated `is_gradient_checkpointing` (a FutureWarning per process)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            peft_model = get_peft_model(model, lora)
+            peft_model = get_peft_model(model, peft_config)
     except ValueError as exc:
         raise UserError(f"lora: {str(exc).splitlines()[0]}") from None
     return peft_model, targets, notes

@@ -13,10 +13,8 @@ monitor, checkpoint stamps) and writes the outputs with their provenance:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -119,11 +117,11 @@ def _monitor(config: TrainConfig, tokenizer, prepared):
 
 def train(config: TrainConfig, *, resume: bool = False) -> dict:
     """Run training per `config`; return the summary `train --json` prints."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
-    from skillgraft.data.encode import Collator
     from skillgraft.train.dataset import load_tokenizer, prepare_data
+    from skillgraft.train.loop import train_rows
     from skillgraft.train.model import add_lora, load_base
 
     hf_logging.disable_progress_bar()  # loading bars; the Trainer's own progress bar stays
@@ -137,22 +135,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     model = load_base(config, tokenizer)
     targets, notes = None, []
     if config.method in ("lora", "qlora"):
-        model, targets, notes = add_lora(model, config)
+        model, targets, notes = add_lora(model, config.lora)
     monitor = _monitor(config, tokenizer, prepared)
     if monitor is not None and checkpoint is not None:
         _restore_baseline(monitor, checkpoint)
     recorder = Recorder(config, monitor)
-    trainer = Trainer(model=model, args=_training_args(config, ckpt_dir), train_dataset=prepared.rows,
-                      data_collator=Collator(tokenizer.pad_token_id),
-                      callbacks=[recorder] + ([monitor] if monitor else []))
-    if not config.progress:  # no per-step log dicts either; the monitor prints its own lines
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    if checkpoint is None and ckpt_dir.is_dir() and trainer.is_world_process_zero():
+    args = _training_args(config, ckpt_dir)
+    if checkpoint is None and ckpt_dir.is_dir() and args.process_index == 0:
         shutil.rmtree(ckpt_dir)  # a fresh run never mixes with an older run's checkpoints
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints log dicts; stdout is for --json
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+    # without progress, no per-step log dicts either; the monitor prints its own lines
+    trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
+                                 callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
+                                 quiet=not config.progress)
     summary = {
         "output_dir": str(out), "adapter_dir": None, "merged_dir": None, "model_dir": None,
         "losses": recorder.losses, "monitor": monitor.records if monitor else [],

@@ -118,12 +118,19 @@ class HFBackend(Backend):
 
     # ---- generation -------------------------------------------------------------------
     def generate(self, prompts: list[Prompt], settings: GenerationSettings, batch_size: int = 8) -> list[str]:
+        return [text for text, _ in self.generate_ended(prompts, settings, batch_size)]
+
+    def generate_ended(self, prompts: list[Prompt], settings: GenerationSettings,
+                       batch_size: int = 8) -> list[tuple[str, bool]]:
+        """`generate`, with whether each output ended on an end token (EOS, a stop token id, or a
+        chat template's end of turn) rather than at `max_new_tokens` or a stop string: the end
+        token is removed from the text, and a metric that scores "answer, then stop" needs it."""
         import torch
         from transformers import GenerationConfig
 
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
         device = next(self.model.parameters()).device
         # sampling seeds torch per batch; fork_rng keeps a caller's RNG stream (a training run) intact
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(self.model):
@@ -154,7 +161,7 @@ class HFBackend(Backend):
                     text = self.tokenizer.decode(row[:stopped], skip_special_tokens=True)
                     if stopped is None:  # cut at max_new_tokens, maybe inside a multi-byte character
                         text = text.rstrip("\ufffd")
-                    outputs[i] = cut_at_stop(text, settings.stop).strip()
+                    outputs[i] = (cut_at_stop(text, settings.stop).strip(), stopped is not None)
         return outputs
 
     def _stop_criteria(self, stop: list[str], prompt_width: int):

@@ -43,6 +43,9 @@ def table(rows: list[dict]) -> str:
 def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs):
     """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
     from skillgraft.errors import UserError
+    from skillgraft.lab.kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()   # before any tensor operation; the worker processes inherit it
 
     n = seeds if seeds is not None else (1 if fast else 3)
     if not 1 <= n <= MAX_SEEDS:

@@ -38,7 +38,7 @@ TARGET_SETS = ("attn-qv", "knowledge", "all-linear")
 
 @dataclass(frozen=True)
 class StudyBudget:
-    """Schedules of one study run (the full study and the fast variant share the defaults;
+    """Budgets of one study run (the full study and the fast variant share the defaults;
     tests pass shorter ones)."""
 
     stage1: Budget = STAGE1
@@ -87,7 +87,7 @@ def styled_texts(person: W.Person, k: int, seed: int) -> list[str]:
     return texts
 
 
-def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: Budget,
+def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, budget: Budget,
                    seed: int, base: tuple[int, bool] = (1, False)) -> tuple[list[str], int]:
     """The injection corpus and its step count.
 
@@ -98,14 +98,14 @@ def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: 
     """
     rng = random.Random(f"inject-{seed}-{k}-{n_unrelated}")
     injected = [t for p in world.injected for t in styled_texts(p, k, world.seed)]
-    half = schedule.steps * schedule.batch // 2
+    half = budget.steps * budget.batch // 2
     docs = [injected[i % len(injected)] for i in range(half)]
     replay_pool = pretrain_docs(world, *base) + [f"{q} {a}" for q, a in qa_pairs(world.qa_people)]
     docs += [rng.choice(replay_pool) for _ in range(half)]
     repeats = max(1, round(half / len(injected)))
     docs += [t for t in W.unrelated_texts(n_unrelated, seed) for _ in range(repeats)]
     rng.shuffle(docs)
-    return docs, math.ceil(len(docs) / schedule.batch)
+    return docs, math.ceil(len(docs) / budget.batch)
 
 
 def probe(model, tokenizer, people, *, k: int, fullname: bool, seed: int, tags: dict,

@@ -7,7 +7,8 @@ single-phrasing model (k=1, pronouns, stage 1 + stage 2; two injection cells sta
 k=5 model instead), so base models are built once per seed by the pretraining study and
 their state dicts handed to the injection cells.
 Every number reported is recomputed from the generations saved in `generations.jsonl`,
-and the folder is written to a temp sibling and published by rename (DESIGN.md).
+and the folder is written to a temp sibling and published by rename (`checkpoint.AtomicFolder`),
+with a manifest from `checkpoint.write_manifest`, so `skillgraft verify` checks it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
-from skillgraft.lab.train import Budget
+from skillgraft.lab.train import Budget, train_lm, train_sft
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,20 @@ class Progress:
 
 
 def _save(model, tokenizer, models_dir: Path | None, cell: str, seed: int, command: str) -> None:
-    """Keep a cell's final model as a plain transformers folder (with `--save-models`)."""
+    """Keep a cell's final model as a plain transformers folder (with `--save-models`), with
+    the project's manifest and model card."""
     if models_dir is None:
         return
-    from skillgraft import __version__
+    from skillgraft.checkpoint import Card, write_manifest
     from skillgraft.lab.train import save_model
 
     folder = save_model(model, tokenizer, models_dir / f"{cell}-seed{seed}")
-    (folder / "skillgraft.json").write_text(json.dumps({
-        "kind": "model", "tool": "skillgraft", "version": __version__, "study": "lab knowledge", "cell": cell,
-        "seed": seed, "command": command}, indent=2) + "\n")
+    write_manifest(folder, kind="model", inputs=[], options={"cell": cell, "seed": seed},
+                   extra={"study": "lab knowledge", "study_command": command},
+                   card=Card(title=f"lab knowledge: {cell}, seed {seed}", tags=["lab", "knowledge-study"],
+                             summary=f"A tiny Llama trained from scratch by `{command}` (cell `{cell}`, seed "
+                                     f"{seed}) on biographies of invented people; docs/knowledge.md describes "
+                                     "the cells."))
 
 
 @dataclass(frozen=True)
@@ -127,12 +132,12 @@ def run_pretrain_cell(cell: Cell, budget: C.StudyBudget, models_dir: Path | None
     tags = {"cell": cell.name, "study": "pretrain", "k": cell.k, "seed": cell.seed}
     docs = C.pretrain_docs(world, cell.k, cell.fullname)
     model = M.new_model(tokenizer, cell.seed)
-    model = M.train_text(model, tokenizer, docs, budget.stage1, cell.seed, desc=f"{cell.name} stage 1", quiet=True)
+    model = train_lm(model, tokenizer, docs, budget.stage1, cell.seed, desc=f"{cell.name} stage 1", quiet=True)
     gens = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed,
                    tags=tags, extraction=False)   # stored after stage 1? (extraction is asked after stage 2)
     pairs = C.qa_pairs(world.qa_people)
-    model = M.train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
-                        replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
+    model = train_sft(model, tokenizer, pairs, budget.stage2, cell.seed, desc=f"{cell.name} stage 2", quiet=True,
+                      replay=C.stage2_replay(world, cell.k, cell.fullname, len(pairs)))
     after = C.probe(model, tokenizer, world.test_people, k=cell.k, fullname=cell.fullname, seed=cell.seed, tags=tags)
     gens += [{**g, "probe": "memorization_after_qa"} if g["probe"] == "memorization" else g for g in after]
     _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
@@ -148,13 +153,12 @@ def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, mode
     model = M.new_model(tokenizer, cell.seed)
     model.load_state_dict(base_state)
     docs, steps = C.injection_docs(world, cell.k, cell.unrelated, budget.inject, cell.seed, cell.base)
-    schedule = Budget(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
-                        lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
+    inject = Budget(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
+                    lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
     if cell.targets is None:
-        model = M.train_text(model, tokenizer, docs, schedule, cell.seed, desc=cell.name, quiet=True)
+        model = train_lm(model, tokenizer, docs, inject, cell.seed, desc=cell.name, quiet=True)
     else:
-        model = M.train_text_lora(model, tokenizer, docs, schedule, cell.seed, cell.targets, desc=cell.name,
-                                  quiet=True)
+        model = M.train_lora(model, tokenizer, docs, inject, cell.seed, cell.targets, desc=cell.name, quiet=True)
     tags = {"cell": cell.name, "study": cell.study, "k": cell.k, "seed": cell.seed, "unrelated": cell.unrelated,
             "targets": cell.targets or "full", "base": pretrain_name(*cell.base)}
     _save(model, tokenizer, models_dir, cell.name, cell.seed, command)
@@ -322,8 +326,6 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
     the end (`AtomicFolder`), so an interrupted run never leaves a half-written folder under
     the final name.
     """
-    from skillgraft import __version__
-
     check_out(out, force)
     start = time.time()
     with AtomicFolder(out) if out is not None else contextlib.nullcontext() as tmp:
@@ -340,23 +342,22 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
                    "seeds": list(seeds), "seconds": round(time.time() - start, 1), "jobs": jobs,
                    "command": command, "budget": asdict(plan.budget)}
         if tmp is not None:
-            _write(tmp, payload, gens, plan, plots=plots, version=__version__)
+            _write(tmp, payload, gens, plan, plots=plots)
     return payload
 
 
-def _write(tmp: Path, payload: dict, gens: list[dict], plan: Plan, *, plots: bool, version: str) -> None:
-    """Write results, generations, plots and the manifest into `tmp` (AtomicFolder publishes it)."""
+def _write(tmp: Path, payload: dict, gens: list[dict], plan: Plan, *, plots: bool) -> None:
+    """Write results, generations, plots and the manifest into `tmp` (AtomicFolder publishes it);
+    saved models are parts, each verified by its own manifest."""
+    from skillgraft.checkpoint import write_manifest
     from skillgraft.lab.knowledge.plots import write_plots
 
     (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     with (tmp / "generations.jsonl").open("w") as fh:
         for g in gens:
             fh.write(json.dumps(g) + "\n")
-    written = write_plots(payload["results"], tmp / "plots") if plots else []
-    (tmp / "skillgraft.json").write_text(json.dumps({
-        "kind": "study", "tool": "skillgraft", "version": version, "study": "lab knowledge",
-        "command": payload["command"], "seeds": payload["seeds"], "seconds": payload["seconds"],
-        "model_shape": M.MODEL_SHAPE, "plan": asdict(plan),
-        "files": ["results.json", "generations.jsonl", *[f"plots/{p.name}" for p in written]],
-        "models": sorted(p.name for p in (tmp / "models").iterdir()) if (tmp / "models").is_dir() else []},
-        indent=2) + "\n")
+    if plots:
+        write_plots(payload["results"], tmp / "plots")
+    write_manifest(tmp, kind="study", inputs=[], options={"seeds": payload["seeds"], "plan": asdict(plan)},
+                   extra={"study": "lab knowledge", "study_command": payload["command"],
+                          "seconds": payload["seconds"], "model_shape": M.MODEL_SHAPE})
