@@ -34,6 +34,7 @@ def _register_verbs() -> None:
         "skillgraft.evaluate.cli",
         "skillgraft.train.cli",
         "skillgraft.lab.cli",
+        "skillgraft.convert.cli",
     ):
         try:
             module = __import__(module_name, fromlist=["register"])
