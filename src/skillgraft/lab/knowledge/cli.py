@@ -55,7 +55,8 @@ def register(lab_app: typer.Typer) -> None:
             raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
         if jobs is not None and not 1 <= jobs <= 64:
             raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
-        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, default_jobs, run_study
+        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, run_study
+        from skillgraft.lab.workers import default_jobs
 
         check_out(out, force)
         if save_models and out is None:
