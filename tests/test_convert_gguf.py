@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_bad_input import expect_error
 
 gguf = pytest.importorskip("gguf")
 np = pytest.importorskip("numpy")
@@ -145,35 +146,25 @@ def test_converted_folder_equals_transformers_gguf_load(run_cli, tmp_path, quant
     assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"skillgraft.json"}
 
 
-def _expect_error(run_cli, args, *needles: str, out: Path) -> str:
-    status, _, err = run_cli(*args)
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not list(out.parent.glob(f".{out.name}.partial-*")), "temporary folder left behind"
-    return lines[0]
-
-
 def test_bad_inputs_are_one_error_line_and_publish_nothing(run_cli, tmp_path):
     good = write_gguf(tmp_path / "good.gguf")
     out = tmp_path / "out"
 
-    _expect_error(run_cli, ["convert", "gguf", tmp_path / "missing.gguf", "-o", out], "missing.gguf", "no such file",
+    expect_error(run_cli, ["convert", "gguf", tmp_path / "missing.gguf", "-o", out], "missing.gguf", "no such file",
                   out=out)
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size - 5000])
-    _expect_error(run_cli, ["convert", "gguf", truncated, "-o", out], "truncated.gguf", "not a readable GGUF", out=out)
+    expect_error(run_cli, ["convert", "gguf", truncated, "-o", out], "truncated.gguf", "not a readable GGUF", out=out)
     text = tmp_path / "notes.gguf"
     text.write_text("not a model\n")
-    _expect_error(run_cli, ["convert", "gguf", text, "-o", out], "notes.gguf", "not a readable GGUF", out=out)
+    expect_error(run_cli, ["convert", "gguf", text, "-o", out], "notes.gguf", "not a readable GGUF", out=out)
     foreign = write_gguf(tmp_path / "foreign.gguf", arch="notanarch")
-    _expect_error(run_cli, ["convert", "gguf", foreign, "-o", out], "foreign.gguf", "'notanarch'", "llama", out=out)
-    _expect_error(run_cli, ["convert", "gguf", good, "-o", out, "--dtype", "float16"], "--dtype", out=out)
+    expect_error(run_cli, ["convert", "gguf", foreign, "-o", out], "foreign.gguf", "'notanarch'", "llama", out=out)
+    expect_error(run_cli, ["convert", "gguf", good, "-o", out, "--dtype", "float16"], "--dtype", out=out)
     assert not out.exists()
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    _expect_error(run_cli, ["convert", "gguf", good, "-o", out], "not empty", "--force", out=out)
+    expect_error(run_cli, ["convert", "gguf", good, "-o", out], "not empty", "--force")
+    assert not list(tmp_path.glob(".out.partial-*"))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]

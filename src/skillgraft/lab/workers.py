@@ -13,6 +13,10 @@ import os
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from skillgraft.checkpoint.publish import check_output
+from skillgraft.errors import UserError
 
 
 class Progress:
@@ -86,3 +90,20 @@ def stop_workers(executor) -> None:
 def default_jobs() -> int:
     """Worker processes by default: one per usable CPU, at most 8."""
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def check_counts(seeds: int, jobs: int | None, max_seeds: int) -> None:
+    """Refuse a number of seeds or worker processes out of range, before any work."""
+    if not 1 <= seeds <= max_seeds:
+        raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and {max_seeds}")
+    if jobs is not None and not 1 <= jobs <= 64:
+        raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
+
+
+def check_out(out: Path | None, force: bool) -> None:
+    """Reject a study's --out that cannot be published before any training starts."""
+    if out is None:
+        return
+    check_output(out, [], force=force, option="--out")
+    if not out.parent.exists():
+        raise UserError(f"--out {out}: parent folder {out.parent} does not exist")

@@ -49,14 +49,11 @@ def register(lab_app: typer.Typer) -> None:
     ) -> None:
         """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
         from skillgraft.errors import UserError
+        from skillgraft.lab.workers import check_counts, check_out, default_jobs
 
         n = seeds if seeds is not None else (1 if fast else 3)
-        if not 1 <= n <= MAX_SEEDS:
-            raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
-        if jobs is not None and not 1 <= jobs <= 64:
-            raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
-        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, run_study
-        from skillgraft.lab.workers import default_jobs
+        check_counts(n, jobs, MAX_SEEDS)
+        from skillgraft.lab.knowledge.study import FAST, Plan, run_study
 
         check_out(out, force)
         if save_models and out is None:

@@ -20,14 +20,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from skillgraft.checkpoint.publish import AtomicFolder, check_output
-from skillgraft.errors import UserError
+from skillgraft.checkpoint.publish import AtomicFolder
 from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
 from skillgraft.lab.train import Schedule
-from skillgraft.lab.workers import Progress, make_executor, stop_workers
+from skillgraft.lab.workers import Progress, check_out, make_executor, stop_workers
 
 
 @dataclass(frozen=True)
@@ -232,15 +231,6 @@ def conclusion(summary: list[dict]) -> str:
             parts.append(f"{mode}: extraction k=1 {e1:.3f} -> k=5 {e5:.3f} ({ratio}), memorisation "
                          f"{a['memorization']['mean']:.3f} / {b['memorization']['mean']:.3f}")
     return "; ".join(parts)
-
-
-def check_out(out: Path | None, force: bool) -> None:
-    """Reject an --out that cannot be published before any training starts."""
-    if out is None:
-        return
-    check_output(out, [], force=force, option="--out")
-    if not out.parent.exists():
-        raise UserError(f"--out {out}: parent folder {out.parent} does not exist")
 
 
 def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = False, quiet: bool = False,

@@ -54,18 +54,15 @@ def register(lab_app: typer.Typer) -> None:
     ) -> None:
         """Knowledge injection, persona and a skill vector on SmolLM2-135M-Instruct, with controls."""
         from skillgraft.errors import UserError
+        from skillgraft.lab.workers import check_counts, check_out, default_jobs
 
         n = seeds if seeds is not None else (1 if fast else 3)
-        if not 1 <= n <= MAX_SEEDS:
-            raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
-        if jobs is not None and not 1 <= jobs <= 64:
-            raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
+        check_counts(n, jobs, MAX_SEEDS)
         if keep_models and out is None:
             raise UserError("--keep-models needs --out DIR")
         from skillgraft.lab.real.model import converted_model, default_cache
         from skillgraft.lab.real.plan import FAST, Plan
-        from skillgraft.lab.real.study import check_out, run_study
-        from skillgraft.lab.workers import default_jobs
+        from skillgraft.lab.real.study import run_study
 
         check_out(out, force)
         model = converted_model(cache or default_cache(), gguf)

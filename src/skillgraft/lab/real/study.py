@@ -17,12 +17,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-from skillgraft.checkpoint import AtomicFolder, check_output, write_manifest
-from skillgraft.errors import UserError
+from skillgraft.checkpoint import AtomicFolder, write_manifest
 from skillgraft.lab.real import cells as X
 from skillgraft.lab.real.corpus import write_suites
 from skillgraft.lab.real.plan import Cell, Plan
-from skillgraft.lab.workers import Progress, make_executor, stop_workers
+from skillgraft.lab.workers import Progress, check_out, make_executor, stop_workers
 
 # results.json's short metric names -> the `SET.METRIC` scores they come from
 METRICS = {"heldout": "heldout.keyword", "tune": "tune.keyword", "heldout_rouge2": "heldout.rouge2",
@@ -161,15 +160,6 @@ def reports(outputs: list[dict], seed: int) -> dict[str, dict]:
     wanted = {"knowledge": "real-knowledge", "persona": "real-persona", "vector": "real-persona"}
     return {f"report-{name}.html": merge_results(per_suite[wanted[name]])
             for name, per_suite in suites.items() if wanted[name] in per_suite and len(per_suite[wanted[name]]) > 1}
-
-
-def check_out(out: Path | None, force: bool) -> None:
-    """Reject an --out that cannot be published before any training starts."""
-    if out is None:
-        return
-    check_output(out, [], force=force, option="--out")
-    if not out.parent.exists():
-        raise UserError(f"--out {out}: parent folder {out.parent} does not exist")
 
 
 def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jobs: int = 1, force: bool = False,
