@@ -30,22 +30,34 @@ METRICS = {"heldout": "heldout.keyword", "tune": "tune.keyword", "heldout_rouge2
            "retention_score": "retention_en.keyword"}
 
 
+def first(cell: Cell) -> tuple:
+    """Submission order: the skill vector's inputs first (the vector cell waits for them),
+    then the longest knowledge runs, the baseline (evaluation only) last."""
+    rank = {"vector-input": 0, "knowledge": 1, "persona": 2, "baseline": 3}.get(cell.study, 4)
+    return rank, -(5 if cell.equal_steps_to else cell.k), cell.seed
+
+
 def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress) -> list[dict]:
-    """Every cell of every seed (and the untrained baseline) on `jobs` workers; outputs in plan order."""
+    """Every cell of every seed (and the untrained baseline) on `jobs` workers; outputs in plan order.
+
+    Each finished cell's rows and outputs are also written to `work/cells/` at once, so a run
+    cut short (a session limit, a crash) still leaves what it measured."""
     order = [Cell("untrained", seeds[0], "baseline")] + [c for seed in seeds for c in plan.cells(seed)]
     executor = make_executor(jobs, progress.quiet)
     done: dict[Cell, dict] = {}
     pending: dict = {}
     waiting = [c for c in order if c.needs]
     try:
-        for cell in order:
-            if not cell.needs:
-                pending[executor.submit(X.execute, cell, plan, ctx)] = cell
+        for cell in sorted((c for c in order if not c.needs), key=first):
+            pending[executor.submit(X.execute, cell, plan, ctx)] = cell
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 cell = pending.pop(future)
                 done[cell] = future.result()
+                kept = {k: v for k, v in done[cell].items() if k in ("rows", "items")}
+                (ctx.work / "cells").mkdir(exist_ok=True)
+                (ctx.work / "cells" / f"{cell.name}-seed{cell.seed}.json").write_text(json.dumps(kept) + "\n")
                 progress.step(f"seed {cell.seed} {cell.name}")
             for cell in [c for c in waiting if all(any(d.name == n and d.seed == c.seed for d in done)
                                                    for n in c.needs)]:
