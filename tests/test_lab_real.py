@@ -164,3 +164,23 @@ def test_fast_variant_reproduces_the_documented_numbers(run_cli, tmp_path):
         measured = by[(cell, model[0] if model else None)][metric]["mean"]
         assert abs(measured - expected) <= TOLERANCE, (key, measured, expected)
     assert (tmp_path / "fast" / "report-knowledge.html").is_file()
+
+
+def test_reports_put_the_untrained_model_beside_each_study_page():
+    from skillgraft.lab.real.study import reports
+
+    def result(label, suite):
+        item = {"model": label, "set": "s", "id": "a", "prompt": "p", "output": label, "metrics": {"keyword": 1.0}}
+        return {"settings": {"suite": {"name": suite}, "sets": {"s": {}}, "model_order": [label]},
+                "scores": {label: {"s": {"keyword": 1.0}}}, "items": [item]}
+
+    outputs = [{"rows": [{"seed": 0, "study": "baseline"}],
+                "results": [result("untrained", "real-knowledge"), result("untrained", "real-persona")]},
+               {"rows": [{"seed": 0, "study": "knowledge"}], "results": [result("k1-seed0", "real-knowledge")]},
+               {"rows": [{"seed": 1, "study": "knowledge"}], "results": [result("k1-seed1", "real-knowledge")]},
+               {"rows": [{"seed": 0, "study": "vector-input"}], "items": []},
+               {"rows": [{"seed": 0, "study": "vector"}], "results": [result("cp-seed0", "real-persona")]}]
+    pages = reports(outputs, seed=0)
+    assert sorted(pages) == ["report-knowledge.html", "report-vector.html"]   # persona page: baseline only
+    assert pages["report-knowledge.html"]["settings"]["model_order"] == ["untrained", "k1-seed0"]
+    assert [i["output"] for i in pages["report-vector.html"]["items"]] == ["untrained", "cp-seed0"]

@@ -29,8 +29,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Budget:
-    """Every training setting of the study. Chosen on the tuning half of the probes and
-    pilot runs (docs/real-model.md says which); the held-out half was never looked at."""
+    """Every training setting of the study, set once before any result was seen (from the
+    issue's pilot and the CPU budget; docs/real-model.md): tuned on neither half of the probes."""
 
     knowledge: Run = Run()
     full_lr: float = 1e-4                      # full fine-tuning at k=5 (same epochs)

@@ -2,9 +2,9 @@
 
 The untrained model is scored once (greedy decoding makes it the same for every seed);
 every other cell is a pure function of its seed. The skill-vector cell of a seed is queued
-as soon as its three input models exist, so the workers stay busy. Every number in
-`results.json` is recomputed from the outputs kept in `generations.jsonl`'s items' scores,
-and the folder is published by rename (`AtomicFolder`).
+as soon as its input models exist, so the workers stay busy. Every number in `results.json`
+is a mean of the per-item scores kept, with each output, in `generations.jsonl`, and the
+folder is published by rename (`AtomicFolder`).
 """
 
 from __future__ import annotations
