@@ -107,7 +107,7 @@ def test_cells_give_the_same_generations_on_one_or_two_worker_processes():
                   targets=(), budget=budget)
     runs = []
     for jobs in (1, 2):
-        progress = S.Progress(4, quiet=True)
+        progress = S.Progress(4, quiet=True, label="knowledge")
         runs.append(S.run_cells(plan, [0], jobs, progress, True, None, ""))
         progress.close()
     assert runs[0] == runs[1]

@@ -108,6 +108,31 @@ def test_guard_stops_on_collapsed_samples():
     assert "learning rate" in monitor.stop_reason
 
 
+def test_rollback_also_undoes_a_collapse_and_an_exploding_loss():
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    good = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = None
+    for trigger in ("collapse", "explode"):
+        monitor = _monitor(action="rollback", min_distinct=0.3, loss_explode=3.0)
+        monitor.baseline = {"step": 0, "distinct": 0.9}
+        monitor._best = (-10, 10, monitor._snapshot(model))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(5.0)
+        control = SimpleNamespace(should_training_stop=False)
+        if trigger == "collapse":
+            monitor._check(model, {"step": 20, "distinct": 0.1, "sample": "o o o o"}, control)
+        else:
+            state = SimpleNamespace(global_step=12, log_history=[])
+            monitor.on_log(args, state, control, logs={"loss": 2.0}, model=model)
+            monitor.on_log(args, state, control, logs={"loss": 7.0}, model=model)
+        assert control.should_training_stop and monitor.rolled_back_to == 10, trigger
+        assert monitor.stop_reason.endswith("; rolled back to step 10")
+        assert all(torch.equal(p, good[n]) for n, p in model.named_parameters()), trigger
+
+
 def test_monitor_can_probe_with_an_evaluation_suite(tmp_path, capsys, world):
     pytest.importorskip("skillgraft.evaluate.runner")
     items = tmp_path / "facts.jsonl"

@@ -90,6 +90,7 @@ def verify_command(path, as_json):
 
 def _register_verbs() -> None:
     """Attach every area's verbs, in the order a user meets them."""
+    from skillgraft.convert import cli as convert_cli
     from skillgraft.data import cli as data_cli
     from skillgraft.evaluate import cli as evaluate_cli
     from skillgraft.lab import cli as lab_cli
@@ -105,6 +106,7 @@ def _register_verbs() -> None:
     train_cli.register(cli)
     data_cli.register(cli)
     vectors_cli.register_vector(cli)
+    convert_cli.register(cli)
     lab_cli.register(cli)
 
 

@@ -105,7 +105,9 @@ def sample_command(seed, n):
 
 def register(cli: click.Group) -> None:
     from skillgraft.lab.knowledge.cli import knowledge_command
+    from skillgraft.lab.real.cli import real_command
 
     lab.add_command(knowledge_command)
+    lab.add_command(real_command)
     cli.add_command(lab)
     cli.add_command(demo_command)

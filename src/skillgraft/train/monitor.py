@@ -133,6 +133,15 @@ class TrainingMonitor(TrainerCallback):
                 if name in snapshot:
                     param.copy_(snapshot[name].to(param.device))
 
+    def _rollback(self, model) -> str:
+        """With `action: rollback`, restore the best state that passed every check; the
+        note to append to the stop message (empty when nothing was restored)."""
+        if self.cfg.action != "rollback" or self._best is None or model is None:
+            return ""
+        self._restore(model, self._best[2])
+        self.rolled_back_to = self._best[1]
+        return f"; rolled back to step {self.rolled_back_to}"
+
     def _check(self, model, record: dict, control) -> None:
         cfg, base = self.cfg, self.baseline
         step = record["step"]
@@ -142,7 +151,7 @@ class TrainingMonitor(TrainerCallback):
             self._stop(control, f"sample generations collapsed into repetition at step {step} (distinct-token ratio "
                                 f"{distinct:.2f} vs {base_distinct:.2f} at the start, "
                                 f"e.g. {record.get('sample', '')!r}): "
-                                + self._lr_hint())
+                                + self._lr_hint() + self._rollback(model))
             return
         retention = record.get("retention")
         if retention is not None and retention < cfg.min_retention:
@@ -155,11 +164,7 @@ class TrainingMonitor(TrainerCallback):
             if cfg.action == "warn":
                 print(f"monitor: warning: {message}", file=sys.stderr)
                 return
-            if cfg.action == "rollback" and self._best is not None:
-                self._restore(model, self._best[2])
-                self.rolled_back_to = self._best[1]
-                message += f"; rolled back to step {self.rolled_back_to}"
-            self._stop(control, message)
+            self._stop(control, message + self._rollback(model))
             return
         # A state that passes every check: remember it when it is the best so far.
         if cfg.action == "rollback":
@@ -191,17 +196,18 @@ class TrainingMonitor(TrainerCallback):
                 self._best = (record.get("validation_loss", -state.global_step), state.global_step,
                               self._snapshot(model))
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         loss = (logs or {}).get("loss")
-        if loss is None:
+        if loss is None or self.stop_reason:
             return
         if not math.isfinite(loss):
-            self._stop(control, f"loss became {loss} at step {state.global_step}: " + self._lr_hint())
+            self._stop(control, f"loss became {loss} at step {state.global_step}: " + self._lr_hint()
+                       + self._rollback(model))
         elif self.first_loss is None:
             self.first_loss = loss
         elif loss > self.cfg.loss_explode * self.first_loss:
             self._stop(control, f"loss exploded at step {state.global_step} ({loss:.3g} vs {self.first_loss:.3g} at "
-                                "the start): " + self._lr_hint())
+                                "the start): " + self._lr_hint() + self._rollback(model))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.cfg.every_steps or self.stop_reason:

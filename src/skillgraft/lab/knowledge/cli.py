@@ -46,13 +46,11 @@ def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs
     from skillgraft.lab.kernels import pin_cpu_kernels
 
     pin_cpu_kernels()   # before any tensor operation; the worker processes inherit it
+    from skillgraft.lab.workers import check_counts, check_out, default_jobs
 
     n = seeds if seeds is not None else (1 if fast else 3)
-    if not 1 <= n <= MAX_SEEDS:
-        raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
-    if jobs is not None and not 1 <= jobs <= 64:
-        raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
-    from skillgraft.lab.knowledge.study import FAST, Plan, check_out, default_jobs, run_study
+    check_counts(n, jobs, MAX_SEEDS)
+    from skillgraft.lab.knowledge.study import FAST, Plan, run_study
 
     check_out(out, force)
     if save_models and out is None:

@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
-import os
 import statistics
-import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from skillgraft.checkpoint.publish import AtomicFolder, check_output
-from skillgraft.errors import UserError
+from skillgraft.checkpoint.publish import AtomicFolder
 from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
 from skillgraft.lab.train import Budget, train_lm, train_sft
+from skillgraft.lab.workers import Progress, check_out, make_executor, stop_workers
 
 
 @dataclass(frozen=True)
@@ -52,26 +49,6 @@ FAST = Plan(pretrain=((1, True), (5, True)), inject_k=(), inject_k_into_k5=(), u
 
 def pretrain_name(k: int, fullname: bool) -> str:
     return f"{'fullname' if fullname else 'pronoun'}-k{k}"
-
-
-class Progress:
-    """A tqdm bar over the study's cells on stderr, and one line per finished cell
-    (the lines survive in logs, the bar does not). `--quiet` silences both."""
-
-    def __init__(self, total: int, quiet: bool):
-        from tqdm.auto import tqdm
-
-        self.quiet, self.start = quiet, time.time()
-        self.bar = tqdm(total=total, desc="knowledge cells", file=sys.stderr, disable=quiet, leave=False)
-
-    def step(self, what: str) -> None:
-        self.bar.update(1)
-        if not self.quiet:
-            self.bar.write(f"[knowledge] {self.bar.n}/{self.bar.total} {what} ({time.time() - self.start:.0f} s)",
-                           file=sys.stderr)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _save(model, tokenizer, models_dir: Path | None, cell: str, seed: int, command: str) -> None:
@@ -168,46 +145,6 @@ def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, mode
     return out + [{**g, "probe": f"retained_{g['probe']}"} for g in kept]
 
 
-def _init_worker(quiet: bool) -> None:
-    """Each worker process: one torch thread (the cells are too small to gain from more)."""
-    from skillgraft.lab.train import set_threads
-
-    set_threads(1)
-    if quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()   # "Writing model shards" bars of --save-models
-
-
-class _InlineExecutor:
-    """`--jobs 1`: run each submitted cell at once, in this process (same results, no workers)."""
-
-    def __init__(self, quiet: bool):
-        _init_worker(quiet)
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:   # re-raised by future.result(), as a pool would
-            future.set_exception(exc)
-        return future
-
-    def shutdown(self, cancel_futures: bool = False) -> None:
-        pass
-
-
-def _stop_workers(executor) -> None:
-    """Kill running worker processes instead of waiting minutes for their cells to finish
-    (`terminate_workers` exists from Python 3.14; before, the pool's process table)."""
-    terminate = getattr(executor, "terminate_workers", None)
-    if terminate is not None:
-        terminate()
-        return
-    for process in list((getattr(executor, "_processes", None) or {}).values()):
-        process.terminate()
-
-
 def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,
               models_dir: Path | None, command: str) -> list[dict]:
     """Run every cell of every seed on `jobs` worker processes; generations in report order.
@@ -217,11 +154,7 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet
     exists, so the workers stay busy to the end.
     """
     cells = {seed: plan_cells(plan, seed) for seed in seeds}
-    if jobs > 1:
-        executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(quiet,))
-    else:
-        executor = _InlineExecutor(quiet)
+    executor = make_executor(jobs, quiet)
     results: dict[Cell, list[dict]] = {}
     pending: dict[Future, Cell] = {}
     try:
@@ -243,7 +176,7 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet
                                                 command)] = inj
                 progress.step(f"seed {cell.seed} {cell.name}")
     except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
-        _stop_workers(executor)
+        stop_workers(executor)
         raise
     finally:
         executor.shutdown(cancel_futures=True)
@@ -304,20 +237,6 @@ def conclusion(summary: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def check_out(out: Path | None, force: bool) -> None:
-    """Reject an --out that cannot be published before any training starts."""
-    if out is None:
-        return
-    check_output(out, [], force=force, option="--out")
-    if not out.parent.exists():
-        raise UserError(f"--out {out}: parent folder {out.parent} does not exist")
-
-
-def default_jobs() -> int:
-    """Worker processes by default: one per usable CPU, at most 8 (each holds ~300 MB)."""
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
 def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = False, quiet: bool = False,
               command: str = "", plots: bool = True, save_models: bool = False, jobs: int = 1) -> dict:
     """Run `plan` for `seeds` on `jobs` processes, write `out` (if given), return the JSON payload.
@@ -330,7 +249,7 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
     start = time.time()
     with AtomicFolder(out) if out is not None else contextlib.nullcontext() as tmp:
         per_seed = sum(len(cells) for cells in plan_cells(plan, 0))
-        progress = Progress(per_seed * len(seeds), quiet)
+        progress = Progress(per_seed * len(seeds), quiet, "knowledge")
         models_dir = tmp / "models" if (tmp is not None and save_models) else None
         try:
             gens = run_cells(plan, seeds, min(jobs, per_seed * len(seeds)), progress, quiet, models_dir, command)
