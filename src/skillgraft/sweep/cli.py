@@ -1,0 +1,97 @@
+"""`skillgraft sweep run|report`: recipe search on Optuna.
+
+Heavy imports (optuna, torch) happen inside the commands, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from skillgraft.clikit import command, emit_json, group, json_option
+
+sweep_group = group("sweep", "Search recipe settings with Optuna; report the trade-offs found.")
+
+
+def summary(study, out: Path, url: str) -> dict:
+    """The `--json` object of `sweep run` (and what the text summary prints)."""
+    from collections import Counter
+
+    from skillgraft.sweep.results import front
+    from skillgraft.sweep.study import shown
+    from skillgraft.sweep.trial import rebuild_command, trial_dir
+
+    best = [{"number": t.number, "values": t.values, "params": t.params,
+             "recipe": str(trial_dir(out, t.number) / "recipe.yaml"),
+             "rebuild": rebuild_command(trial_dir(out, t.number))} for t in front(study)]
+    return {"dir": str(out), "storage": shown(url), "study": study.study_name,
+            "directions": [d.name.lower() for d in study.directions],
+            "trials": dict(Counter(t.state.name for t in study.trials)), "best": best}
+
+
+def print_summary(result: dict) -> None:
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result["trials"].items()))
+    print(f"study {result['study']} in {result['storage']}: {counts}")
+    title = "best trial" if len(result["directions"]) == 1 else "Pareto front"
+    print(f"{title} ({', '.join(result['directions'])}):")
+    for entry in result["best"]:
+        values = ", ".join(f"{v:.4g}" for v in entry["values"])
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry["params"].items())
+        print(f"  #{entry['number']}: {values}  |  {params}")
+        print(f"      rebuild: {entry['rebuild']}")
+    print(f"report: skillgraft sweep report {result['dir']}")
+
+
+@command("run")
+@click.argument("config")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Sweep folder: the study (study.db), trials/NNNN/ and the report.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the sweep config (dotted; base.lr=1e-4 for an inline base).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Any Optuna RDB URL (postgresql://…, mysql://…) to share one study between machines; "
+                   "default: sqlite in the sweep folder.")
+@click.option("--study", "study_name", default=None, help="Study name in the storage (default: the folder's name).")
+@click.option("--n-trials", type=int, default=None, help="Run N more trials in this invocation (default: the "
+              "config's n_trials).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes on the storage.")
+@click.option("--timeout", type=float, default=None, metavar="S", help="Stop starting trials after S seconds.")
+@click.option("--keep", is_flag=True, help="Keep every trial's model output (default: only the best / the front).")
+@click.option("--new", is_flag=True, help="Delete the study (and its trials/) and start afresh.")
+@json_option
+def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new, as_json):
+    """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""
+    from skillgraft.sweep.study import run_sweep
+
+    study, url = run_sweep(config, list(overrides), out, storage=storage, name=study_name, n_trials=n_trials,
+                           workers=workers, timeout=timeout, keep=keep, new=new)
+    result = summary(study, out, url)
+    emit_json(result) if as_json else print_summary(result)
+
+
+@command("report")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--storage", default=None, metavar="URL", help="The storage the sweep used, if not the default.")
+@click.option("--study", "study_name", default=None, help="Study name (default: the folder's name).")
+@json_option
+def report_command(folder, storage, study_name, as_json):
+    """Write FOLDER/report/: trials.csv, the best trials / Pareto front, importances and plots in
+    one self-contained report.html."""
+    from skillgraft.sweep.report import write_sweep_report
+
+    result = write_sweep_report(folder, storage, study_name)
+    if as_json:
+        emit_json(result)
+        return
+    print(result["table"], file=sys.stdout)
+    print(f"report: {result['html']}\ncsv: {result['csv']}")
+
+
+sweep_group.add_command(run_command)
+sweep_group.add_command(report_command)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(sweep_group)
