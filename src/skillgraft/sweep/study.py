@@ -58,7 +58,10 @@ def open_storage(url: str, heartbeat: int):
         return optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError, a missing driver...
+    except ImportError as exc:
+        raise UserError(f"--storage {shown(url)}: no database driver for it is installed ({exc.__cause__ or exc}; "
+                        "for PostgreSQL: pip install 'psycopg[binary]')") from None
+    except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError...
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"--storage {shown(url)}: cannot be reached or used ({type(exc).__name__}: {reason})") from None
 
@@ -166,10 +169,11 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
     from optuna.storages import fail_stale_trials
 
     from skillgraft.sweep.results import tidy_outputs
-    from skillgraft.sweep.trial import run_trial
+    from skillgraft.sweep.trial import mark_interrupted, run_trial
 
     study = load(sweep, url, name, worker)
     fail_stale_trials(study)
+    mark_interrupted(study)
 
     def after(study, frozen):
         state = frozen.state.name

@@ -100,11 +100,11 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
     config = sweep.config
     folder = trial_dir(out, trial.number)
     folder.mkdir(parents=True, exist_ok=True)
+    trial.set_user_attr("trial_dir", str(folder))
+    trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
     values = suggest(trial, config.space)
     recipe = sweep.recipe(values, folder / "output")
     write_file_atomic(folder / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    trial.set_user_attr("trial_dir", str(folder))
-    trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
     record = {"number": trial.number, "params": trial.params, "recipe": values, "rebuild": rebuild_command(folder)}
     start = time.perf_counter()
     try:
@@ -156,6 +156,19 @@ def remove_output(folder: Path) -> bool:
         return False  # another worker got there first
     shutil.rmtree(doomed, ignore_errors=True)
     return True
+
+
+def mark_interrupted(study) -> None:
+    """Trials that failed without a result (their process was killed) get one, and lose their
+    half-written output; the recipe stays."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        folder = Path(trial.user_attrs.get("trial_dir", ""))
+        if trial.user_attrs.get("trial_dir") and folder.is_dir() and not (folder / "result.json").exists():
+            _finish(folder, {"number": trial.number, "params": trial.params, "rebuild": rebuild_command(folder),
+                             "state": "FAIL", "error": "interrupted: its process stopped beating (killed)"},
+                    keep_output=False)
 
 
 def drop_output(folder: Path) -> None:
