@@ -106,17 +106,22 @@ def slice_plot(study, names: list[str]) -> str | None:
 
 
 def importances(study, names: list[str]) -> dict[str, dict[str, float]] | str:
-    """fANOVA importances per objective (Optuna's default evaluator), or why there are none."""
+    """Importances per objective from Optuna's default evaluator (PED-ANOVA in Optuna 5, which
+    ranks what leads to low values, so maximised objectives are negated), or why there are none."""
+    import warnings
+
     import optuna
 
     from skillgraft.sweep.results import completed
 
+    warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # negated below
     if len(completed(study)) < 2:
         return "fewer than two completed trials"
     out = {}
     for i, name in enumerate(names):
         try:
-            out[name] = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+            sign = -1.0 if study.directions[i].name == "MAXIMIZE" else 1.0
+            out[name] = optuna.importance.get_param_importances(study, target=lambda t, i=i, s=sign: s * t.values[i])
         except (RuntimeError, ValueError) as exc:
             return str(exc)
     return out
