@@ -92,3 +92,30 @@ def test_changed_config_on_resume_names_the_key_and_keeps_the_study(run_cli, tmp
     assert (out / "study.db").read_bytes() == before
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("select count(*) from studies").fetchone()[0] == 1
+
+
+def test_measure_options_and_enqueued_parameters_are_checked(run_cli, tmp_path):
+    path = sweep_file(tmp_path, objectives=[{"measure": "lab_skill_b", "options": {"items": 5}}])
+    assert "objectives.0.options.items: not an option of lab_skill_b (did you mean 'items_seed'?)" \
+        in refused(run_cli, tmp_path, path)
+    path = sweep_file(tmp_path, enqueue=[{"vectors.0.scales": 1.0}])
+    assert "enqueue.0: 'vectors.0.scales' is not a parameter of the space (did you mean 'vectors.0.scale'?)" \
+        in refused(run_cli, tmp_path, path)
+
+
+def test_shipped_sweeps_load(tmp_path):
+    """Every config in recipes/sweeps/ validates (the knowledge one against a kit's recipe)."""
+    from pathlib import Path
+
+    from skillgraft.sweep.config import load_sweep
+    from skillgraft.sweep.knowledge_kit import hand_set_recipe
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "recipe.yaml").write_text(yaml.safe_dump(hand_set_recipe()))
+    shipped = sorted(Path(__file__).parents[1].glob("recipes/sweeps/*.yaml"))
+    assert len(shipped) >= 2
+    for path in shipped:
+        overrides = [f"base={kit / 'recipe.yaml'}"] if "knowledge" in path.name else []
+        sweep = load_sweep(path, overrides)
+        assert sweep.config.objectives and sweep.recipe({}, tmp_path / "o")

@@ -71,7 +71,7 @@ def _two_workers(tmp_path, storage=None):
     found = trials(out, storage)
     numbers = [t.number for t in found]
     assert sorted(numbers) == list(range(6)) and all(t.state.name == "COMPLETE" for t in found)
-    hosts = {t.user_attrs["host"] for t in found}
+    hosts = {t.user_attrs["trial"]["host"] for t in found}
     assert len(hosts) == 2  # both workers ran trials
     folders = sorted(p.name for p in (out / "trials").iterdir())
     assert folders == [f"{n:04d}" for n in range(6)]

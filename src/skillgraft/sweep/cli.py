@@ -89,8 +89,22 @@ def report_command(folder, storage, study_name, as_json):
     print(f"report: {result['html']}\ncsv: {result['csv']}")
 
 
+@command("knowledge-kit")
+@click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
+@click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def knowledge_kit_command(seed, out, force, quiet):
+    """Write the knowledge lab's injection as a training config + data (a base model for one seed),
+    for recipes/sweeps/lab-knowledge.yaml."""
+    from skillgraft.sweep.knowledge_kit import write_kit
+
+    print(f"kit: {write_kit(out, seed, force=force, quiet=quiet)}")
+
+
 sweep_group.add_command(run_command)
 sweep_group.add_command(report_command)
+sweep_group.add_command(knowledge_kit_command)
 
 
 def register(cli: click.Group) -> None:

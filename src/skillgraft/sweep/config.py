@@ -49,6 +49,14 @@ class Bool(Strict):
     type: Literal["bool"]
 
 
+class Subset(Strict):
+    """Which of `choices` a list key holds, one yes/no parameter each (seed 003's per-module
+    LoRA placement: `lora.targets` from q, k, v, o, gate, up, down, lm_head)."""
+
+    type: Literal["subset"]
+    choices: list[str] = Field(min_length=1)
+
+
 class LayerScales(Strict):
     """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
 
@@ -59,7 +67,8 @@ class LayerScales(Strict):
     step: float | None = Field(None, gt=0)
 
 
-Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, LayerScales], Field(discriminator="type")]
+Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales],
+                         Field(discriminator="type")]
 
 
 class Measure(Strict):
@@ -122,6 +131,7 @@ class SweepConfig(Strict):
     sampler: Sampler = Field(default_factory=Sampler)
     pruner: Pruner | None = None
     seed: int = 0
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)  # parameters to try first (Optuna's enqueue_trial)
     n_trials: int = Field(20, ge=1)
     heartbeat: int = Field(10, ge=1)  # seconds between a running trial's heartbeats; stale after 3
 
@@ -177,6 +187,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     check_space(sweep)
     check_objectives(sweep)
     check_values(sweep)
+    check_enqueued(sweep)
     return sweep
 
 
@@ -257,8 +268,19 @@ def check_objectives(sweep: Sweep) -> None:
                     raise UserError(f"{where}.measure: {entry.measure!r} is not a named measure"
                                     f"{did_you_mean(entry.measure, list(MEASURES))} (named measures: "
                                     f"{', '.join(MEASURES)})")
+                _check_options(entry, MEASURES[entry.measure], where)
                 continue
             _check_suite_metric(entry, where)
+
+
+def _check_options(entry: Measure, measure, where: str) -> None:
+    import inspect
+
+    allowed = [name for name in inspect.signature(measure).parameters][2:]
+    for name in entry.options:
+        if name not in allowed:
+            raise UserError(f"{where}.options.{name}: not an option of {entry.measure}{did_you_mean(name, allowed)} "
+                            f"(options: {', '.join(allowed) or 'none'})")
 
 
 def _check_suite_metric(entry: Measure, where: str) -> None:
@@ -286,6 +308,8 @@ def check_values(sweep: Sweep) -> None:
             candidates = dist.choices
         elif isinstance(dist, Bool):
             candidates = [False, True]
+        elif isinstance(dist, Subset):
+            candidates = [list(dist.choices)]
         elif isinstance(dist, LayerScales):
             candidates = [{span: dist.low for span in dist.ranges}, {span: dist.high for span in dist.ranges}]
         else:
@@ -296,3 +320,15 @@ def check_values(sweep: Sweep) -> None:
             except UserError as exc:
                 raise UserError(f"{sweep.source}: space.{key}: the value {value!r} is refused by the base recipe: "
                                 f"{str(exc).removeprefix(sweep.source + ': base: ')}") from None
+
+
+def check_enqueued(sweep: Sweep) -> None:
+    """Enqueued points name parameters of the space (`vectors.0.scale`, `schedule.layers[0-0]`)."""
+    from skillgraft.sweep.space import grid
+
+    names = list(grid(sweep.config.space, steps_only=False))
+    for index, point in enumerate(sweep.config.enqueue):
+        for name in point:
+            if name not in names:
+                raise UserError(f"{sweep.source}: enqueue.{index}: {name!r} is not a parameter of the space"
+                                f"{did_you_mean(name, names)} (parameters: {', '.join(names)})")

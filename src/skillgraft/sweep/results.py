@@ -21,7 +21,7 @@ def completed(study) -> list:
 
 
 def feasible(trial) -> bool:
-    return all(c <= 0 for c in trial.user_attrs.get("constraints", []))
+    return all(c <= 0 for c in trial.user_attrs.get("result", {}).get("constraints", []))
 
 
 def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
@@ -40,7 +40,12 @@ def front(study) -> list:
     if len(directions) == 1:
         sign = 1 if directions[0] == "maximize" else -1
         return [max(trials, key=lambda t: (sign * t.values[0], -t.number))]
-    return [t for t in trials if not any(dominates(o.values, t.values, directions) for o in trials)]
+    import numpy as np  # one vectorised pass: a 1,000-trial front in milliseconds, not seconds
+
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    values = np.array([t.values for t in trials]) * signs
+    dominated = [bool(((values >= row).all(axis=1) & (values > row).any(axis=1)).any()) for row in values]
+    return [t for t, out in zip(trials, dominated) if not out]
 
 
 def tidy_outputs(study, out: Path) -> None:
@@ -73,11 +78,11 @@ def rows(study) -> list[dict]:
         row = {"number": t.number, "state": t.state.name}
         row.update({name: (t.values[i] if t.values else None) for i, name in enumerate(names)})
         row.update({f"param:{p}": t.params.get(p) for p in params})
+        result, where = t.user_attrs.get("result", {}), t.user_attrs.get("trial", {})
         row.update({"feasible": feasible(t) if t.values else None, "seconds": duration,
-                    "recipe_seconds": t.user_attrs.get("recipe_seconds"),
-                    "eval_seconds": t.user_attrs.get("eval_seconds"),
-                    "retry_of": t.system_attrs.get("failed_trial"), "trial_dir": t.user_attrs.get("trial_dir"),
-                    "error": t.user_attrs.get("error")})
+                    "recipe_seconds": result.get("recipe_seconds"), "eval_seconds": result.get("eval_seconds"),
+                    "retry_of": t.system_attrs.get("failed_trial"), "trial_dir": where.get("dir"),
+                    "host": where.get("host"), "error": result.get("error")})
         out.append(row)
     return out
 

@@ -1,7 +1,8 @@
 """From the config's `space` to Optuna parameters and back to recipe keys.
 
 A trial's parameters are named by the recipe's dotted keys (`vectors.0.scale`, `lora.r`);
-a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`). The values
+a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`), a `subset`
+one yes/no parameter per choice (`lora.targets[q]`). The values
 go back into the recipe as `KEY=VALUE` overrides, the `--set` of every other verb, so a
 string choice is read as YAML like a `--set` value (`"[embed_tokens, lm_head]"` is a list).
 Optuna's categorical choices must be scalars; list or mapping choices are passed to it as
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from skillgraft.sweep.config import Bool, Categorical, FloatRange, IntRange, LayerScales
+from skillgraft.sweep.config import Bool, Categorical, FloatRange, IntRange, LayerScales, Subset
 
 
 def _range_name(key: str, span: str) -> str:
@@ -31,6 +32,8 @@ def suggest(trial, space: dict) -> dict:
             values[key] = trial.suggest_categorical(key, choices(dist))
         elif isinstance(dist, Bool):
             values[key] = trial.suggest_categorical(key, [False, True])
+        elif isinstance(dist, Subset):
+            values[key] = [c for c in dist.choices if trial.suggest_categorical(_range_name(key, c), [False, True])]
         elif isinstance(dist, LayerScales):
             values[key] = {span: trial.suggest_float(_range_name(key, span), dist.low, dist.high, step=dist.step)
                            for span in dist.ranges}
@@ -41,11 +44,14 @@ def choices(dist: Categorical) -> list:
     return [c if c is None or isinstance(c, (bool, int, float, str)) else json.dumps(c) for c in dist.choices]
 
 
-def grid(space: dict) -> dict[str, list]:
-    """The grid sampler's search space: every parameter's values (float ranges need `step`)."""
+def grid(space: dict, steps_only: bool = True) -> dict[str, list]:
+    """The grid sampler's search space: every parameter's values (float ranges need `step`;
+    with `steps_only=False` a range without one gives its two ends, for listing the names)."""
     import numpy as np
 
     def steps(low, high, step):
+        if step is None and not steps_only:
+            return [low, high]
         return [round(float(v), 10) for v in np.arange(low, high + step / 2, step)]
 
     out = {}
@@ -58,6 +64,8 @@ def grid(space: dict) -> dict[str, list]:
             out[key] = choices(dist)
         elif isinstance(dist, Bool):
             out[key] = [False, True]
+        elif isinstance(dist, Subset):
+            out.update({_range_name(key, c): [False, True] for c in dist.choices})
         elif isinstance(dist, LayerScales):
             out.update({_range_name(key, span): steps(dist.low, dist.high, dist.step) for span in dist.ranges})
     return out

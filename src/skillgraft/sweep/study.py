@@ -53,17 +53,35 @@ def open_storage(url: str, heartbeat: int):
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        if sqlite:
+            _write_ahead_log(storage.engine)
+        return storage
     except ImportError as exc:
         raise UserError(f"--storage {shown(url)}: no database driver for it is installed ({exc.__cause__ or exc}; "
                         "for PostgreSQL: pip install 'psycopg[binary]')") from None
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError...
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(f"--storage {shown(url)}: cannot be reached or used ({type(exc).__name__}: {reason})") from None
+
+
+def _write_ahead_log(engine) -> None:
+    """SQLite in WAL mode with `synchronous=NORMAL`: readers never wait for a writer, and a
+    commit is not a disk sync (a power cut may lose the last commits, never corrupt the file;
+    a killed process loses nothing). Measured: 12 commits a trial took 8 ms each with syncs."""
+    from sqlalchemy import event
+
+    def on_connect(connection, record):
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def recorded_config(sweep: Sweep) -> dict:
@@ -96,7 +114,7 @@ def make_sampler(sweep: Sweep, worker: int):
     from skillgraft.sweep.space import grid
 
     spec, seed = sweep.config.sampler, sweep.config.seed + worker
-    constraints = {"constraints_func": lambda t: t.user_attrs.get("constraints", [])} \
+    constraints = {"constraints_func": lambda t: t.user_attrs.get("result", {}).get("constraints", [])} \
         if sweep.config.constraints else {}
     try:
         if spec.name == "tpe":
@@ -152,6 +170,8 @@ def prepare_study(sweep: Sweep, out: Path, url: str | None, name: str, *, new: b
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions)
         study.set_user_attr(CONFIG_ATTR, wanted)
+        for point in sweep.config.enqueue:
+            study.enqueue_trial(point)
     return url
 
 

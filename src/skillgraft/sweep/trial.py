@@ -100,8 +100,7 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
     config = sweep.config
     folder = trial_dir(out, trial.number)
     folder.mkdir(parents=True, exist_ok=True)
-    trial.set_user_attr("trial_dir", str(folder))
-    trial.set_user_attr("host", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("trial", {"dir": str(folder), "host": f"{socket.gethostname()}:{os.getpid()}"})
     values = suggest(trial, config.space)
     recipe = sweep.recipe(values, folder / "output")
     write_file_atomic(folder / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
@@ -117,17 +116,14 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
         raise
     except Exception as exc:
         _finish(folder, {**record, "state": "FAIL", "error": f"{type(exc).__name__}: {exc}"}, keep_output=False)
-        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     evaluated = time.perf_counter()
     objectives = scores[:len(config.objectives)]
     constraints = constraint_values(config.constraints, scores[len(config.objectives):])
     timing = {"recipe_seconds": ran - start, "eval_seconds": evaluated - ran}
-    for key, value in timing.items():
-        trial.set_user_attr(key, value)
-    if constraints:
-        trial.set_user_attr("constraints", constraints)
-        trial.set_user_attr("constraint_values", scores[len(config.objectives):])
+    trial.set_user_attr("result", {**timing, "constraints": constraints,
+                                   "constraint_values": scores[len(config.objectives):]})
     _finish(folder, {**record, "state": "COMPLETE", "values": objectives, "constraints": constraints,
                      "model": str(Path(model_dir).relative_to(folder)), **timing}, keep_output=True)
     return objectives if len(objectives) > 1 else objectives[0]
@@ -164,8 +160,8 @@ def mark_interrupted(study) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        folder = Path(trial.user_attrs.get("trial_dir", ""))
-        if trial.user_attrs.get("trial_dir") and folder.is_dir() and not (folder / "result.json").exists():
+        folder = Path(trial.user_attrs.get("trial", {}).get("dir", ""))
+        if trial.user_attrs.get("trial") and folder.is_dir() and not (folder / "result.json").exists():
             _finish(folder, {"number": trial.number, "params": trial.params, "rebuild": rebuild_command(folder),
                              "state": "FAIL", "error": "interrupted: its process stopped beating (killed)"},
                     keep_output=False)
