@@ -64,11 +64,12 @@ def test_kill_during_a_trial_then_rerun_retries_it_once(tmp_path):
 def _two_workers(tmp_path, storage=None):
     path = write_sweep(tmp_path / "s.yaml", sampler={"name": "random"})
     out = tmp_path / "run"
+    name = f"run-{os.getpid()}-{time.time_ns()}"  # a server that outlives the test may hold older studies
     extra = ["--storage", storage] if storage else []
     done = subprocess.run([SKILLGRAFT, "sweep", "run", str(path), "-o", str(out), "--n-trials", "6", "--workers", "2",
-                           "--keep", "--json", *extra], capture_output=True, text=True, timeout=600)
+                           "--study", name, "--keep", "--json", *extra], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    found = trials(out, storage)
+    found = trials(out, storage, name)
     numbers = [t.number for t in found]
     assert sorted(numbers) == list(range(6)) and all(t.state.name == "COMPLETE" for t in found)
     hosts = {t.user_attrs["trial"]["host"] for t in found}
