@@ -94,3 +94,19 @@ def postgres():
 
 def test_two_workers_on_postgresql_give_no_duplicate_trials(tmp_path, postgres):
     _two_workers(tmp_path, postgres)
+
+
+def test_ctrl_c_requeues_the_running_trial(tmp_path):
+    path = write_sweep(tmp_path / "s.yaml")
+    out = tmp_path / "run"
+    command = [SKILLGRAFT, "sweep", "run", str(path), "-o", str(out)]
+    proc = subprocess.Popen([*command, "--n-trials", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    running = wait_for(lambda: (out / "trials" / "0000" / "recipe.yaml").exists(), timeout=240)
+    assert running, "trial 0 never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted", err[-1000:]
+    found = trials(out)
+    assert [t.state.name for t in found] == ["FAIL", "WAITING"] and found[1].params == found[0].params
+    assert json.loads((out / "trials" / "0000" / "result.json").read_text())["state"] == "FAIL"

@@ -145,11 +145,8 @@ class Sweep:
     source: str
     base_tree: dict
     base_root: Path
+    recipe_kind: str                  # graft or train
     recipe_model: type[BaseModel]
-
-    @property
-    def recipe_kind(self) -> str:
-        return self.base_tree.get("kind") or ("graft" if "target" in self.base_tree else "train")
 
     def recipe(self, values: dict, output: str | Path) -> BaseModel:
         """The base recipe with `values` ({dotted key: value}) applied as `--set` overrides, and its
@@ -183,7 +180,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         base_tree, base_root = read_yaml(config.base, "base recipe"), Path(config.base).parent
     else:
         base_tree, base_root = copy.deepcopy(config.base), Path(path).parent
-    sweep = Sweep(config, source, base_tree, base_root, _recipe_model(base_tree, source))
+    sweep = Sweep(config, source, base_tree, base_root, *_recipe_model(base_tree, source))
     check_space(sweep)
     check_objectives(sweep)
     check_values(sweep)
@@ -191,16 +188,17 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return sweep
 
 
-def _recipe_model(tree: dict, source: str) -> type[BaseModel]:
+def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
+    """The base recipe's kind, read as `skillgraft run` reads it, and its pydantic model."""
     kind = tree.get("kind") or ("graft" if "target" in tree else "train" if "model" in tree else None)
     if kind == "graft":
         from skillgraft.vectors.recipe import GraftRecipe
 
-        return GraftRecipe
+        return kind, GraftRecipe
     if kind == "train":
         from skillgraft.train.config import TrainConfig
 
-        return TrainConfig
+        return kind, TrainConfig
     raise UserError(f"{source}: base: kind {kind!r}: a sweep's base is a graft recipe (kind: graft) or a "
                     "training config (kind: train)")
 

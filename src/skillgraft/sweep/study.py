@@ -202,8 +202,31 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
         if not keep:
             tidy_outputs(study, out)
 
-    study.optimize(lambda trial: run_trial(trial, sweep, out), n_trials=n_trials, timeout=timeout,
-                   callbacks=[after], catch=(Exception,), gc_after_trial=False)
+    try:
+        study.optimize(lambda trial: run_trial(trial, sweep, out), n_trials=n_trials, timeout=timeout,
+                       callbacks=[after], catch=(Exception,), gc_after_trial=False)
+    except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
+        requeue_interrupted(study)
+        raise
+
+
+def requeue_interrupted(study) -> None:
+    """Queue the trials this process was running when Ctrl-C came (failed, no result yet) again
+    with the same parameters, through the callback a stale heartbeat uses."""
+    import os
+    import socket
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    from skillgraft.sweep.trial import mark_interrupted
+
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        folder = Path(trial.user_attrs.get("trial", {}).get("dir", "."))
+        if trial.user_attrs.get("trial", {}).get("host") == me and not (folder / "result.json").exists():
+            RetryHeartbeatStaleTrialCallback(max_retry=3)(study, trial)
+    mark_interrupted(study)
 
 
 def _worker(args: tuple) -> None:

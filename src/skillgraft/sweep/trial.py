@@ -163,7 +163,7 @@ def mark_interrupted(study) -> None:
         folder = Path(trial.user_attrs.get("trial", {}).get("dir", ""))
         if trial.user_attrs.get("trial") and folder.is_dir() and not (folder / "result.json").exists():
             _finish(folder, {"number": trial.number, "params": trial.params, "rebuild": rebuild_command(folder),
-                             "state": "FAIL", "error": "interrupted: its process stopped beating (killed)"},
+                             "state": "FAIL", "error": "interrupted (killed, or Ctrl-C); queued again"},
                     keep_output=False)
 
 
