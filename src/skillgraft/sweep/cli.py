@@ -19,26 +19,24 @@ def summary(study, out: Path, url: str) -> dict:
     """The `--json` object of `sweep run` (and what the text summary prints)."""
     from collections import Counter
 
-    from skillgraft.sweep.results import front
+    from skillgraft.sweep.results import front_entries
     from skillgraft.sweep.study import shown
-    from skillgraft.sweep.trial import rebuild_command, trial_dir
 
-    best = [{"number": t.number, "values": t.values, "params": t.params,
-             "recipe": str(trial_dir(out, t.number) / "recipe.yaml"),
-             "rebuild": rebuild_command(trial_dir(out, t.number))} for t in front(study)]
     return {"dir": str(out), "storage": shown(url), "study": study.study_name,
             "directions": [d.name.lower() for d in study.directions],
-            "trials": dict(Counter(t.state.name for t in study.trials)), "best": best}
+            "trials": dict(Counter(t.state.name for t in study.trials)), "best": front_entries(study, out)}
 
 
 def print_summary(result: dict) -> None:
+    from skillgraft.sweep.results import format_params
+
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result["trials"].items()))
     print(f"study {result['study']} in {result['storage']}: {counts}")
     title = "best trial" if len(result["directions"]) == 1 else "Pareto front"
     print(f"{title} ({', '.join(result['directions'])}):")
     for entry in result["best"]:
         values = ", ".join(f"{v:.4g}" for v in entry["values"])
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry["params"].items())
+        params = format_params(entry["params"])
         print(f"  #{entry['number']}: {values}  |  {params}")
         print(f"      rebuild: {entry['rebuild']}")
     print(f"report: skillgraft sweep report {result['dir']}")

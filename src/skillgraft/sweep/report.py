@@ -128,10 +128,12 @@ def importances(study, names: list[str]) -> dict[str, dict[str, float]] | str:
 
 
 def text_table(best: list[dict], names: list[str]) -> str:
+    from skillgraft.sweep.results import format_params
+
     lines = ["trial  " + "  ".join(names) + "  params"]
     for entry in best:
         values = "  ".join(f"{v:.4g}" for v in entry["values"])
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry["params"].items())
+        params = format_params(entry["params"])
         lines.append(f"#{entry['number']:<5} {values}  {params}")
     return "\n".join(lines)
 
@@ -141,20 +143,17 @@ def write_sweep_report(folder: Path, storage: str | None = None, name: str | Non
     import jinja2
 
     from skillgraft.checkpoint.publish import write_file_atomic
-    from skillgraft.sweep.results import front, objective_names, rows, to_csv
+    from skillgraft.sweep.results import front_entries, objective_names, rows, to_csv
     from skillgraft.sweep.study import CONFIG_ATTR, shown
-    from skillgraft.sweep.trial import rebuild_command, trial_dir
 
     folder = Path(folder)
     study, url = open_study(folder, storage, name)
     names = objective_names(study.user_attrs[CONFIG_ATTR])
     table = rows(study)
-    best_trials = front(study)
-    best = [{"number": t.number, "values": t.values, "params": t.params,
-             "rebuild": rebuild_command(trial_dir(folder, t.number))} for t in best_trials]
+    best = front_entries(study, folder)
     importance = importances(study, names)
     plots = [("History", history_plot(study, names)) if best else None,
-             ("Pareto front", pareto_plot(study, names, {t.number for t in best_trials})) if best else None,
+             ("Pareto front", pareto_plot(study, names, {e["number"] for e in best})) if best else None,
              ("Parameters against objectives", slice_plot(study, names)) if best else None]
     plots = [(title, uri) for title, uri in filter(None, plots) if uri]
     out = folder / "report"

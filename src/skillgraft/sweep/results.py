@@ -11,7 +11,7 @@ import csv
 import io
 from pathlib import Path
 
-from skillgraft.sweep.trial import drop_output, trial_dir
+from skillgraft.sweep.trial import drop_output, rebuild_command, trial_dir
 
 
 def completed(study) -> list:
@@ -46,6 +46,17 @@ def front(study) -> list:
     values = np.array([t.values for t in trials]) * signs
     dominated = [bool(((values >= row).all(axis=1) & (values > row).any(axis=1)).any()) for row in values]
     return [t for t, out in zip(trials, dominated) if not out]
+
+
+def front_entries(study, out: Path) -> list[dict]:
+    """The front as `sweep run --json` and the report list it: values, parameters, recipe, rebuild command."""
+    return [{"number": t.number, "values": t.values, "params": t.params,
+             "recipe": str(trial_dir(out, t.number) / "recipe.yaml"),
+             "rebuild": rebuild_command(trial_dir(out, t.number))} for t in front(study)]
+
+
+def format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def tidy_outputs(study, out: Path) -> None:
