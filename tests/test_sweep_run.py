@@ -96,6 +96,7 @@ def test_two_workers_on_postgresql_give_no_duplicate_trials(tmp_path, postgres):
     _two_workers(tmp_path, postgres)
 
 
+@pytest.mark.slow
 def test_ctrl_c_requeues_the_running_trial(tmp_path):
     path = write_sweep(tmp_path / "s.yaml")
     out = tmp_path / "run"

@@ -19,6 +19,7 @@ def world(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("sworld"), n_persona=64, pretrain_steps=60)
 
 
+@pytest.mark.slow  # two training runs and a pretrained tiny world: about 2 minutes on a busy 2-core machine
 def test_pruner_stops_the_run_that_forgets(tmp_path, world, run_cli):
     items = tmp_path / "probes.jsonl"
     items.write_text("".join(json.dumps({"prompt": p, "keywords": k}) + "\n"
