@@ -60,7 +60,7 @@ def open_storage(url: str, heartbeat: int):
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
         if sqlite:
-            _write_ahead_log(storage.engine)
+            _serialised_sqlite(storage.engine)
         return storage
     except ImportError as exc:
         raise UserError(f"--storage {shown(url)}: no database driver for it is installed ({exc.__cause__ or exc}; "
@@ -70,18 +70,31 @@ def open_storage(url: str, heartbeat: int):
         raise UserError(f"--storage {shown(url)}: cannot be reached or used ({type(exc).__name__}: {reason})") from None
 
 
-def _write_ahead_log(engine) -> None:
-    """SQLite in WAL mode with `synchronous=NORMAL`: readers never wait for a writer, and a
-    commit is not a disk sync (a power cut may lose the last commits, never corrupt the file;
-    a killed process loses nothing). Measured: 12 commits a trial took 8 ms each with syncs."""
+def _serialised_sqlite(engine) -> None:
+    """SQLite as several worker processes need it.
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's "is this queued
+    trial still waiting? then it is mine" read and its write were not one transaction: two
+    workers both took enqueued trial 0 of the knowledge sweep (Optuna then refused to record it
+    twice, "Cannot tell a COMPLETE trial"). Every transaction here begins with BEGIN IMMEDIATE,
+    which takes the write lock first, so the check and the claim are atomic. WAL mode with
+    `synchronous=NORMAL`: a commit is not a disk sync (a power cut may lose the last commits,
+    never corrupt the file; a killed process loses nothing); 12 commits a trial took 8 ms each
+    with syncs on this machine.
+    """
     from sqlalchemy import event
 
     def on_connect(connection, record):
+        connection.isolation_level = None  # no implicit BEGIN from sqlite3; `on_begin` issues ours
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
 
+    def on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened before the listener reconnect with it
+    event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened before the listeners reconnect with them
 
 
 def recorded_config(sweep: Sweep) -> dict:
