@@ -44,7 +44,8 @@ def hand_set_recipe() -> dict:
 
 
 def write_kit(out: Path, seed: int, *, force: bool = False, quiet: bool = False) -> Path:
-    """Build the base model (about 2 minutes of one core) and write the kit folder."""
+    """Build the base model (one pretraining cell of the study: ~96 s of one core in
+    docs/knowledge.md, 19 min on this machine under load 12-16) and write the kit folder."""
     from skillgraft.lab.knowledge import conditions as C
     from skillgraft.lab.knowledge import world as W
     from skillgraft.lab.knowledge.study import Cell, run_pretrain_cell
