@@ -95,6 +95,7 @@ def _register_verbs() -> None:
     from skillgraft.evaluate import cli as evaluate_cli
     from skillgraft.lab import cli as lab_cli
     from skillgraft.report import cli as report_cli
+    from skillgraft.sweep import cli as sweep_cli
     from skillgraft.train import cli as train_cli
     from skillgraft.vectors import cli as vectors_cli
 
@@ -105,6 +106,7 @@ def _register_verbs() -> None:
     report_cli.register(cli)
     train_cli.register(cli)
     data_cli.register(cli)
+    sweep_cli.register(cli)
     vectors_cli.register_vector(cli)
     convert_cli.register(cli)
     lab_cli.register(cli)

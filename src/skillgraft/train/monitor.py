@@ -51,12 +51,13 @@ class TrainingMonitor(TrainerCallback):
     """Probes every `cfg.every_steps` steps; records go to `self.records`, a stop reason to `self.stop_reason`."""
 
     def __init__(self, cfg, tokenizer, *, lr: float, general_rows: list[dict] | None = None,
-                 validation_rows: list[dict] | None = None, prompts: list[str] = (), suite=None):
+                 validation_rows: list[dict] | None = None, prompts: list[str] = (), suite=None, on_probe=None):
         self.cfg, self.tokenizer, self.lr = cfg, tokenizer, lr
         self.general_rows = general_rows or []
         self.validation_rows = validation_rows or []
         self.prompts = list(prompts)
         self.suite = suite
+        self.on_probe = on_probe  # called with each record after training started (a sweep's pruner)
         self.records: list[dict] = []
         self.stop_reason: str | None = None
         self.rolled_back_to: int | None = None
@@ -217,3 +218,5 @@ class TrainingMonitor(TrainerCallback):
         losses = [h["loss"] for h in state.log_history if "loss" in h]
         self._report(record, losses[-1] if losses else None)
         self._check(model, record, control)
+        if self.on_probe is not None:
+            self.on_probe(record)

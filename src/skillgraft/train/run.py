@@ -93,7 +93,7 @@ def _training_args(config: TrainConfig, ckpt_dir: Path):
         use_cpu=not torch.cuda.is_available(), deepspeed=config.deepspeed, **length)
 
 
-def _monitor(config: TrainConfig, tokenizer, prepared):
+def _monitor(config: TrainConfig, tokenizer, prepared, on_probe=None):
     from skillgraft.train.dataset import general_rows
     from skillgraft.train.monitor import TrainingMonitor
 
@@ -112,11 +112,12 @@ def _monitor(config: TrainConfig, tokenizer, prepared):
 
         suite = suite_probe(cfg.suite)
     return TrainingMonitor(cfg, tokenizer, lr=config.lr, general_rows=general,
-                           validation_rows=prepared.validation_rows, prompts=prompts, suite=suite)
+                           validation_rows=prepared.validation_rows, prompts=prompts, suite=suite, on_probe=on_probe)
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> dict:
-    """Run training per `config`; return the summary `train --json` prints."""
+def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
+    """Run training per `config`; return the summary `train --json` prints. `on_probe(record)`
+    sees each of the monitor's probes during training (a sweep reports them to Optuna's pruner)."""
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
@@ -136,7 +137,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> dict:
     targets, notes = None, []
     if config.method in ("lora", "qlora"):
         model, targets, notes = add_lora(model, config.lora)
-    monitor = _monitor(config, tokenizer, prepared)
+    monitor = _monitor(config, tokenizer, prepared, on_probe)
     if monitor is not None and checkpoint is not None:
         _restore_baseline(monitor, checkpoint)
     recorder = Recorder(config, monitor)

@@ -1,0 +1,109 @@
+"""`skillgraft sweep run|report`: recipe search on Optuna.
+
+Heavy imports (optuna, torch) happen inside the commands, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from skillgraft.clikit import command, emit_json, group, json_option
+
+sweep_group = group("sweep", "Search recipe settings with Optuna; report the trade-offs found.")
+
+
+def summary(study, out: Path, url: str) -> dict:
+    """The `--json` object of `sweep run` (and what the text summary prints)."""
+    from collections import Counter
+
+    from skillgraft.sweep.results import front_entries
+    from skillgraft.sweep.study import shown
+
+    return {"dir": str(out), "storage": shown(url), "study": study.study_name,
+            "directions": [d.name.lower() for d in study.directions],
+            "trials": dict(Counter(t.state.name for t in study.trials)), "best": front_entries(study, out)}
+
+
+def print_summary(result: dict) -> None:
+    from skillgraft.sweep.results import format_params
+
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result["trials"].items()))
+    print(f"study {result['study']} in {result['storage']}: {counts}")
+    title = "best trial" if len(result["directions"]) == 1 else "Pareto front"
+    print(f"{title} ({', '.join(result['directions'])}):")
+    for entry in result["best"]:
+        values = ", ".join(f"{v:.4g}" for v in entry["values"])
+        params = format_params(entry["params"])
+        print(f"  #{entry['number']}: {values}  |  {params}")
+        print(f"      rebuild: {entry['rebuild']}")
+    print(f"report: skillgraft sweep report {result['dir']}")
+
+
+@command("run")
+@click.argument("config")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Sweep folder: the study (study.db), trials/NNNN/ and the report.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the sweep config (dotted; base.lr=1e-4 for an inline base).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Any Optuna RDB URL (postgresql://…, mysql://…) to share one study between machines; "
+                   "default: sqlite in the sweep folder.")
+@click.option("--study", "study_name", default=None, help="Study name in the storage (default: the folder's name).")
+@click.option("--n-trials", type=int, default=None, help="Run N more trials in this invocation (default: the "
+              "config's n_trials).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes on the storage.")
+@click.option("--timeout", type=float, default=None, metavar="S", help="Stop starting trials after S seconds.")
+@click.option("--keep", is_flag=True, help="Keep every trial's model output (default: only the best / the front).")
+@click.option("--new", is_flag=True, help="Delete the study (and its trials/) and start afresh.")
+@json_option
+def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new, as_json):
+    """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""
+    from skillgraft.sweep.study import run_sweep
+
+    study, url = run_sweep(config, list(overrides), out, storage=storage, name=study_name, n_trials=n_trials,
+                           workers=workers, timeout=timeout, keep=keep, new=new)
+    result = summary(study, out, url)
+    emit_json(result) if as_json else print_summary(result)
+
+
+@command("report")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--storage", default=None, metavar="URL", help="The storage the sweep used, if not the default.")
+@click.option("--study", "study_name", default=None, help="Study name (default: the folder's name).")
+@json_option
+def report_command(folder, storage, study_name, as_json):
+    """Write FOLDER/report/: trials.csv, the best trials / Pareto front, importances and plots in
+    one self-contained report.html."""
+    from skillgraft.sweep.report import write_sweep_report
+
+    result = write_sweep_report(folder, storage, study_name)
+    if as_json:
+        emit_json(result)
+        return
+    print(result["table"], file=sys.stdout)
+    print(f"report: {result['html']}\ncsv: {result['csv']}")
+
+
+@command("knowledge-kit")
+@click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
+@click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def knowledge_kit_command(seed, out, force, quiet):
+    """Write the knowledge lab's injection as a training config + data (a base model for one seed),
+    for recipes/sweeps/lab-knowledge.yaml."""
+    from skillgraft.sweep.knowledge_kit import write_kit
+
+    print(f"kit: {write_kit(out, seed, force=force, quiet=quiet)}")
+
+
+sweep_group.add_command(run_command)
+sweep_group.add_command(report_command)
+sweep_group.add_command(knowledge_kit_command)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(sweep_group)

@@ -1,0 +1,332 @@
+"""The sweep config (`kind: sweep`): a base recipe, a search space over its dotted keys,
+objectives, constraints, a sampler and a seed.
+
+Read by the project's one loader (`skillgraft.config`): pydantic validation, `--set` for any
+key, paths relative to the YAML. The base recipe is a graft recipe or a training config,
+inline or by path; every key of the space is checked against that recipe's own pydantic
+model before a trial runs, so a typo fails at once with the valid keys and the closest match.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from skillgraft.config import MODEL, PATH, did_you_mean, load_config, read_yaml
+from skillgraft.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatRange(Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+
+class IntRange(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+
+class Categorical(Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+class Bool(Strict):
+    type: Literal["bool"]
+
+
+class Subset(Strict):
+    """Which of `choices` a list key holds, one yes/no parameter each (seed 003's per-module
+    LoRA placement: `lora.targets` from q, k, v, o, gate, up, down, lm_head)."""
+
+    type: Literal["subset"]
+    choices: list[str] = Field(min_length=1)
+
+
+class LayerScales(Strict):
+    """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
+
+    type: Literal["layer_scales"]
+    ranges: list[str] = Field(min_length=1)
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+
+
+Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales],
+                         Field(discriminator="type")]
+
+
+class Measure(Strict):
+    """A number taken from a trial's output: a suite's `{suite, set, metric}` score, or a
+    named measure (`skillgraft.sweep.measures`) with its options."""
+
+    suite: Annotated[str | None, MODEL] = None  # a suite YAML (relative to this file) or a built-in name
+    set: str | None = None
+    metric: str | None = None
+    measure: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        from_suite = (self.suite, self.set, self.metric)
+        if self.measure is None and None in from_suite:
+            raise ValueError("give suite, set and metric (an evaluation score) or measure (a named measure)")
+        if self.measure is not None and any(v is not None for v in from_suite):
+            raise ValueError("give either measure or suite/set/metric, not both")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.measure or f"{self.suite}/{self.set}/{self.metric}"
+
+
+class Objective(Measure):
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Constraint(Measure):
+    """Feasible when min ≤ value ≤ max (Optuna's constraints: value ≤ 0 is feasible)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self):
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs min or max")
+        return self
+
+
+class Sampler(Strict):
+    name: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the Optuna sampler
+
+
+class Pruner(Strict):
+    name: Literal["median", "percentile", "hyperband", "successive_halving", "threshold"]
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the Optuna pruner
+
+
+class SweepConfig(Strict):
+    kind: Literal["sweep"] = "sweep"
+    base: Union[Annotated[str, PATH], dict[str, Any]]
+    space: dict[str, Distribution] = Field(min_length=1)
+    objectives: list[Objective] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    sampler: Sampler = Field(default_factory=Sampler)
+    pruner: Pruner | None = None
+    seed: int = 0
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)  # parameters to try first (Optuna's enqueue_trial)
+    n_trials: int = Field(20, ge=1)
+    heartbeat: int = Field(10, ge=1)  # seconds between a running trial's heartbeats; stale after 3
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: the config, the base recipe's raw tree and the folder its relative
+    paths are relative to, and the recipe's pydantic model."""
+
+    config: SweepConfig
+    source: str
+    base_tree: dict
+    base_root: Path
+    recipe_kind: str                  # graft or train
+    recipe_model: type[BaseModel]
+
+    def recipe(self, values: dict, output: str | Path) -> BaseModel:
+        """The base recipe with `values` ({dotted key: value}) applied as `--set` overrides, and its
+        output set to `output`; relative paths stay relative to the base recipe's folder."""
+        from skillgraft.config import apply_override, resolve_paths, validate
+        from skillgraft.sweep.space import overrides
+
+        tree = copy.deepcopy(self.base_tree)
+        where = f"{self.source}: base"
+        for item in overrides(values):
+            apply_override(tree, item, where)
+        out_key = "output" if self.recipe_kind == "graft" else "output_dir"
+        tree[out_key] = str(Path(output).resolve())
+        if self.recipe_kind == "train":
+            tree["progress"] = False
+            tree["merge"] = True   # objectives load a plain model folder (merged LoRA, or the full model)
+        recipe = validate(tree, self.recipe_model, where)
+        resolve_paths(recipe, self.base_root, [out_key])
+        if self.recipe_kind == "graft":
+            for index, spec in enumerate([recipe, *recipe.vectors]):
+                if spec.schedule is not None:
+                    spec.schedule.build("schedule" if index == 0 else f"vectors.{index - 1}.schedule")
+        return recipe
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep config; every problem is one UserError naming the key."""
+    config = load_config(path, SweepConfig, overrides, what="sweep config")
+    source = str(path)
+    if isinstance(config.base, str):
+        base_tree, base_root = read_yaml(config.base, "base recipe"), Path(config.base).parent
+    else:
+        base_tree, base_root = copy.deepcopy(config.base), Path(path).parent
+    sweep = Sweep(config, source, base_tree, base_root, *_recipe_model(base_tree, source))
+    check_space(sweep)
+    check_objectives(sweep)
+    check_values(sweep)
+    check_enqueued(sweep)
+    return sweep
+
+
+def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
+    """The base recipe's kind, read as `skillgraft run` reads it, and its pydantic model."""
+    kind = tree.get("kind") or ("graft" if "target" in tree else "train" if "model" in tree else None)
+    if kind == "graft":
+        from skillgraft.vectors.recipe import GraftRecipe
+
+        return kind, GraftRecipe
+    if kind == "train":
+        from skillgraft.train.config import TrainConfig
+
+        return kind, TrainConfig
+    raise UserError(f"{source}: base: kind {kind!r}: a sweep's base is a graft recipe (kind: graft) or a "
+                    "training config (kind: train)")
+
+
+def recipe_keys(model: type[BaseModel], tree: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a recipe: its fields, nested sections, and the entries of lists of
+    sections that the base recipe has (`vectors.0.scale`)."""
+    from skillgraft.config import _model_in
+
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        inner = _model_in(field.annotation)
+        value = tree.get(name) if isinstance(tree, dict) else None
+        if inner is None:
+            continue
+        if isinstance(value, list):
+            for index, entry in enumerate(value):
+                keys += recipe_keys(inner, entry if isinstance(entry, dict) else {}, f"{key}.{index}.")
+        else:
+            keys += recipe_keys(inner, value if isinstance(value, dict) else {}, f"{key}.")
+    return keys
+
+
+def check_space(sweep: Sweep) -> None:
+    """Unknown keys (with the valid ones and the closest), empty or inverted ranges."""
+    config = sweep.config
+    valid = recipe_keys(sweep.recipe_model, sweep.base_tree)
+    for key, dist in config.space.items():
+        where = f"{sweep.source}: space.{key}"
+        if key not in valid:
+            raise UserError(f"{where}: not a key of the base {sweep.recipe_kind} recipe"
+                            f"{did_you_mean(key, valid)} (valid keys: {', '.join(valid)})")
+        if isinstance(dist, (FloatRange, IntRange, LayerScales)):
+            if dist.low > dist.high or (dist.low == dist.high and not isinstance(dist, IntRange)):
+                raise UserError(f"{where}: the range [{dist.low}, {dist.high}] is "
+                                f"{'inverted' if dist.low > dist.high else 'empty'}; give low < high")
+            if getattr(dist, "log", False) and dist.low <= 0:
+                raise UserError(f"{where}: a log range needs low > 0 (got {dist.low})")
+        if isinstance(dist, LayerScales) and key.rsplit(".", 1)[-1] != "layers":
+            raise UserError(f"{where}: layer_scales sets a schedule's `layers` (e.g. schedule.layers)")
+    if config.sampler.name == "grid":
+        for key, dist in config.space.items():
+            if isinstance(dist, (FloatRange, LayerScales)) and dist.step is None:
+                raise UserError(f"{sweep.source}: space.{key}: the grid sampler needs a `step` for float ranges")
+    multi = len(config.objectives) > 1
+    if config.pruner is not None and multi:
+        raise UserError(f"{sweep.source}: pruner: Optuna does not prune multi-objective studies "
+                        f"({len(config.objectives)} objectives); remove `pruner` or keep one objective")
+    if config.pruner is not None and sweep.recipe_kind != "train":
+        raise UserError(f"{sweep.source}: pruner: only training trials report intermediate values "
+                        "(the retention monitor's); a graft trial has none to prune on")
+
+
+def check_objectives(sweep: Sweep) -> None:
+    """Every suite, set and metric named exists; every named measure exists."""
+    from skillgraft.sweep.measures import MEASURES
+
+    for section, entries in (("objectives", sweep.config.objectives), ("constraints", sweep.config.constraints)):
+        for index, entry in enumerate(entries):
+            where = f"{sweep.source}: {section}.{index}"
+            if entry.measure is not None:
+                if entry.measure not in MEASURES:
+                    raise UserError(f"{where}.measure: {entry.measure!r} is not a named measure"
+                                    f"{did_you_mean(entry.measure, list(MEASURES))} (named measures: "
+                                    f"{', '.join(MEASURES)})")
+                _check_options(entry, MEASURES[entry.measure], where)
+                continue
+            _check_suite_metric(entry, where)
+
+
+def _check_options(entry: Measure, measure, where: str) -> None:
+    import inspect
+
+    allowed = [name for name in inspect.signature(measure).parameters][2:]
+    for name in entry.options:
+        if name not in allowed:
+            raise UserError(f"{where}.options.{name}: not an option of {entry.measure}{did_you_mean(name, allowed)} "
+                            f"(options: {', '.join(allowed) or 'none'})")
+
+
+def _check_suite_metric(entry: Measure, where: str) -> None:
+    from skillgraft.evaluate.suites import load_suite
+
+    try:
+        suite = load_suite(entry.suite)
+    except UserError as exc:
+        raise UserError(f"{where}.suite: {exc}") from None
+    sets = {s.name: s for s in suite.sets}
+    if entry.set not in sets:
+        raise UserError(f"{where}.set: suite {entry.suite!r} has no set {entry.set!r}"
+                        f"{did_you_mean(entry.set, list(sets))} (sets: {', '.join(sets)})")
+    metrics = [m.name for m in sets[entry.set].metrics]
+    if entry.metric.split(".")[0] not in metrics:
+        raise UserError(f"{where}.metric: set {entry.set!r} of suite {entry.suite!r} scores no metric "
+                        f"{entry.metric!r}{did_you_mean(entry.metric, metrics)} (metrics: {', '.join(metrics)})")
+
+
+def check_values(sweep: Sweep) -> None:
+    """Materialise the recipe at both ends of every range and with every choice, so a value the
+    recipe refuses (`lora.r: 0`, a bad layer rule) fails now, not in the middle of a sweep."""
+    for key, dist in sweep.config.space.items():
+        if isinstance(dist, Categorical):
+            candidates = dist.choices
+        elif isinstance(dist, Bool):
+            candidates = [False, True]
+        elif isinstance(dist, Subset):
+            candidates = [list(dist.choices)]
+        elif isinstance(dist, LayerScales):
+            candidates = [{span: dist.low for span in dist.ranges}, {span: dist.high for span in dist.ranges}]
+        else:
+            candidates = [dist.low, dist.high]
+        for value in candidates:
+            try:
+                sweep.recipe({key: value}, "check")
+            except UserError as exc:
+                raise UserError(f"{sweep.source}: space.{key}: the value {value!r} is refused by the base recipe: "
+                                f"{str(exc).removeprefix(sweep.source + ': base: ')}") from None
+
+
+def check_enqueued(sweep: Sweep) -> None:
+    """Enqueued points name parameters of the space (`vectors.0.scale`, `schedule.layers[0-0]`)."""
+    from skillgraft.sweep.space import grid
+
+    names = list(grid(sweep.config.space, steps_only=False))
+    for index, point in enumerate(sweep.config.enqueue):
+        for name in point:
+            if name not in names:
+                raise UserError(f"{sweep.source}: enqueue.{index}: {name!r} is not a parameter of the space"
+                                f"{did_you_mean(name, names)} (parameters: {', '.join(names)})")

@@ -1,0 +1,77 @@
+"""From the config's `space` to Optuna parameters and back to recipe keys.
+
+A trial's parameters are named by the recipe's dotted keys (`vectors.0.scale`, `lora.r`);
+a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`), a `subset`
+one yes/no parameter per choice (`lora.targets[q]`). The values
+go back into the recipe as `KEY=VALUE` overrides, the `--set` of every other verb, so a
+string choice is read as YAML like a `--set` value (`"[embed_tokens, lm_head]"` is a list).
+Optuna's categorical choices must be scalars; list or mapping choices are passed to it as
+their JSON text, which is also YAML.
+"""
+
+from __future__ import annotations
+
+import json
+
+from skillgraft.sweep.config import Bool, Categorical, FloatRange, IntRange, LayerScales, Subset
+
+
+def _range_name(key: str, span: str) -> str:
+    return f"{key}[{span}]"
+
+
+def suggest(trial, space: dict) -> dict:
+    """Ask `trial` for every parameter; returns {recipe key: value}."""
+    values = {}
+    for key, dist in space.items():
+        if isinstance(dist, FloatRange):
+            values[key] = trial.suggest_float(key, dist.low, dist.high, log=dist.log, step=dist.step)
+        elif isinstance(dist, IntRange):
+            values[key] = trial.suggest_int(key, dist.low, dist.high, log=dist.log, step=dist.step)
+        elif isinstance(dist, Categorical):
+            values[key] = trial.suggest_categorical(key, choices(dist))
+        elif isinstance(dist, Bool):
+            values[key] = trial.suggest_categorical(key, [False, True])
+        elif isinstance(dist, Subset):
+            values[key] = [c for c in dist.choices if trial.suggest_categorical(_range_name(key, c), [False, True])]
+        elif isinstance(dist, LayerScales):
+            values[key] = {span: trial.suggest_float(_range_name(key, span), dist.low, dist.high, step=dist.step)
+                           for span in dist.ranges}
+    return values
+
+
+def choices(dist: Categorical) -> list:
+    return [c if c is None or isinstance(c, (bool, int, float, str)) else json.dumps(c) for c in dist.choices]
+
+
+def grid(space: dict, steps_only: bool = True) -> dict[str, list]:
+    """The grid sampler's search space: every parameter's values (float ranges need `step`;
+    with `steps_only=False` a range without one gives its two ends, for listing the names)."""
+    import numpy as np
+
+    def steps(low, high, step):
+        if step is None and not steps_only:
+            return [low, high]
+        return [round(float(v), 10) for v in np.arange(low, high + step / 2, step)]
+
+    out = {}
+    for key, dist in space.items():
+        if isinstance(dist, FloatRange):
+            out[key] = steps(dist.low, dist.high, dist.step)
+        elif isinstance(dist, IntRange):
+            out[key] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, Categorical):
+            out[key] = choices(dist)
+        elif isinstance(dist, Bool):
+            out[key] = [False, True]
+        elif isinstance(dist, Subset):
+            out.update({_range_name(key, c): [False, True] for c in dist.choices})
+        elif isinstance(dist, LayerScales):
+            out.update({_range_name(key, span): steps(dist.low, dist.high, dist.step) for span in dist.ranges})
+    return out
+
+
+def overrides(values: dict) -> list[str]:
+    """`KEY=VALUE` strings for `skillgraft.config.apply_override`: strings as written (YAML, like
+    `--set`), other values as JSON (which is YAML)."""
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]

@@ -1,0 +1,305 @@
+"""The Optuna study behind `sweep run`: storage, sampler, pruner, resume and workers.
+
+Storage is Optuna's RDB storage: SQLite in `DIR/study.db` by default, or any URL Optuna
+takes (`postgresql://…`, `mysql://…`) so workers on several machines share one study. It is
+the RDB storage (not the journal file) because only it has heartbeats in Optuna 5: a trial
+whose process was killed stops beating, `fail_stale_trials` marks it failed once its grace
+period (3 heartbeats) has passed, and `RetryHeartbeatStaleTrialCallback` queues a copy with
+the same parameters, which the next free worker runs first.
+
+The study records the config it was started with; a rerun with a different one is refused,
+naming the changed keys, unless `--new` starts afresh.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+from skillgraft.errors import UserError
+from skillgraft.sweep.config import Sweep
+
+CONFIG_ATTR = "skillgraft_sweep_config"
+UNCHECKED = ("n_trials", "heartbeat")   # how long to run, not what is searched
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def storage_url(out: Path, url: str | None) -> str:
+    return url or f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def open_storage(url: str, heartbeat: int):
+    """Optuna's RDB storage with heartbeats; an unreachable or unusable URL is one UserError."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    try:
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        if sqlite:
+            _serialised_sqlite(storage.engine)
+        return storage
+    except ImportError as exc:
+        raise UserError(f"--storage {shown(url)}: no database driver for it is installed ({exc.__cause__ or exc}; "
+                        "for PostgreSQL: pip install 'psycopg[binary]')") from None
+    except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError...
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(f"--storage {shown(url)}: cannot be reached or used ({type(exc).__name__}: {reason})") from None
+
+
+def _serialised_sqlite(engine) -> None:
+    """SQLite as several worker processes need it.
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's "is this queued
+    trial still waiting? then it is mine" read and its write were not one transaction: two
+    workers both took enqueued trial 0 of the knowledge sweep (Optuna then refused to record it
+    twice, "Cannot tell a COMPLETE trial"). Every transaction here begins with BEGIN IMMEDIATE,
+    which takes the write lock first, so the check and the claim are atomic. WAL mode with
+    `synchronous=NORMAL`: a commit is not a disk sync (a power cut may lose the last commits,
+    never corrupt the file; a killed process loses nothing); 12 commits a trial took 8 ms each
+    with syncs on this machine.
+    """
+    from sqlalchemy import event
+
+    def on_connect(connection, record):
+        connection.isolation_level = None  # no implicit BEGIN from sqlite3; `on_begin` issues ours
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+    def on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened before the listeners reconnect with them
+
+
+def recorded_config(sweep: Sweep) -> dict:
+    """What identifies a study: the config without run-length keys, and the base recipe's content."""
+    config = sweep.config.model_dump(mode="json")
+    for key in UNCHECKED:
+        config.pop(key, None)
+    config["base"] = sweep.base_tree
+    return config
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and tree and any(isinstance(v, (dict, list)) for v in tree):
+        return {k: v for i, value in enumerate(tree) for k, v in flatten(value, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return sorted(key for key in set(a) | set(b) if a.get(key, "<absent>") != b.get(key, "<absent>"))
+
+
+def make_sampler(sweep: Sweep, worker: int):
+    """The configured sampler; each worker gets its own seed (seed + worker index), so two
+    workers never propose the same first points."""
+    import optuna
+
+    from skillgraft.sweep.space import grid
+
+    spec, seed = sweep.config.sampler, sweep.config.seed + worker
+    constraints = {"constraints_func": lambda t: t.user_attrs.get("result", {}).get("constraints", [])} \
+        if sweep.config.constraints else {}
+    try:
+        if spec.name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **constraints, **spec.options)
+        if spec.name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, **constraints, **spec.options)
+        if spec.name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, **constraints, **spec.options)
+        if spec.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed, **spec.options)
+        return optuna.samplers.GridSampler(grid(sweep.config.space), seed=seed, **spec.options)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise UserError(f"{sweep.source}: sampler: {exc}") from None
+
+
+def make_pruner(sweep: Sweep):
+    import optuna
+
+    spec = sweep.config.pruner
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    classes = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+               "hyperband": optuna.pruners.HyperbandPruner,
+               "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+               "threshold": optuna.pruners.ThresholdPruner}
+    try:
+        return classes[spec.name](**spec.options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{sweep.source}: pruner: {exc}") from None
+
+
+def prepare_study(sweep: Sweep, out: Path, url: str | None, name: str, *, new: bool) -> str:
+    """Create the study, or check that the existing one was started with this config; returns the URL."""
+    import optuna
+
+    quiet_optuna()
+    url = storage_url(out, url)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    storage = open_storage(url, sweep.config.heartbeat)
+    directions = [o.direction for o in sweep.config.objectives]
+    wanted = recorded_config(sweep)
+    exists = name in {s.study_name for s in storage.get_all_studies()}
+    if exists and new:
+        optuna.delete_study(study_name=name, storage=storage)
+        shutil.rmtree(Path(out) / "trials", ignore_errors=True)
+        exists = False
+    if exists:
+        old = optuna.load_study(study_name=name, storage=storage).user_attrs.get(CONFIG_ATTR)
+        if old is not None and old != wanted:
+            keys = changed_keys(old, wanted)
+            raise UserError(f"{sweep.source}: the config changed since study {name!r} in {shown(url)} was started "
+                            f"(changed: {', '.join(keys)}); rerun with the same config, or pass --new to start afresh")
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        study.set_user_attr(CONFIG_ATTR, wanted)
+        for point in sweep.config.enqueue:
+            study.enqueue_trial(point)
+    return url
+
+
+def load(sweep: Sweep, url: str, name: str, worker: int = 0):
+    import optuna
+
+    quiet_optuna()
+    return optuna.load_study(study_name=name, storage=open_storage(url, sweep.config.heartbeat),
+                             sampler=make_sampler(sweep, worker), pruner=make_pruner(sweep))
+
+
+def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, timeout: float | None,
+             keep: bool, worker: int = 0) -> None:
+    """Run `n_trials` trials (and any queued retries first) in this process."""
+    from optuna.storages import fail_stale_trials
+
+    from skillgraft.sweep.results import tidy_outputs
+    from skillgraft.sweep.trial import mark_interrupted, run_trial
+
+    study = load(sweep, url, name, worker)
+    fail_stale_trials(study)
+    mark_interrupted(study)
+
+    def after(study, frozen):
+        state = frozen.state.name
+        values = "" if frozen.values is None else " " + " ".join(f"{v:.4g}" for v in frozen.values)
+        print(f"sweep: trial {frozen.number} {state}{values}", file=sys.stderr, flush=True)
+        if not keep:
+            tidy_outputs(study, out)
+
+    try:
+        study.optimize(lambda trial: run_trial(trial, sweep, out), n_trials=n_trials, timeout=timeout,
+                       callbacks=[after], catch=(Exception,), gc_after_trial=False)
+    except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
+        requeue_interrupted(study)
+        raise
+
+
+def requeue_interrupted(study) -> None:
+    """Queue the trials this process was running when Ctrl-C came (failed, no result yet) again
+    with the same parameters, through the callback a stale heartbeat uses."""
+    import os
+    import socket
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    from skillgraft.sweep.trial import mark_interrupted
+
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        folder = Path(trial.user_attrs.get("trial", {}).get("dir", "."))
+        if trial.user_attrs.get("trial", {}).get("host") == me and not (folder / "result.json").exists():
+            RetryHeartbeatStaleTrialCallback(max_retry=3)(study, trial)
+    mark_interrupted(study)
+
+
+def _worker(args: tuple) -> None:
+    """A worker process: reload the sweep (the config is the interface) and optimise."""
+    path, overrides, out, url, name, n_trials, timeout, keep, worker, threads = args
+    import torch
+
+    from skillgraft.sweep.config import load_sweep
+
+    torch.set_num_threads(threads)
+    try:
+        optimize(load_sweep(path, overrides), Path(out), url, name, n_trials, timeout=timeout, keep=keep,
+                 worker=worker)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str, n_trials: int, workers: int, *,
+                timeout: float | None, keep: bool) -> None:
+    """K local processes on the same storage; the N trials are split between them."""
+    import os
+
+    share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_worker, args=((path, list(overrides), str(out), url, name, n, timeout, keep, i,
+                                                    threads),), daemon=False)
+             for i, n in enumerate(share) if n]
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(procs)} workers failed (exit status {failed[0]}); "
+                        "see their error lines above")
+
+
+def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None, name: str | None,
+              n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool):
+    """`sweep run`: prepare (or resume) the study, run the trials, return the study."""
+    from skillgraft.sweep.config import load_sweep
+
+    if workers < 1:
+        raise UserError(f"--workers {workers}: give at least 1")
+    if n_trials is not None and n_trials < 1:
+        raise UserError(f"--n-trials {n_trials}: give at least 1")
+    sweep = load_sweep(path, overrides)
+    name = name or Path(out).resolve().name
+    url = prepare_study(sweep, out, storage, name, new=new)
+    n = n_trials if n_trials is not None else sweep.config.n_trials
+    if workers == 1:
+        optimize(sweep, out, url, name, n, timeout=timeout, keep=keep)
+    else:
+        run_workers(path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep)
+    return load(sweep, url, name), url

@@ -1,0 +1,177 @@
+"""One trial: materialise the recipe, run it (graft or training), evaluate it, write its folder.
+
+    DIR/trials/NNNN/recipe.yaml     the exact recipe; `skillgraft run` on it rebuilds the output
+    DIR/trials/NNNN/output/         the grafted model, or the training run's folder (deleted when
+                                    the trial is neither best nor on the Pareto front, unless --keep)
+    DIR/trials/NNNN/result.json     parameters, objective and constraint values, seconds, state
+    DIR/trials/NNNN/skillgraft.json the manifest of what the trial wrote
+
+The recipe is written before anything runs, so even a trial that failed or was pruned can be
+rebuilt with one command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import yaml
+
+from skillgraft.checkpoint.manifest import write_manifest
+from skillgraft.checkpoint.publish import write_file_atomic
+from skillgraft.sweep.config import Sweep
+from skillgraft.sweep.space import suggest
+
+
+def trial_dir(out: Path, number: int) -> Path:
+    return Path(out) / "trials" / f"{number:04d}"
+
+
+def rebuild_command(folder: Path) -> str:
+    return f"skillgraft run {folder / 'recipe.yaml'}"
+
+
+def evaluate(entries, model_dir: str, recipe) -> list[float]:
+    """The value of every objective or constraint for the model in `model_dir`; a suite runs once
+    however many of its scores are asked for. A score the suite leaves empty is NaN."""
+    from skillgraft.evaluate.runner import run_suite
+    from skillgraft.sweep.measures import MEASURES
+
+    suites: dict[str, dict] = {}
+    values = []
+    for entry in entries:
+        if entry.measure is not None:
+            values.append(float(MEASURES[entry.measure](model_dir, recipe, **entry.options)))
+            continue
+        if entry.suite not in suites:
+            suites[entry.suite] = run_suite({"trial": model_dir}, entry.suite, log=None)["scores"]["trial"]
+        value = suites[entry.suite].get(entry.set, {}).get(entry.metric)
+        values.append(math.nan if value is None else float(value))
+    return values
+
+
+def constraint_values(constraints, values: list[float]) -> list[float]:
+    """Optuna's convention: ≤ 0 is feasible."""
+    out = []
+    for spec, value in zip(constraints, values):
+        worst = max((spec.min - value) if spec.min is not None else -math.inf,
+                    (value - spec.max) if spec.max is not None else -math.inf)
+        out.append(float(worst))
+    return out
+
+
+def _run_recipe(recipe, sweep: Sweep, on_probe) -> str:
+    """Carry out the recipe; returns the folder of the model to evaluate."""
+    if sweep.recipe_kind == "graft":
+        from skillgraft.vectors import graft
+        from skillgraft.vectors.recipe import graft_arguments
+
+        graft(recipe.target, recipe.output, quiet=True, **graft_arguments(recipe))
+        return recipe.output
+    from skillgraft.train.run import train
+
+    summary = train(recipe, on_probe=on_probe)
+    shutil.rmtree(Path(recipe.output_dir) / "checkpoints", ignore_errors=True)  # Trainer's working state
+    return summary["merged_dir"] or summary["model_dir"]
+
+
+def _pruning_reporter(trial):
+    """Report the training monitor's retention to Optuna; stop the run when the pruner says so."""
+    import optuna
+
+    def on_probe(record: dict) -> None:
+        if record.get("retention") is None:
+            return
+        trial.report(record["retention"], record["step"])
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {record['step']} (retention {record['retention']:.3f})")
+    return on_probe
+
+
+def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
+    """Optuna's objective for one trial (values in the order of `objectives`)."""
+    import optuna
+
+    config = sweep.config
+    folder = trial_dir(out, trial.number)
+    folder.mkdir(parents=True, exist_ok=True)
+    trial.set_user_attr("trial", {"dir": str(folder), "host": f"{socket.gethostname()}:{os.getpid()}"})
+    values = suggest(trial, config.space)
+    recipe = sweep.recipe(values, folder / "output")
+    write_file_atomic(folder / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    record = {"number": trial.number, "params": trial.params, "recipe": values, "rebuild": rebuild_command(folder)}
+    start = time.perf_counter()
+    try:
+        on_probe = _pruning_reporter(trial) if config.pruner is not None else None
+        model_dir = _run_recipe(recipe, sweep, on_probe)
+        ran = time.perf_counter()
+        scores = evaluate([*config.objectives, *config.constraints], model_dir, recipe)
+    except optuna.TrialPruned as exc:
+        _finish(folder, {**record, "state": "PRUNED", "reason": str(exc)}, keep_output=False)
+        raise
+    except Exception as exc:
+        _finish(folder, {**record, "state": "FAIL", "error": f"{type(exc).__name__}: {exc}"}, keep_output=False)
+        trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    evaluated = time.perf_counter()
+    objectives = scores[:len(config.objectives)]
+    constraints = constraint_values(config.constraints, scores[len(config.objectives):])
+    timing = {"recipe_seconds": ran - start, "eval_seconds": evaluated - ran}
+    trial.set_user_attr("result", {**timing, "constraints": constraints,
+                                   "constraint_values": scores[len(config.objectives):]})
+    _finish(folder, {**record, "state": "COMPLETE", "values": objectives, "constraints": constraints,
+                     "model": str(Path(model_dir).relative_to(folder)), **timing}, keep_output=True)
+    return objectives if len(objectives) > 1 else objectives[0]
+
+
+def _finish(folder: Path, result: dict, *, keep_output: bool) -> None:
+    if not keep_output:
+        remove_output(folder)
+    write_file_atomic(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_manifest(folder, kind="trial", inputs=[], options={"params": result["params"]},
+                   extra={"state": result["state"]})
+
+
+def remove_output(folder: Path) -> bool:
+    """Delete a trial's model output (and partial outputs a killed run left); True if there was one.
+    A rename first, so two workers tidying at once never both delete and rewrite."""
+    output = folder / "output"
+    for partial in folder.glob(".output.*"):
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+    if not output.exists():
+        return False
+    doomed = folder / f".output.deleting-{os.getpid()}"
+    try:
+        os.rename(output, doomed)
+    except OSError:
+        return False  # another worker got there first
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True
+
+
+def mark_interrupted(study) -> None:
+    """Trials that failed without a result (their process was killed) get one, and lose their
+    half-written output; the recipe stays."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        folder = Path(trial.user_attrs.get("trial", {}).get("dir", ""))
+        if trial.user_attrs.get("trial") and folder.is_dir() and not (folder / "result.json").exists():
+            _finish(folder, {"number": trial.number, "params": trial.params, "rebuild": rebuild_command(folder),
+                             "state": "FAIL", "error": "interrupted (killed, or Ctrl-C); queued again"},
+                    keep_output=False)
+
+
+def drop_output(folder: Path) -> None:
+    """After the trial fell off the front: delete its output, keep its recipe, say so in its manifest."""
+    if remove_output(folder):
+        result = json.loads((folder / "result.json").read_text())
+        result["output_deleted"] = "neither best nor on the Pareto front (rerun with --keep to keep outputs)"
+        write_file_atomic(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+        write_manifest(folder, kind="trial", inputs=[], options={"params": result["params"]},
+                       extra={"state": result["state"], "deleted": ["output/"]})
