@@ -164,7 +164,7 @@ def allowed_keys(model: type[BaseModel], loc: list) -> list[str]:
         field = current.model_fields.get(part) if _is_model(current) else None
         if field is None:
             return []
-        current = _model_in(field.annotation)
+        current = model_in(field.annotation)
     return list(current.model_fields) if _is_model(current) else []
 
 
@@ -172,12 +172,12 @@ def _is_model(value) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
-def _model_in(annotation):
+def model_in(annotation):
     """The BaseModel class inside an annotation (`Foo`, `list[Foo]`, `Foo | None`...), if any."""
     if _is_model(annotation):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _model_in(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None

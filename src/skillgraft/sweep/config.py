@@ -206,13 +206,13 @@ def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
 def recipe_keys(model: type[BaseModel], tree: dict, prefix: str = "") -> list[str]:
     """Every dotted key of a recipe: its fields, nested sections, and the entries of lists of
     sections that the base recipe has (`vectors.0.scale`)."""
-    from skillgraft.config import _model_in
+    from skillgraft.config import model_in
 
     keys = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         keys.append(key)
-        inner = _model_in(field.annotation)
+        inner = model_in(field.annotation)
         value = tree.get(name) if isinstance(tree, dict) else None
         if inner is None:
             continue
