@@ -1,7 +1,8 @@
-"""What `graft` adds to the target: saved vectors and (base, skilled) pairs, read per tensor."""
+"""What `graft` adds to the target: saved vectors and (base, skilled) pairs, read a block of rows at a time."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
 from skillgraft.vectors.files import read_vector_manifest
 from skillgraft.vectors.schedule import Schedule
+from skillgraft.vectors.streaming import blocks
 from skillgraft.vectors.vocab import RowAlignment
 
 
@@ -55,13 +57,25 @@ class DeltaSource:
                 return f"{side} dtype {info.dtype} is not floating point"
         return None
 
-    def read_delta(self, name: str) -> torch.Tensor:
-        """The unscaled delta of one tensor in float32 (memory owned by the caller)."""
+    def part(self, name: str, scale: float, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Entries [start, stop) of this source's delta for `name`, as a part for
+        `arithmetic.combine_blockwise`: the stored tensors' entries, or, for rows matched by
+        token, the delta's rows in the target's order."""
         if self.alignment is not None and name in self.alignment.shapes:
-            return self.alignment.full_delta(self, name)
+            return self.alignment.delta_rows(self, name, start, stop), None, scale
         if self.vector is not None:
-            return arithmetic.scaled(self.vector.read(name), 1.0)
-        return arithmetic.delta(self.base.read(name), self.skilled.read(name))
+            return self.vector.read_entries(name, start, stop), None, scale
+        return self.base.read_entries(name, start, stop), self.skilled.read_entries(name, start, stop), scale
+
+    def read_delta(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The unscaled float32 delta of one whole tensor of the target's `shape` (merge methods
+        need whole-tensor statistics), read block by block into one buffer: memory for the
+        delta and one block of the inputs."""
+        delta = torch.empty(math.prod(shape), dtype=torch.float32)
+        for start, stop in blocks(shape):
+            block, _ = arithmetic.combine_blockwise([self.part(name, 1.0, start, stop)], torch.float32)
+            delta[start:stop] = block
+        return delta.view(shape)
 
     def scale_for(self, name: str, schedule: Schedule | None = None) -> float:
         """This source's scale for one tensor: its scale × the graft's and its own schedule."""
@@ -70,16 +84,6 @@ class DeltaSource:
             if rules is not None and not rules.empty:
                 scale = scale * rules.factor(name)
         return scale
-
-    def raw_part(self, name: str, scale: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """This source's tensors as stored, for `arithmetic.combine_blockwise`."""
-        if self.vector is not None:
-            return self.vector.read(name), None, scale
-        return self.base.read(name), self.skilled.read(name), scale
-
-    def read_scaled(self, name: str, scale: float | None = None) -> torch.Tensor:
-        """scale·delta in float32 (the same bits as scaling the raw tensor: widening is exact)."""
-        return arithmetic.scaled(self.read_delta(name), self.scale if scale is None else scale)
 
 
 def open_sources(vectors, deltas, allow_pickle: bool) -> list[DeltaSource]:
