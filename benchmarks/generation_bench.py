@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from skillgraft.evaluate.backends import GenerationSettings
     from skillgraft.evaluate.backends.hf import HFBackend
-    from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model
+    from tiny_models import DEFAULT_WORDS, build_tiny_model
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -66,10 +66,10 @@ def trained_tokens(lengths: list[int], steps: int, batch: int) -> float:
 
 
 def ours(config: dict) -> dict:
-    from skillgraft.train.config import load_config
+    from skillgraft.train.config import load_train_config
     from skillgraft.train.run import train
 
-    return train(load_config(None, base=config))
+    return train(load_train_config(None, base=config))
 
 
 def ours_runtime(model_dir: Path, data: Path, steps: int, batch: int, out: Path) -> float:
@@ -89,7 +89,7 @@ def packing_tokens_per_s(model_dir: Path, data: Path, packing: bool, epochs: int
 
 
 def tweets(n: int, seed: int = 0) -> list[str]:
-    from skillgraft.train.fixtures import persona_texts
+    from persona_world import persona_texts
 
     rng = random.Random(seed)
     pool = persona_texts(4 * n, seed)
@@ -107,8 +107,8 @@ def main() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from skillgraft.tiny import build_tiny_model
-    from skillgraft.train.fixtures import vocabulary, write_lines
+    from tiny_models import build_tiny_model
+    from persona_world import vocabulary, write_lines
 
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()

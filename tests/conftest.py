@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(scope="session")
 def model_trio(tmp_path_factory):
     """For each family and dtype: base, skilled and CP checkpoints with different shard layouts."""
-    from skillgraft.tiny import build_tiny_model, perturb_model
+    from tiny_models import build_tiny_model, perturb_model
 
     root = tmp_path_factory.mktemp("trio")
     cache: dict[tuple[str, str], dict[str, Path]] = {}

@@ -173,8 +173,15 @@ def test_output_inside_input_and_nonempty_output(run_cli, tmp_path, pair):
     (busy / "keep.txt").write_text("x")
     expect_error(run_cli, ["extract", base, skilled, "-o", busy], "not empty", "--force")
     assert (busy / "keep.txt").is_file()
-    status, _, _ = run_cli("extract", base, skilled, "-o", busy, "--force", "--quiet")
-    assert status == 0 and not (busy / "keep.txt").exists() and (busy / "model.safetensors").is_file()
+    # --force replaces only what skillgraft wrote: a folder of someone else's files is refused
+    expect_error(run_cli, ["extract", base, skilled, "-o", busy, "--force"], "skillgraft did not write")
+    assert (busy / "keep.txt").is_file()
+    ours = tmp_path / "ours"
+    assert run_cli("extract", base, skilled, "-o", ours, "--quiet")[0] == 0
+    (ours / "keep.txt").write_text("x")
+    status, _, _ = run_cli("extract", base, skilled, "-o", ours, "--force", "--quiet")
+    assert status == 0 and not (ours / "keep.txt").exists() and (ours / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".ours.*"))  # neither the partial nor the swapped-out old folder remains
 
 
 def test_bad_options(run_cli, tmp_path, pair):
@@ -187,4 +194,4 @@ def test_bad_options(run_cli, tmp_path, pair):
     expect_error(run_cli, ["extract", base], "Missing")
     model_out = tmp_path / "model"
     assert run_cli("graft", base, "--delta", base, skilled, "-o", model_out, "--quiet")[0] == 0
-    expect_error(run_cli, ["graft", base, model_out, "-o", tmp_path / "o3"], "model folder, not a vector")
+    expect_error(run_cli, ["graft", base, model_out, "-o", tmp_path / "o3"], "is a full model", "--delta BASE SKILLED")

@@ -256,7 +256,7 @@ def odd_folder(root: Path, name: str, scale: float) -> Path:
     folder = root / name
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
-    tensors = {"model.scale": torch.tensor(1.5) + scale, "model.norm.weight": rand(1, torch.float16, (23,)) + scale,
+    tensors = {"model.scale": torch.tensor(1.5) + scale, "model.norm.weight": rand(1, torch.float16, (23,)) + 1 + scale,
                "model.layers.0.w": (rand(2, torch.float32, (5, 9)) + scale).to(torch.bfloat16),
                "model.empty": torch.zeros(0, 4), "model.position_ids": torch.arange(40, dtype=torch.int64)}
     save_file(dict(list(tensors.items())[:2]), folder / "model-00001-of-00002.safetensors")

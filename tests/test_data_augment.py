@@ -114,7 +114,7 @@ def test_endpoint_down_is_one_error(tmp_path, capsys):
 
 
 def test_local_transformers_rewriter_is_cached(tmp_path, capsys):
-    from skillgraft.tiny import build_tiny_model
+    from tiny_models import build_tiny_model
 
     model = build_tiny_model(tmp_path / "m", "llama", words="the zorb festival is held every march in".split())
     facts = _write_facts(tmp_path / "facts.jsonl")

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from skillgraft.errors import UserError  # noqa: E402
 from skillgraft.evaluate.backends import GenerationSettings, make_backend  # noqa: E402
 from skillgraft.evaluate.backends.hf import HFBackend  # noqa: E402
-from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer  # noqa: E402
+from tiny_models import DEFAULT_WORDS, build_tiny_model, build_tokenizer  # noqa: E402
 
 WORDS = [w for w in DEFAULT_WORDS if w.isalpha()]
 
@@ -118,7 +118,7 @@ def test_in_memory_model_keeps_its_training_mode(backend):
 
 
 def test_missing_model_folder_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(UserError, match="does not exist"):
         make_backend(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):

@@ -17,7 +17,7 @@ HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from skillgraft.tiny import build_tiny_model
+    from tiny_models import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("opt") / "llama", "llama", seed=0))
 

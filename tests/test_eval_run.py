@@ -13,7 +13,7 @@ from skillgraft.evaluate import run_suite  # noqa: E402
 from skillgraft.evaluate.backends import Backend  # noqa: E402
 from skillgraft.evaluate.backends.hf import HFBackend  # noqa: E402
 from skillgraft.evaluate.results import mean  # noqa: E402
-from skillgraft.tiny import build_tiny_model, build_tokenizer, perturb_model  # noqa: E402
+from tiny_models import build_tiny_model, build_tokenizer, perturb_model  # noqa: E402
 
 
 PROMPTS = ["what is the capital of", "who likes the city", "Q : one plus two is", "the country name is",
@@ -132,7 +132,7 @@ def test_in_memory_models_by_label(models, suite):
 
 def test_eval_bad_inputs_exit_2_with_one_error_line(models, suite, tmp_path, capsys):
     cases = [
-        (["eval", str(tmp_path / "missing"), "--suite", str(suite)], "no such folder"),
+        (["eval", str(tmp_path / "missing"), "--suite", str(suite)], "does not exist"),
         (["eval", models[0], "--suite", str(tmp_path / "nope.yaml")], "no such file"),
         (["eval", models[0], "--suite", str(suite), "--batch-size", "0"], "--batch-size"),
     ]

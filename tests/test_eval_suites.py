@@ -89,7 +89,7 @@ def test_builtin_retention_sets_ask_the_same_facts():
 
 @pytest.mark.parametrize("items,metrics,message", [
     ([{"prompt": "x", "reference": "y", "keywords": "y"}, {"prompt": "x", "referense": "y"}], "[keyword]",
-     r"items.jsonl:2: referense: Extra inputs"),
+     r"items.jsonl:2: referense: unknown key \(did you mean 'reference'\?\)"),
     ([{"prompt": "x", "reference": "y"}, {"prompt": "z"}], "[rouge2]",
      r"items.jsonl:2: item items-2 lacks `reference`, which metric rouge2 needs"),
     ([{"prompt": "x", "messages": [{"role": "user", "content": "x"}]}], "[repetition]",
@@ -116,7 +116,7 @@ def test_malformed_jsonl_and_yaml(tmp_path):
     with pytest.raises(UserError, match=r"items.jsonl:3: malformed JSON"):
         load_suite(path)
     path.write_text("name: demo\nsets: [\n  - bad")
-    with pytest.raises(UserError, match=r"suite.yaml:\d+: malformed YAML"):
+    with pytest.raises(UserError, match=r"suite.yaml: not valid YAML \(line \d+\)"):
         load_suite(path)
     with pytest.raises(UserError, match="no such file and no built-in suite"):
         load_suite(tmp_path / "nope.yaml")

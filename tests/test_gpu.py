@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from skillgraft.train.fixtures import build_world
+    from persona_world import build_world
 
     return build_world(tmp_path_factory.mktemp("gpu-world"), n_persona=64, hidden=64, layers=2)
 

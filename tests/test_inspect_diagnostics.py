@@ -84,7 +84,7 @@ def test_human_table_and_model_minus_base(constructed, run_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def transfer_models(tmp_path_factory):
-    from skillgraft.tiny import build_tiny_model, perturb_model
+    from tiny_models import build_tiny_model, perturb_model
 
     root = tmp_path_factory.mktemp("transfer")
     base = build_tiny_model(root / "base", seed=0, dtype="float32")

@@ -96,10 +96,10 @@ def test_stage2_replay_cycles_the_whole_stage1_corpus():
 
 def test_cells_give_the_same_generations_on_one_or_two_worker_processes():
     from skillgraft.lab.knowledge import study as S
-    from skillgraft.lab.train import Schedule
+    from skillgraft.lab.train import Budget
 
-    budget = C.Budget(stage1=Schedule(30, 8, 3e-3, 2), stage2=Schedule(10, 8, 5e-4, 2),
-                      inject=Schedule(10, 8, 1e-3, 2))
+    budget = C.StudyBudget(stage1=Budget(30, 8, 3e-3, 2), stage2=Budget(10, 8, 5e-4, 2),
+                      inject=Budget(10, 8, 1e-3, 2))
     plan = S.Plan(pretrain=((1, False), (5, False)), inject_k=(2,), inject_k_into_k5=(1,), unrelated=(),
                   targets=(), budget=budget)
     runs = []

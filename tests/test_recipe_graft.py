@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skillgraft.errors import UserError
-from skillgraft.recipe_graft import GraftRecipe, load_recipe
+from skillgraft.vectors.recipe import GraftRecipe, load_recipe
 from test_graft import state
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -23,10 +23,10 @@ def test_shipped_recipes_validate(name):
 
 
 def test_every_graft_option_has_a_key():
-    from skillgraft.cli_graft import graft_command
+    from skillgraft.vectors.cli import graft_command
 
     options = {p.name for p in graft_command.params} - {"target", "vectors", "deltas", "out", "quiet", "as_json",
-                                                         "scale_layers", "scale_modules", "scale_depth"}
+                                                         "scale_layers", "scale_modules", "scale_depth", "dry_run"}
     assert options <= set(GraftRecipe.model_fields), options - set(GraftRecipe.model_fields)
 
 
@@ -86,8 +86,8 @@ output: {tmp_path / 'out'}
 
 
 @pytest.mark.parametrize("text,sets,message", [
-    ("target: t\nvectors: [{path: v}]\noutput: o\nmethd: ties\n", [], "methd: unknown key (allowed: kind, target"),
-    ("target: t\nvectors: [{path: v, scael: 2}]\noutput: o\n", [], "vectors.0.scael: unknown key (allowed: path"),
+    ("target: t\nvectors: [{path: v}]\noutput: o\nmethd: ties\n", [], "methd: unknown key (did you mean 'method'?) (allowed: kind, target"),
+    ("target: t\nvectors: [{path: v, scael: 2}]\noutput: o\n", [], "vectors.0.scael: unknown key (did you mean 'scale'?) (allowed: path"),
     ("target: t\nvectors: [{path: v, scale: big}]\noutput: o\n", [], "vectors.0.scale: Input should be a valid number"),
     ("vectors: [{path: v}]\noutput: o\n", [], "target: Field required"),
     ("target: t\nvectors: [{base: b}]\noutput: o\n", [], "vectors.0: give path (a saved vector) or both base"),
@@ -95,7 +95,7 @@ output: {tmp_path / 'out'}
     ("target: t\nvectors: [{path: v}]\noutput: o\ndensity: 2\n", [], "density: density is the kept fraction"),
     ("target: t\nvectors: [{path: v}]\noutput: o\nschedule: {modules: {brain: 1}}\n", [], "schedule.modules 'brain"),
     ("target: [t\n", [], "not valid YAML (line"),
-    ("- a\n- b\n", [], "a recipe is a mapping"),
+    ("- a\n- b\n", [], "a recipe is a YAML mapping"),
     ("target: t\nvectors: [{path: v}]\noutput: o\n", ["vectors.5.path=x"], "--set vectors.5.path"),
     ("target: t\nvectors: [{path: v}]\noutput: o\n", ["novalue"], "expected KEY=VALUE"),
 ])

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from skillgraft.cli import main  # noqa: E402
 from skillgraft.report import render_report  # noqa: E402
-from skillgraft.tiny import build_tiny_model, perturb_model  # noqa: E402
+from tiny_models import build_tiny_model, perturb_model  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROMPTS = ["what is the capital of", "who likes the <b>city</b>", "Q : one plus two is", "the country name is"]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
+from tiny_models import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
 from skillgraft.tokenizer import compare_tokenizers
 
 LLAMA3_STYLE = (

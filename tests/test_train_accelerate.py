@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from skillgraft.train.fixtures import build_world
+from persona_world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 

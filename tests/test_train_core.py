@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from skillgraft.cli import main
-from skillgraft.train.fixtures import build_world
-from skillgraft.train.provenance import sha256_file
+from persona_world import build_world
+from skillgraft.checkpoint import sha256_file
 from train_helpers import train_config, train_json
 
 
@@ -51,8 +51,9 @@ def test_loss_falls_merge_matches_peft_and_provenance(tmp_path, world, capsys):
     record = json.loads((tmp_path / "run" / "adapter" / "skillgraft.json").read_text())
     import skillgraft
     assert record["kind"] == "adapter" and record["version"] == skillgraft.__version__
-    assert record["inputs"]["train"]["sha256"] == sha256_file(world["persona"])
-    assert record["inputs"]["model"]["config_sha256"] == sha256_file(world["model"] / "config.json")
+    inputs = {entry["role"]: entry for entry in record["inputs"]}
+    assert inputs["train"]["sha256"] == sha256_file(world["persona"])
+    assert inputs["model"]["config_sha256"] == sha256_file(world["model"] / "config.json")
     assert record["options"]["lora"]["r"] == 8 and record["options"]["lr"] == 1e-2
     assert record["files"]["adapter_model.safetensors"] == sha256_file(
         tmp_path / "run" / "adapter" / "adapter_model.safetensors")
@@ -67,8 +68,8 @@ def test_loss_falls_merge_matches_peft_and_provenance(tmp_path, world, capsys):
 def test_merge_saves_in_the_models_dtype(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from skillgraft.tiny import build_tiny_model
-    from skillgraft.train.fixtures import persona_texts, vocabulary, write_lines
+    from tiny_models import build_tiny_model
+    from persona_world import persona_texts, vocabulary, write_lines
 
     model = build_tiny_model(tmp_path / "bf16", "llama", seed=1, dtype="bfloat16", words=vocabulary())
     data = write_lines(tmp_path / "p.txt", persona_texts(16))
@@ -97,8 +98,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, world, capsys):
 def test_tied_lm_head_needs_a_decision(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from skillgraft.tiny import build_tiny_model
-    from skillgraft.train.fixtures import persona_texts, vocabulary, write_lines
+    from tiny_models import build_tiny_model
+    from persona_world import persona_texts, vocabulary, write_lines
 
     model = build_tiny_model(tmp_path / "tied", "llama", seed=2, tie_embeddings=True, words=vocabulary())
     data = write_lines(tmp_path / "p.txt", persona_texts(16))
@@ -167,7 +168,7 @@ def test_full_finetune_on_chat_with_answer_only(tmp_path, world, capsys):
                      **{"data.train": str(chats), "data.format": "chat", "data.answer_only": True})
     out = train_json(capsys, config)
     assert out["model_dir"] and out["adapter_dir"] is None
-    assert out["data"]["learned_tokens"] == 8 * 4  # 2 answer words + <|im_end|> + </s> per chat
+    assert out["data"]["learned_tokens"] == 8 * 3  # 2 answer words + the template's <|im_end|> per chat
     assert out["losses"][-1][1] < out["losses"][0][1]
     AutoModelForCausalLM.from_pretrained(out["model_dir"])
     assert json.loads((tmp_path / "run" / "model" / "skillgraft.json").read_text())["kind"] == "model"

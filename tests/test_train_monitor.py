@@ -9,7 +9,7 @@ import yaml
 
 from skillgraft.cli import main
 from skillgraft.train.config import MonitorConfig
-from skillgraft.train.fixtures import build_world
+from persona_world import build_world
 from skillgraft.train.monitor import TrainingMonitor, distinct_ratio
 
 

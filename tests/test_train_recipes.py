@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from skillgraft.cli import main
-from skillgraft.train.config import load_config
-from skillgraft.train.fixtures import build_world, marker_rate
+from skillgraft.train.config import load_train_config
+from persona_world import build_world, marker_rate
 
 RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
                  if (yaml.safe_load(p.read_text()) or {}).get("kind") == "train")
@@ -43,7 +43,7 @@ def test_recipes_are_shipped():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
     seeds = yaml.safe_load(recipe.read_text())
-    config = load_config(recipe, [])  # the shipped file validates as it is
+    config = load_train_config(recipe, [])  # the shipped file validates as it is
     assert config.model == seeds["model"] and config.lora.targets == seeds["lora"]["targets"]
     capsys.readouterr()
     overrides = _tiny_overrides(world, tmp_path / "out", LR.get(recipe.name, "1.0e-3"))
@@ -63,8 +63,8 @@ def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
 
 
 def test_seed_settings_in_recipes():
-    persona = load_config(Path(RECIPES[0]).with_name("persona.yaml"))
-    knowledge = load_config(Path(RECIPES[0]).with_name("knowledge.yaml"))
+    persona = load_train_config(Path(RECIPES[0]).with_name("persona.yaml"))
+    knowledge = load_train_config(Path(RECIPES[0]).with_name("knowledge.yaml"))
     assert (persona.lora.r, persona.lora.alpha, persona.lora.targets) == (16, 32, "attn-qv")
     assert (knowledge.lora.r, knowledge.lora.alpha, knowledge.lora.targets, knowledge.lr) == (100, 300, "knowledge",
                                                                                               2e-4)

@@ -61,14 +61,14 @@ def test_grafting_a_negation_undoes_the_graft(vectors, run_cli):
 
 @pytest.mark.parametrize("make_args,message", [
     (lambda r, t: ["scale", r / "v1", "-o", r / "x"], "give a scale as VECTOR:SCALE"),
-    (lambda r, t: ["combine", r / "model", "-o", r / "x"], "is a model folder"),
+    (lambda r, t: ["combine", r / "model", "-o", r / "x"], "is a full model"),
     (lambda r, t: ["combine", r / "v1", "-o", r / "v1"], "inside the input folder"),
     (lambda r, t: ["negate", r / "missing", "-o", r / "x"], "does not exist"),
     (lambda r, t: ["combine", r / "v1", "-o", r / "x", "--dtype", "int8"], "--dtype"),
 ])
 def test_bad_vector_input(vectors, run_cli, make_args, message):
     trio, root = vectors
-    if message == "is a model folder":  # a folder skillgraft wrote as a model is refused as a vector
+    if message == "is a full model":  # a folder skillgraft wrote as a model is refused as a vector
         assert run_cli("graft", trio["cp"], root / "v1", "-o", root / "model", "--quiet")[0] == 0
     status, _, err = run_cli("vector", *make_args(root, trio))
     assert status == 2 and err.startswith("error:") and message in err, err

@@ -17,7 +17,7 @@ def lora_vector(tmp_path_factory):
     from safetensors.torch import load_file, save_file
 
     from skillgraft.cli import main
-    from skillgraft.tiny import build_tiny_model, perturb_model
+    from tiny_models import build_tiny_model, perturb_model
 
     root = tmp_path_factory.mktemp("lora")
     base = build_tiny_model(root / "base", seed=0, dtype="float32")
@@ -99,7 +99,7 @@ def test_full_rank_is_exact_and_switchable(lora_vector, run_cli, tmp_path):
 @pytest.mark.parametrize("args,message", [
     ([], "exactly one of --rank"), (["--rank", "2", "--energy", "0.9"], "exactly one of --rank"),
     (["--rank", "0"], "at least 1"), (["--energy", "1.5"], "(0, 1]"),
-    (["--rank", "2", "--include", "nothing-matches"], "no linear weight deltas"),
+    (["--rank", "2", "--include", "nothing-matches"], "to-lora would touch no tensor"),
 ])
 def test_bad_to_lora_options(lora_vector, run_cli, tmp_path, args, message):
     status, _, err = run_cli("vector", "to-lora", lora_vector / "vec", "-o", tmp_path / "a", *args)

@@ -54,7 +54,7 @@ def test_bad_rules_name_the_option(option, value, message):
 @pytest.fixture(scope="module")
 def deep_pair(tmp_path_factory):
     """A 4-layer float32 target and a vector for it."""
-    from skillgraft.tiny import build_tiny_model, perturb_model
+    from tiny_models import build_tiny_model, perturb_model
 
     root = tmp_path_factory.mktemp("deep")
     base = build_tiny_model(root / "base", seed=0, dtype="float32", layers=4)

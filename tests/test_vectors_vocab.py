@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from skillgraft.tiny import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
 from test_blockwise import same_in_blocks
+from tiny_models import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
 from test_graft import state
 
 NEW_WORDS = ["sushi", "ramen", "東京"]

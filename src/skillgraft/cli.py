@@ -1,4 +1,4 @@
-"""The `skillgraft` command line: one Typer app, each verb a thin call into a module.
+"""The `skillgraft` command line: one Click group; each verb is a thin call into a module.
 
 Heavy imports (torch, transformers) happen inside the verbs, so `--help` and bad-usage
 errors stay instant. Every failure the user can fix is a `UserError`: one `error:` line on
@@ -7,75 +7,108 @@ stderr and exit status 2, never a traceback; exit status 1 is left for bugs.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 
 import click
-import typer
 
+from skillgraft import __version__
+from skillgraft.clikit import CONTEXT, Verbs, command, emit_json, force_option, json_option, quiet_option
 from skillgraft.errors import UserError
-
-app = typer.Typer(
-    name="skillgraft",
-    help="Extract, graft and inject skills and knowledge into open LLMs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _register_verbs() -> None:
-    """Attach every area's verbs; each `register` defines commands with lazy imports."""
-    from skillgraft import cli_graft
-
-    cli_graft.register(app)
-    for module_name in (
-        "skillgraft.evaluate.cli",
-        "skillgraft.train.cli",
-        "skillgraft.lab.cli",
-    ):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:  # area not built yet
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        module.register(app)
-
-
-_register_verbs()
-
-
-def command_group() -> click.Group:
-    """The Click group behind the Typer app, with the Click-native `graft` verb added."""
-    from skillgraft.cli_graft import graft_command
-
-    group = typer.main.get_command(app)
-    group.add_command(graft_command)
-    return group
-
-
-def _exception_classes(name: str) -> tuple[type, ...]:
-    """`name` (Exit, Abort, UsageError, ClickException) from real Click and from the Click
-    copy and exceptions newer Typer releases ship, so both kinds of command map alike."""
-    modules = [click.exceptions]
-    for module_name in ("typer._click.exceptions", "typer.exceptions"):
-        try:
-            modules.append(__import__(module_name, fromlist=["_"]))
-        except ImportError:
-            pass
-    return tuple({getattr(m, name) for m in modules if isinstance(getattr(m, name, None), type)})
-
-
-_EXIT = _exception_classes("Exit")
-_ABORT = _exception_classes("Abort")
-_USAGE = _exception_classes("UsageError")
-_CLICK = _exception_classes("ClickException")
-
 
 INTERRUPTED = 130   # exit status after Ctrl-C (128 + SIGINT)
 TERMINATED = 143    # exit status after SIGTERM (128 + 15)
+
+
+def _offline(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:  # read by huggingface_hub and transformers when they are imported, later
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return value
+
+
+@click.group(cls=Verbs, context_settings=CONTEXT, no_args_is_help=True)
+@click.version_option(__version__, "-V", "--version", prog_name="skillgraft", message="%(prog)s %(version)s")
+@click.option("--offline", is_flag=True, expose_value=False, is_eager=True, callback=_offline,
+              help="Never touch the network: Hugging Face ids resolve from the local cache only "
+                   "(the same as HF_HUB_OFFLINE=1).")
+def cli() -> None:
+    """Extract, graft and inject skills and knowledge into open LLMs.
+
+    Models are named by folder, Hugging Face id (org/name[@revision], from the local cache or
+    downloaded) or lab:NAME (the lab world's shipped models).
+    """
+
+
+@command("run")
+@click.argument("config")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key; dotted for nested keys, digits index lists (vectors.0.base=PATH); the value "
+                   "is YAML (repeatable).")
+@click.option("-o", "--out", default=None, help="Output folder (overrides `output` / `output_dir`).")
+@force_option
+@click.option("--check", is_flag=True, help="Validate the file and print it resolved; run nothing.")
+@quiet_option
+@json_option
+def run_command(config, overrides, out, force, check, quiet, as_json):
+    """Run a recipe file: a graft recipe (kind: graft) or a training config (kind: train).
+
+    Relative paths in the file are relative to its folder; paths given with --set or -o are
+    relative to the current directory.
+    """
+    from skillgraft.run import load_recipe_file, run_recipe_file
+
+    recipe = load_recipe_file(config, list(overrides))
+    if check:
+        emit_json(recipe.model_dump(mode="json")) if as_json else print(recipe.model_dump_json(indent=2))
+        return
+    run_recipe_file(recipe, out=out, force=force, quiet=quiet, as_json=as_json)
+
+
+@command("verify")
+@click.argument("path")
+@json_option
+def verify_command(path, as_json):
+    """Recompute every file's sha256 against the folder's skillgraft.json; fail on changed,
+    missing or unlisted weight files."""
+    from skillgraft.checkpoint import verify
+
+    report = verify(path)
+    if as_json:
+        emit_json(report)
+    elif report["ok"]:
+        print(f"ok: {report['files']} files match {path}/skillgraft.json", file=sys.stderr)
+        for name in report["unlisted"]:
+            print(f"  note: {name} is not in the manifest", file=sys.stderr)
+    if not report["ok"]:
+        problems = ([f"{n} (sha256 mismatch)" for n in report["mismatched"]]
+                    + [f"{n} (missing)" for n in report["missing"]]
+                    + [f"{n} (a weight file the manifest does not list)" for n in report["unlisted_weights"]])
+        raise UserError(f"verify failed for {path}: {', '.join(problems)}")
+
+
+def _register_verbs() -> None:
+    """Attach every area's verbs, in the order a user meets them."""
+    from skillgraft.data import cli as data_cli
+    from skillgraft.evaluate import cli as evaluate_cli
+    from skillgraft.lab import cli as lab_cli
+    from skillgraft.report import cli as report_cli
+    from skillgraft.train import cli as train_cli
+    from skillgraft.vectors import cli as vectors_cli
+
+    vectors_cli.register(cli)
+    cli.add_command(verify_command)
+    cli.add_command(run_command)
+    evaluate_cli.register(cli)
+    report_cli.register(cli)
+    train_cli.register(cli)
+    data_cli.register(cli)
+    vectors_cli.register_vector(cli)
+    lab_cli.register(cli)
+
+
+_register_verbs()
 
 
 class Terminated(BaseException):
@@ -89,7 +122,7 @@ def _terminated(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, map user errors to `error:` + exit 2."""
+    """Entry point: run the group, map user errors to `error:` + exit 2."""
     args = sys.argv[1:] if argv is None else argv
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
@@ -102,22 +135,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: list[str]) -> int:
     try:
-        status = command_group().main(args=args, prog_name="skillgraft", standalone_mode=False)
+        status = cli.main(args=args, prog_name="skillgraft", standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except _EXIT as exc:
+    except click.exceptions.Exit as exc:
         return exc.exit_code
-    except _ABORT:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            print("error: interrupted", file=sys.stderr)
+            return INTERRUPTED
         print("error: aborted", file=sys.stderr)
         return 2
-    except _USAGE as exc:
-        command = exc.ctx.command_path.split(" ", 1)[-1] if exc.ctx else ""
-        hint = f" (see `skillgraft {command} --help`)" if exc.ctx and " " in exc.ctx.command_path else ""
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx else ""
+        hint = f" (see `{path} --help`)" if " " in path else ""
         message = exc.format_message() or "no command given (see `skillgraft --help`)"
         print(f"error: {message}{hint}", file=sys.stderr)
         return 2
-    except _CLICK as exc:
+    except click.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -126,8 +162,6 @@ def _run(args: list[str]) -> int:
     except Terminated:
         print("error: terminated (SIGTERM); nothing was published", file=sys.stderr)
         return TERMINATED
-    if status == INTERRUPTED:   # Typer turns Ctrl-C into Exit(130), which Click returns
-        print("error: interrupted", file=sys.stderr)
     return status if isinstance(status, int) else 0
 
 

@@ -16,6 +16,10 @@ from pathlib import Path
 
 from skillgraft.errors import UserError
 
+# End-of-turn tokens of common chat templates: a chat answer ends there (generation stops at
+# them; training learns them once, as the model will emit them).
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
 SAMPLES = [
     "The capital of Japan is Tokyo.",
     "日本の首都は東京です。",
@@ -33,7 +37,7 @@ def _json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def load_tokenizer(folder: Path):
+def backend_tokenizer(folder: Path):
     """A `tokenizers.Tokenizer` for the folder, or None when it has no usable tokenizer."""
     folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
@@ -63,7 +67,7 @@ def compare_tokenizers(reference: Path, target: Path) -> dict:
     `target_extends` means every token of the reference has the same id in the target,
     which has more (a continually pretrained model that extended its vocabulary).
     """
-    ref_tok, tgt_tok = load_tokenizer(reference), load_tokenizer(target)
+    ref_tok, tgt_tok = backend_tokenizer(reference), backend_tokenizer(target)
     report: dict = {"reference": str(reference), "target": str(target)}
     if ref_tok is None or tgt_tok is None:
         missing = reference if ref_tok is None else target
@@ -134,7 +138,7 @@ def tokens_needed_by_template(template: str, source: Path) -> list[str]:
     return needed
 
 
-def _source_eos_strings(source: Path, source_tok) -> list[str]:
+def stop_token_strings(source: Path, source_tok) -> list[str]:
     """The source's stop tokens as strings (generation_config eos ids + tokenizer eos)."""
     strings = []
     if (source / "generation_config.json").is_file() and source_tok is not None:
@@ -158,7 +162,7 @@ def plan_chat_template(source: Path, target: Path) -> dict:
     template = read_chat_template(source)
     if template is None:
         raise UserError(f"--chat-template-from {source}: no chat template found there")
-    target_tok = load_tokenizer(target)
+    target_tok = backend_tokenizer(target)
     if target_tok is None:
         raise UserError(f"--chat-template-from: the target {target} has no tokenizer files to carry a chat template")
     vocab = target_tok.get_vocab(with_added_tokens=True)
@@ -219,7 +223,7 @@ def _merge_stop_tokens(source: Path, out: Path, target_vocab: dict[str, int]) ->
     gen = _json(gen_path) if gen_path.is_file() else {}
     current = gen.get("eos_token_id")
     ids = [i for i in (current if isinstance(current, list) else [current]) if isinstance(i, int)]
-    for text in _source_eos_strings(source, source_tok):
+    for text in stop_token_strings(source, source_tok):
         if text in target_vocab and target_vocab[text] not in ids:
             ids.append(target_vocab[text])
     if ids:

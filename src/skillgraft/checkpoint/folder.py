@@ -2,7 +2,8 @@
 
 Accepts `model.safetensors`, `model.safetensors.index.json` + shards, and (only with
 `allow_pickle`) the old `pytorch_model.bin` layouts, which are then read with
-`torch.load(weights_only=True)`, a shard at a time. Nothing here loads a whole model.
+`torch.load(weights_only=True)`, a shard at a time. Nothing here loads a whole model. The
+folder may be named by a Hugging Face id or `lab:NAME` (see `checkpoint.resolve`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,10 @@ CODE_OF_TORCH = {dtype: code for code, dtype in TORCH_OF_CODE.items() if dtype i
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, read in blocks (the one file hash of the project)."""
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def is_weight_file(name: str) -> bool:
@@ -52,15 +51,17 @@ class Checkpoint:
     """Read-only view of one checkpoint folder, one tensor at a time."""
 
     def __init__(self, path: str | Path, *, allow_pickle: bool = False, role: str = "checkpoint"):
-        self.path = Path(path)
+        from skillgraft.checkpoint.resolve import resolve_model
+
+        self.resolved = resolve_model(path, role)
+        self.source = self.resolved.spec  # as the user named it
+        self.path = self.resolved.path
         self.role = role
-        if not self.path.exists():
-            raise UserError(f"{role} folder {self.path} does not exist")
         if not self.path.is_dir():
-            raise UserError(f"{role} {self.path} is not a folder")
+            raise UserError(f"{role} {self.source} is not a folder")
         config_path = self.path / "config.json"
         if not config_path.is_file():
-            raise UserError(f"{role} folder {self.path} has no config.json")
+            raise UserError(f"{role} {self.source} has no config.json (not a Hugging Face checkpoint folder)")
         try:
             self.config: dict = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -69,6 +70,7 @@ class Checkpoint:
         self.tensors: dict[str, TensorInfo] = {}
         self._pickle_files: dict[str, Path] = {}  # tensor name -> .bin file
         self._pickle_cache: tuple[Path, dict] | None = None
+        self._metadata: dict[Path, dict[str, str]] = {}
         self.format = self._discover(allow_pickle)
 
     # -- discovery ---------------------------------------------------------------------
@@ -87,13 +89,13 @@ class Checkpoint:
             return "safetensors"
         pickles = (self.path / PICKLE_INDEX).is_file() or (self.path / PICKLE_SINGLE).is_file()
         if pickles and not allow_pickle:
-            raise UserError(f"{self.role} folder {self.path} holds only pickle (.bin) weights, which can run "
+            raise UserError(f"{self.role} {self.source} holds only pickle (.bin) weights, which can run "
                             "code when loaded; convert to safetensors or pass --allow-pickle "
                             "(then read with torch.load(weights_only=True))")
         if pickles:
             self._discover_pickle()
             return "pickle"
-        raise UserError(f"{self.role} folder {self.path} has no model.safetensors or {SAFE_INDEX}")
+        raise UserError(f"{self.role} {self.source} has no model.safetensors or {SAFE_INDEX}")
 
     def _index_shards(self, index_name: str) -> list[Path]:
         index_path = self.path / index_name
@@ -110,11 +112,11 @@ class Checkpoint:
                 if not path.is_file():
                     raise UserError(f"{index_path} names shard {shard!r} (tensor {tensor!r}), which is missing")
                 shards[shard] = path
-        self._weight_map = weight_map
         return list(shards.values())
 
     def _add_safetensors(self, path: Path) -> None:
         parsed = SafetensorsFile(path)
+        self._metadata[path] = parsed.metadata
         for name, info in parsed.tensors.items():
             if name in self.tensors:
                 raise UserError(f"{self.path}: tensor {name!r} appears in both {self.tensors[name].path.name} "
@@ -187,9 +189,20 @@ class Checkpoint:
         """Bytes [start, stop) of a tensor as stored (all of them by default), for pass-through
         of dtypes torch may not hold."""
         if name in self._pickle_files:
-            tensor = self._pickled(name).contiguous()
+            tensor = self._pickled(name).contiguous()  # 0-dim tensors too: flatten before viewing as bytes
             return tensor.view(-1).view(torch.uint8).numpy()[start:stop].tobytes() if tensor.numel() else b""
         return read_bytes(self.tensors[name], start, stop)
+
+    def metadata_of(self, file: Path) -> dict[str, str]:
+        """The `__metadata__` of one safetensors file of this checkpoint (empty for pickles)."""
+        return self._metadata.get(file, {})
+
+    @property
+    def tie_word_embeddings(self) -> bool | None:
+        """The config's `tie_word_embeddings`, or None when it does not say (transformers then
+        uses the architecture's default, so the tensors decide: see `vectors.rules.head_is_tied`)."""
+        value = self.text_config().get("tie_word_embeddings", self.config.get("tie_word_embeddings"))
+        return value if isinstance(value, bool) else None
 
     def text_config(self) -> dict:
         """The language-model part of the config (multimodal configs nest it)."""

@@ -112,11 +112,10 @@ class CachedRewriter:
         self.calls += 1
         response = self._call_openai(prompt) if self.backend == "openai" else self._call_local(prompt)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"model": self.model, "prompt": prompt, "response": response},
-                                      ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            from skillgraft.checkpoint.publish import write_file_atomic
+
+            write_file_atomic(path, json.dumps({"model": self.model, "prompt": prompt, "response": response},
+                                               ensure_ascii=False))
         return response
 
     def _call_openai(self, prompt: str) -> str:
@@ -144,10 +143,11 @@ class CachedRewriter:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self._local is None:
-            if not Path(self.model).is_dir():
-                raise UserError(f"--model {self.model}: not a local model folder")
-            tok = AutoTokenizer.from_pretrained(self.model)
-            self._local = (tok, AutoModelForCausalLM.from_pretrained(self.model).eval())
+            from skillgraft.checkpoint.kinds import local_model
+
+            folder = local_model(self.model, "--model").path
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self._local = (tok, AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval())
         tok, model = self._local
         if tok.chat_template:
             text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

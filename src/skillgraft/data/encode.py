@@ -81,12 +81,34 @@ def encode(record: dict, fmt: str, tokenizer, *, answer_only: bool = False,
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise UserError(f"{where}: the tokenizer has no EOS token; set one in its tokenizer_config.json")
-    if not ids or ids[-1] != eos_id:
-        ids.append(eos_id)
-        labels.append(eos_id)
-    else:
-        labels[-1] = eos_id
+    ids, labels = _end_once(ids, labels, tokenizer, chat=spans is not None and fmt != "text" and
+                            bool(tokenizer.chat_template))
     return Example(ids, labels)
+
+
+def _end_once(ids: list[int], labels: list[int], tokenizer, chat: bool) -> tuple[list[int], list[int]]:
+    """End the example with one learned end token, as the model will emit it.
+
+    A rendered chat already ends its last turn with the template's end-of-turn token (ChatML's
+    `<|im_end|>` then a newline): the whitespace after it is dropped and no EOS is added, so
+    the model does not learn `<|im_end|>`, newline, `<|im_end|>`. Anything else gets EOS.
+    """
+    eos_id = tokenizer.eos_token_id
+    if chat:
+        from skillgraft.tokenizer import END_OF_TURN
+
+        vocab = tokenizer.get_vocab()
+        ends = {eos_id} | {vocab[t] for t in END_OF_TURN if t in vocab}
+        last = len(ids)
+        while last > 1 and ids[last - 1] not in ends and not tokenizer.decode(ids[last - 1:last]).strip():
+            last -= 1
+        if ids[last - 1] in ends:
+            ids, labels = ids[:last], labels[:last]
+            labels[-1] = ids[-1]
+            return ids, labels
+    if not ids or ids[-1] != eos_id:
+        return ids + [eos_id], labels + [eos_id]
+    return ids, labels[:-1] + [eos_id]
 
 
 def encode_all(records: list[dict], fmt: str, tokenizer, *, max_length: int, overlong: str = "error",

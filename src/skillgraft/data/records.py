@@ -8,15 +8,10 @@ the others accept too. A record is a dict with `text`, or `question` + `answer`,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from skillgraft.errors import UserError
-
-FORMATS = ("text", "qa", "chat")
-
 
 def read_records(path: str | Path, what: str = "data") -> list[dict]:
     """Load records from a `.txt` (one text per non-empty line) or `.jsonl`/`.json` file."""
@@ -49,17 +44,6 @@ def read_records(path: str | Path, what: str = "data") -> list[dict]:
         elif not isinstance(record, dict):
             raise UserError(f"{what}: {path} record {number} is neither an object nor a string")
     return records
-
-
-def detect_format(record: dict) -> str:
-    """The format a record is in: `chat` (messages), `qa` (question/answer) or `text`."""
-    if "messages" in record:
-        return "chat"
-    if "question" in record and "answer" in record:
-        return "qa"
-    if "text" in record:
-        return "text"
-    raise UserError(f"record has none of the fields text, question+answer, messages: {sorted(record)}")
 
 
 def check_format(records: list[dict], fmt: str, path: str | Path) -> None:
@@ -97,16 +81,10 @@ def record_text(record: dict) -> str:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write records as JSONL through a temp file in the same folder, published by rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write records as JSONL, published whole by `checkpoint.atomic_file`."""
+    from skillgraft.checkpoint.publish import atomic_file
+
+    with atomic_file(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Path(path)

@@ -1,33 +1,27 @@
-"""CLI verbs `eval` and `compare` (thin wrappers over `run_suite` and the HTML report).
-
-Heavy imports happen inside the commands so `skillgraft --help` stays instant.
+"""The `eval` verb: a thin wrapper over `run_suite` (the report verb `compare` lives in
+`skillgraft.report.cli`). Heavy imports happen inside the command so `skillgraft --help` stays instant.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import typer
+import click
 
+from skillgraft.clikit import command
 from skillgraft.errors import UserError
 
-BACKEND_HELP = "auto (URL → endpoint, else transformers), transformers, endpoint or vllm"
+BACKENDS = click.Choice(["auto", "transformers", "endpoint", "vllm"])
+BACKEND_HELP = "auto (a URL → endpoint, else transformers), transformers, endpoint or vllm."
 
 
-def _overrides(max_new_tokens: int | None, chat: bool | None, seed: int | None, sample: bool | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if max_new_tokens is not None:
-        out["max_new_tokens"] = max_new_tokens
-    if chat is not None:
-        out["chat"] = chat
-    if seed is not None:
-        out["seed"] = seed
-    if sample is not None:
-        out["do_sample"] = sample
-    return out
+def generation_overrides(max_new_tokens: int | None, chat: bool | None, seed: int | None,
+                         sample: bool | None) -> dict[str, Any]:
+    """The decoding settings given on the command line (None: the suite's own)."""
+    given = {"max_new_tokens": max_new_tokens, "chat": chat, "seed": seed, "do_sample": sample}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def print_table(results: dict[str, Any], stream) -> None:
@@ -47,80 +41,59 @@ def print_table(results: dict[str, Any], stream) -> None:
     Console(file=stream, width=max(100, 24 * 2 + 12 * len(metrics))).print(table)
 
 
-def register(app: typer.Typer) -> None:
-    """Attach `eval` and `compare` to the main app."""
-
-    @app.command("eval")
-    def eval_cmd(
-        models: list[str] = typer.Argument(..., help="checkpoint folders or http(s)://…/v1 endpoint URLs"),
-        suite: str = typer.Option(..., "--suite", "-s", help="suite YAML, or a built-in name (retention, arithmetic)"),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="results JSON (resumable via OUTPUT.partial.jsonl)"),
-        as_json: bool = typer.Option(False, "--json", help="print the results JSON on stdout"),
-        batch_size: int = typer.Option(8, "--batch-size", help="prompts per batch (speed only, never outputs)"),
-        backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
-        endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="served model name (default: first of GET /v1/models)"),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="load dtype: float32, bfloat16, float16"),
-        device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cuda:0"),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="override the suite's max_new_tokens"),
-        chat: Optional[bool] = typer.Option(None, "--chat/--raw", help="render raw prompts with the chat template"),
-        sample: Optional[bool] = typer.Option(None, "--sample/--greedy", help="sampling (seeded) instead of greedy"),
-        seed: Optional[int] = typer.Option(None, "--seed", help="sampling seed (recorded in the results)"),
-        lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="also run lm-evaluation-harness TASKS (comma-separated)"),
-    ) -> None:
-        """Score MODELs on a suite: same prompts, same decoding; table + results JSON."""
-        from skillgraft.evaluate.results import write_json_atomic
-        from skillgraft.evaluate.runner import run_suite
-
-        if lm_eval:
-            from skillgraft.evaluate.lm_eval_bridge import require_lm_eval
-
-            require_lm_eval()
-        results = run_suite(models, suite, output=output, batch_size=batch_size, backend=backend,
-                            endpoint_model=endpoint_model, dtype=dtype, device=device,
-                            generation=_overrides(max_new_tokens, chat, seed, sample))
-        if lm_eval:
-            results["lm_eval"] = _lm_eval(models, lm_eval, batch_size, dtype, device)
-            if output:
-                write_json_atomic(output, results)
-        print_table(results, sys.stderr if as_json else sys.stdout)
-        if output and not as_json:
-            print(f"results: {output}")
-        if as_json:
-            print(json.dumps(results, ensure_ascii=False))
-
-    @app.command("compare")
-    def compare_cmd(
-        models: list[str] = typer.Argument(..., help="checkpoint folders or http(s)://…/v1 endpoint URLs"),
-        prompts: Path = typer.Option(..., "--prompts", "-p", help="suite YAML, items JSONL, or text file (one prompt a line)"),
-        output: Path = typer.Option(..., "--output", "-o", help="HTML report to write"),
-        as_json: bool = typer.Option(False, "--json", help="print {report, scores} as JSON on stdout"),
-        batch_size: int = typer.Option(8, "--batch-size", help="prompts per batch (speed only, never outputs)"),
-        backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
-        endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="served model name"),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="load dtype"),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="tokens to generate per prompt"),
-        chat: Optional[bool] = typer.Option(None, "--chat/--raw", help="render raw prompts with the chat template"),
-        title: str = typer.Option("skillgraft comparison", "--title", help="page title"),
-    ) -> None:
-        """Side-by-side generations of MODELs on the same prompts, as a self-contained HTML page."""
-        from skillgraft.evaluate.prompts import suite_from_prompts
-        from skillgraft.evaluate.runner import run_suite
-        from skillgraft.report import write_report
-
-        if output.suffix.lower() not in (".html", ".htm"):
-            raise UserError(f"--output {output}: the report is HTML; name it *.html")
-        suite = suite_from_prompts(prompts)
-        results = run_suite(models, suite, batch_size=batch_size, backend=backend, endpoint_model=endpoint_model,
-                            dtype=dtype, generation=_overrides(max_new_tokens, chat, None, None))
-        write_report(results, output, title=title)
-        print_table(results, sys.stderr if as_json else sys.stdout)
-        if as_json:
-            print(json.dumps({"report": str(output), "scores": results["scores"]}, ensure_ascii=False))
-        else:
-            print(f"report: {output}")
+def model_options(f):
+    """Options shared by `eval` and `compare`: how models are loaded and prompted."""
+    for decorator in (
+        click.option("--chat/--raw", "chat", default=None, help="Render raw prompts with the chat template "
+                     "(default: the suite's setting)."),
+        click.option("--max-new-tokens", type=int, default=None, help="Override the suite's max_new_tokens."),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                     help="Load dtype (default: the checkpoint's)."),
+        click.option("--endpoint-model", default=None, help="Served model name (default: the first of GET /v1/models)."),
+        click.option("--backend", type=BACKENDS, default="auto", show_default=True, help=BACKEND_HELP),
+        click.option("--batch-size", type=int, default=8, show_default=True,
+                     help="Prompts per batch (speed only, never greedy outputs)."),
+    ):
+        f = decorator(f)
+    return f
 
 
-def _lm_eval(models: list[str], tasks: str, batch_size: int, dtype: str | None, device: str | None) -> dict:
+@command("eval")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("-s", "--suite", required=True, help="Suite YAML, or a built-in name (retention, arithmetic, lab).")
+@click.option("-o", "--output", default=None, help="Results JSON (an interrupted run resumes from OUTPUT.partial.jsonl).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results JSON on stdout (the table goes to stderr).")
+@model_options
+@click.option("--device", default=None, help="Torch device, e.g. cuda:0.")
+@click.option("--sample/--greedy", "sample", default=None, help="Seeded sampling instead of greedy decoding.")
+@click.option("--seed", type=int, default=None, help="Sampling seed (recorded in the results).")
+@click.option("--lm-eval", default=None, metavar="TASKS", help="Also run lm-evaluation-harness TASKS (comma-separated).")
+def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, endpoint_model, backend, batch_size,
+                 device, sample, seed, lm_eval):
+    """Score MODELs (folders, Hugging Face ids, lab:NAME or http(s)://…/v1 endpoints) on a suite:
+    the same prompts, the same decoding; a table and the results JSON."""
+    from skillgraft.evaluate.results import write_json_atomic
+    from skillgraft.evaluate.runner import run_suite
+
+    if lm_eval:
+        from skillgraft.evaluate.lm_eval_bridge import require_lm_eval
+
+        require_lm_eval()
+    results = run_suite(list(models), suite, output=output, batch_size=batch_size, backend=backend,
+                        endpoint_model=endpoint_model, dtype=dtype, device=device,
+                        generation=generation_overrides(max_new_tokens, chat, seed, sample))
+    if lm_eval:
+        results["lm_eval"] = _lm_eval(models, lm_eval, batch_size, dtype, device)
+        if output:
+            write_json_atomic(output, results)
+    print_table(results, sys.stderr if as_json else sys.stdout)
+    if output and not as_json:
+        print(f"results: {output}")
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False))
+
+
+def _lm_eval(models, tasks: str, batch_size: int, dtype: str | None, device: str | None) -> dict:
     from skillgraft.evaluate.backends.endpoint import is_endpoint
     from skillgraft.evaluate.backends.hf import load_pretrained
     from skillgraft.evaluate.lm_eval_bridge import run_lm_eval
@@ -132,3 +105,7 @@ def _lm_eval(models: list[str], tasks: str, batch_size: int, dtype: str | None, 
         model, tokenizer = load_pretrained(name, dtype=dtype, device=device)
         out[name] = run_lm_eval(model, tokenizer, tasks, batch_size=batch_size)
     return out
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(eval_command)

@@ -11,7 +11,10 @@ Format (paths relative to the YAML file):
         generation: {chat: true}    # optional per-set overrides
         metrics: [keyword, language, {name: rouge2, tokenizer: cjk}]
 
-Everything is validated with pydantic; errors name the file, the line and the key.
+Read by the project's one config loader (`skillgraft.config`): validated with pydantic,
+errors name the file and the key (with "did you mean" for a misspelt key or metric), item
+files relative to the YAML. Built-in suites live in `evaluate/suites/`; other packages add
+theirs through the `skillgraft.suites` entry point (the lab registers its own).
 """
 
 from __future__ import annotations
@@ -19,21 +22,27 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from skillgraft.config import PATH, describe_error, load_config
 from skillgraft.errors import UserError
 from skillgraft.evaluate.backends.base import GenerationSettings, Prompt
 
 BUILTIN_DIR = Path(__file__).parent / "suites"
-# Built-in suite names are looked up here, in order; the lab ships its own suites beside its world.
-SUITE_DIRS = (BUILTIN_DIR, Path(__file__).parent.parent / "lab" / "suites")
 MetricName = Literal["keyword", "rouge2", "exact_match", "choice_loglik", "choice_generated", "language",
                      "style", "repetition", "memorization", "judge"]
-METRIC_NAMES = get_args(MetricName)
+
+
+def suite_dirs() -> list[Path]:
+    """Folders holding built-in suites: ours first, then those other packages register."""
+    folders = [BUILTIN_DIR]
+    for entry in entry_points(group="skillgraft.suites"):
+        folders.append(Path(entry.load()()))
+    return folders
 
 
 class Message(BaseModel):
@@ -89,10 +98,16 @@ class MetricSpec(BaseModel):
 class SetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    items: str
-    metrics: list[MetricName | MetricSpec] = Field(min_length=1)
+    items: Annotated[str, PATH]
+    metrics: list[MetricSpec] = Field(min_length=1)
     generation: dict[str, Any] = Field(default_factory=dict)
     language: str | None = None
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _names(cls, value):
+        """A metric is a name or a mapping with `name` and its options."""
+        return [{"name": m} if isinstance(m, str) else m for m in value] if isinstance(value, list) else value
 
 
 class SuiteConfig(BaseModel):
@@ -125,10 +140,6 @@ class Suite:
     description: str = ""
 
 
-def _where(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{loc}: {err['msg']}"
 
 
 def load_items(path: str | Path) -> list[Item]:
@@ -150,7 +161,7 @@ def load_items(path: str | Path) -> list[Item]:
         try:
             item = Item.model_validate(raw)
         except ValidationError as exc:
-            raise UserError(f"{path}:{lineno}: {_where(exc)}") from None
+            raise UserError(f"{path}:{lineno}: {describe_error(exc, Item)}") from None
         item._line = lineno
         item.id = str(item.id) if item.id is not None else f"{path.stem}-{lineno}"
         if item.id in seen:
@@ -167,11 +178,12 @@ def resolve_suite_path(suite: str | Path) -> Path:
     path = Path(suite)
     if path.is_file():
         return path
-    for folder in SUITE_DIRS:
+    folders = suite_dirs()
+    for folder in folders:
         builtin = folder / f"{suite}.yaml"
         if builtin.is_file():
             return builtin
-    names = ", ".join(sorted({p.stem for folder in SUITE_DIRS for p in folder.glob("*.yaml")}))
+    names = ", ".join(sorted({p.stem for folder in folders for p in folder.glob("*.yaml")}))
     raise UserError(f"suite {suite}: no such file and no built-in suite of that name (built-in: {names})")
 
 
@@ -179,28 +191,16 @@ def load_suite(suite: str | Path) -> Suite:
     """Load and validate a suite YAML (or built-in name) with all its probe files."""
     path = resolve_suite_path(suite)
     text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a suite is a YAML mapping with name, generation, sets")
-    try:
-        config = SuiteConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(f"{path}: {_where(exc)}") from None
+    config = load_config(path, SuiteConfig, what="suite")
     sets = []
     for index, set_config in enumerate(config.sets):
         try:
             generation = GenerationSettings.model_validate({**config.generation.model_dump(), **set_config.generation})
         except ValidationError as exc:
-            raise UserError(f"{path}: sets.{index}.generation.{_where(exc)}") from None
-        metrics = [m if isinstance(m, MetricSpec) else MetricSpec(name=m) for m in set_config.metrics]
-        items = load_items(path.parent / set_config.items)
-        probe_set = ProbeSet(set_config.name, items, _resolve_options(metrics, path.parent), generation,
-                             set_config.language, str(path.parent / set_config.items))
+            raise UserError(f"{path}: sets.{index}.generation.{describe_error(exc, GenerationSettings)}") from None
+        probe_set = ProbeSet(set_config.name, load_items(set_config.items),
+                             _resolve_options(set_config.metrics, path.parent), generation, set_config.language,
+                             set_config.items)
         check_set(probe_set)
         sets.append(probe_set)
     if len({s.name for s in sets}) != len(sets):

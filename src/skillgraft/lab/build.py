@@ -28,13 +28,13 @@ from pathlib import Path
 from skillgraft import __version__
 from skillgraft.checkpoint.publish import AtomicFolder
 from skillgraft.lab import world as W
-from skillgraft.lab.train import (MODEL_SHAPE, Schedule, new_model, save_model, set_threads, train_lm,
+from skillgraft.lab.train import (MODEL_SHAPE, Budget, new_model, save_model, set_threads, train_lm,
                                   train_sft)
 
-BASE = Schedule(steps=2000, batch=32, lr=3e-3, warmup=100)
-EXTRA_BASE = Schedule(steps=1000, batch=32, lr=1.5e-3, warmup=50)
-CP = Schedule(steps=1000, batch=32, lr=2e-3, warmup=50)
-SFT = Schedule(steps=600, batch=32, lr=2e-3, warmup=30)
+BASE = Budget(steps=2000, batch=32, lr=3e-3, warmup=100)
+EXTRA_BASE = Budget(steps=1000, batch=32, lr=1.5e-3, warmup=50)
+CP = Budget(steps=1000, batch=32, lr=2e-3, warmup=50)
+SFT = Budget(steps=600, batch=32, lr=2e-3, warmup=30)
 CP_MIX = {"B": 0.85, "switch": 0.15}
 RELIABILITY_THRESHOLD = 0.9
 MAX_EXTRA_ROUNDS = 2
@@ -44,7 +44,7 @@ MODELS = ("base", "cp", "skilled", "nonskill", "upper")
 
 def build_tokenizer(world: W.World):
     """Word-level tokenizer over the world's vocabulary, with a ChatML chat template."""
-    from skillgraft.tiny import build_tokenizer as _build
+    from skillgraft.lab.tiny import build_tokenizer as _build
 
     return _build(world.vocabulary())
 

@@ -1,4 +1,5 @@
-"""`skillgraft lab ...` verbs: build the lab models, run the lab demo, show the world.
+"""`skillgraft lab ...` verbs (build the lab models, run the lab demo, show the world,
+the knowledge study) and `skillgraft demo`, the built-in default run.
 
 Heavy imports happen inside the commands so `skillgraft --help` stays instant.
 """
@@ -8,73 +9,97 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
-import typer
+import click
+
+from skillgraft.clikit import command, group
+
+lab = group("lab", "The lab world: tiny two-language models that show a skill vector at work, and the knowledge "
+                   "study.")
+HELP = {"help_option_names": ["-h", "--help"]}
 
 
-def register(app: typer.Typer) -> None:
-    """Attach the `lab` sub-command group to the main app."""
-    lab_app = typer.Typer(help="The lab world: tiny two-language models that show a skill vector at work.",
-                          no_args_is_help=True)
+@lab.command("build", context_settings=HELP)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lab-models"), show_default=True,
+              help="Folder to write base, cp, skilled, nonskill, upper and lab.json into (published by rename).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the world, the initialisation and the data order.")
+@click.option("--force", is_flag=True, help="Replace --out if it is an earlier `lab build` folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def build_command(out, seed, force, as_json, quiet):
+    """Train the lab's models from scratch (about 2–10 minutes on 2 CPU cores)."""
+    from skillgraft.lab.build import build
 
-    @lab_app.command("build")
-    def build_command(
-        out: Path = typer.Option(Path("lab-models"), "--out", help="Folder to write base, cp, skilled, "
-                                 "nonskill, upper and lab.json into (published by rename)."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the world, initialisation and data order."),
-        force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
-        as_json: bool = typer.Option(False, "--json", help="Print the build record as one JSON object."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-    ) -> None:
-        """Train the lab's models from scratch (about 2–10 minutes on 2 CPU cores)."""
-        from skillgraft.lab.build import build
+    record = build(out, seed, force=force, quiet=quiet, command=f"skillgraft lab build --seed {seed}")
+    if as_json:
+        print(json.dumps(record))
+    else:
+        rel = record["reliability"]
+        print(f"built {out} (seed {seed}) in {record['seconds']} s; skilled held-out A exact match "
+              f"{rel['heldout_A_exact_match'][-1]:.3f} after {rel['extra_rounds']} extra base round(s)",
+              file=sys.stderr)
 
-        command = f"skillgraft lab build --seed {seed}"
-        record = build(out, seed, force=force, quiet=quiet, command=command)
-        if as_json:
-            print(json.dumps(record))
-        else:
-            rel = record["reliability"]
-            print(f"built {out} (seed {seed}) in {record['seconds']} s; skilled held-out A exact match "
-                  f"{rel['heldout_A_exact_match'][-1]:.3f} after {rel['extra_rounds']} extra base round(s)",
-                  file=sys.stderr)
 
-    @lab_app.command("demo")
-    def demo_command(
-        out: Optional[Path] = typer.Option(None, "--out", help="Keep vectors, grafted models and generations here."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the random-direction control and the eval sample."),
-        models: Optional[Path] = typer.Option(None, "--models", help="Use a `lab build` folder instead of the "
-                                              "shipped checkpoints."),
-        as_json: bool = typer.Option(False, "--json"),
-    ) -> None:
-        """The graft demo (same as `skillgraft demo`), optionally on your own `lab build` output."""
-        from skillgraft.lab.demo import SHIPPED, run_demo
+def demo_options(f):
+    for decorator in (
+        click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object (the table "
+                     "goes to stderr)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the random-direction control and the evaluation sample."),
+        click.option("--out", type=click.Path(path_type=Path), default=None,
+                     help="Keep the vectors, grafted models and generations here."),
+    ):
+        f = decorator(f)
+    return f
 
-        result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED)
-        if as_json:
-            print(json.dumps(result))
 
-    @lab_app.command("sample")
-    def sample_command(
-        seed: int = typer.Option(0, "--seed"),
-        n: int = typer.Option(3, "--n", min=1, max=100),
-    ) -> None:
-        """Print a few examples of each kind of lab data (pretraining A, CP, skill A/B, control)."""
-        from skillgraft.lab import world as W
+@lab.command("demo", context_settings=HELP)
+@demo_options
+@click.option("--models", type=click.Path(path_type=Path), default=None,
+              help="Use a `lab build` folder instead of the shipped checkpoints.")
+def lab_demo_command(out, seed, as_json, models):
+    """The graft demo (as `skillgraft demo`), optionally on your own `lab build` output."""
+    from skillgraft.lab.demo import SHIPPED, run_demo
 
-        world = W.make_world(seed)
-        print("# base pretraining (A)")
-        print("\n".join(W.pretrain_docs(world, n, seed=0)))
-        print("# continued pretraining (85% B, 15% code-switched)")
-        print("\n".join(W.pretrain_docs(world, n, seed=100, mix={"B": 0.85, "switch": 0.15})))
-        for lang in ("A", "B"):
-            print(f"# skill items ({lang}, held-out names)")
-            print("\n".join(f"{it.prompt} -> {it.answer} </s>" for it in W.skill_items(world, lang, "heldout", n, seed=0)))
-        print("# non-skill control task (A)")
-        print("\n".join(f"{it.prompt} -> {it.answer} </s>" for it in W.echo_items(world, n, seed=0)))
+    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED)
+    if as_json:
+        print(json.dumps(result))
 
-    from skillgraft.lab.knowledge.cli import register as register_knowledge
 
-    register_knowledge(lab_app)
-    app.add_typer(lab_app, name="lab")
+@command("demo")
+@demo_options
+def demo_command(out, seed, as_json):
+    """The built-in default: a chat vector at work on the shipped lab models, with controls."""
+    from skillgraft.lab.demo import run_demo
+
+    result = run_demo(out, seed=seed, as_json=as_json)
+    if as_json:
+        print(json.dumps(result))
+
+
+@lab.command("sample", context_settings=HELP)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world.")
+@click.option("--n", type=click.IntRange(1, 100), default=3, show_default=True, help="Examples of each kind.")
+def sample_command(seed, n):
+    """Print a few examples of each kind of lab data (pretraining A, CP, skill A/B, control)."""
+    from skillgraft.lab import world as W
+
+    world = W.make_world(seed)
+    print("# base pretraining (A)")
+    print("\n".join(W.pretrain_docs(world, n, seed=0)))
+    print("# continued pretraining (85% B, 15% code-switched)")
+    print("\n".join(W.pretrain_docs(world, n, seed=100, mix={"B": 0.85, "switch": 0.15})))
+    for lang in ("A", "B"):
+        print(f"# skill items ({lang}, held-out names)")
+        print("\n".join(f"{it.prompt} -> {it.answer} </s>" for it in W.skill_items(world, lang, "heldout", n, seed=0)))
+    print("# non-skill control task (A)")
+    print("\n".join(f"{it.prompt} -> {it.answer} </s>" for it in W.echo_items(world, n, seed=0)))
+
+
+def register(cli: click.Group) -> None:
+    from skillgraft.lab.knowledge.cli import knowledge_command
+
+    lab.add_command(knowledge_command)
+    cli.add_command(lab)
+    cli.add_command(demo_command)

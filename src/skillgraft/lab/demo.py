@@ -45,22 +45,28 @@ def random_like(vector_dir: Path, out_dir: Path, seed: int) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from skillgraft.checkpoint import AtomicFolder, Card, write_manifest
+
     generator = torch.Generator().manual_seed(seed)
-    for shard in sorted(vector_dir.glob("*.safetensors")):
-        tensors = load_file(shard)
-        fake = {}
-        for name in sorted(tensors):
-            delta = tensors[name].float()
-            noise = torch.randn(delta.shape, generator=generator)
-            norm = delta.norm()
-            fake[name] = (noise * (norm / noise.norm()) if norm > 0 else torch.zeros_like(delta)).to(tensors[name].dtype)
-        save_file(fake, out_dir / shard.name, metadata={"format": "pt"})
-    for extra in ("config.json", "model.safetensors.index.json"):
-        if (vector_dir / extra).is_file():
-            shutil.copy(vector_dir / extra, out_dir / extra)
-    (out_dir / "skillgraft.json").write_text(json.dumps(
-        {"kind": "vector", "note": f"random direction, per-tensor norm of {vector_dir.name}", "seed": seed}, indent=2))
+    with AtomicFolder(out_dir) as temp:
+        for shard in sorted(vector_dir.glob("*.safetensors")):
+            tensors = load_file(shard)
+            fake = {}
+            for name in sorted(tensors):
+                delta = tensors[name].float()
+                noise = torch.randn(delta.shape, generator=generator)
+                norm = delta.norm()
+                fake[name] = (noise * (norm / noise.norm()) if norm > 0 else torch.zeros_like(delta)).to(
+                    tensors[name].dtype)
+            save_file(fake, temp / shard.name, metadata={"format": "pt", "skillgraft_kind": "vector"})
+        for extra in ("config.json", "model.safetensors.index.json"):
+            if (vector_dir / extra).is_file():
+                shutil.copy(vector_dir / extra, temp / extra)
+        write_manifest(temp, kind="vector", inputs=[{"role": "norms_of", "path": str(vector_dir.resolve())}],
+                       options={"seed": seed},
+                       card=Card(title="Random-direction control vector", tags=["control"],
+                                 summary=f"Seeded Gaussian noise with the per-tensor norm of `{vector_dir.name}`: "
+                                         "the lab demo's control for \"any change of that size\"."))
     return out_dir
 
 
@@ -75,10 +81,10 @@ def make_models(work: Path, scales, seed: int, root: Path = SHIPPED) -> list[tup
                                                   ("skilled", None, root / "skilled")]
     for r in scales:
         out = work / f"cp+vector@{r:g}"
-        graft(root / "cp", out, vectors=[(work / "vector", r)], force=True)
+        graft(root / "cp", out, sources=[(work / "vector", r)], force=True)
         rows.append(("cp+vector", float(r), out))
-    graft(root / "cp", work / "cp+random", vectors=[(work / "random-vector", 1.0)], force=True)
-    graft(root / "cp", work / "cp+nonskill", vectors=[(work / "nonskill-vector", 1.0)], force=True)
+    graft(root / "cp", work / "cp+random", sources=[(work / "random-vector", 1.0)], force=True)
+    graft(root / "cp", work / "cp+nonskill", sources=[(work / "nonskill-vector", 1.0)], force=True)
     rows += [("cp+random", 1.0, work / "cp+random"), ("cp+nonskill", 1.0, work / "cp+nonskill"),
              ("upper", None, root / "upper")]
     return rows

@@ -24,7 +24,7 @@ MODEL_SHAPE = dict(hidden=64, layers=3, heads=4, intermediate=128)
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Budget:
     """One training job's budget: steps, batch size, peak learning rate (cosine, warmup)."""
 
     steps: int
@@ -48,7 +48,7 @@ def new_model(tokenizer, seed: int, shape: dict | None = None, **config_options)
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from skillgraft.tiny import tiny_config
+    from skillgraft.lab.tiny import tiny_config
 
     config = tiny_config("llama", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -101,7 +101,7 @@ def sft_rows(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[dict]:
     return rows
 
 
-def train_rows(model, tokenizer, rows: list[dict], schedule: Schedule, seed: int, *, desc: str, quiet: bool):
+def train_rows(model, tokenizer, rows: list[dict], schedule: Budget, seed: int, *, desc: str, quiet: bool):
     """Run `Trainer` for `schedule.steps` steps; a temp folder takes Trainer's bookkeeping."""
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
@@ -127,7 +127,7 @@ def train_rows(model, tokenizer, rows: list[dict], schedule: Schedule, seed: int
     return model
 
 
-def train_lm(model, tokenizer, docs: Sequence[str], schedule: Schedule, seed: int, *, desc: str = "lm",
+def train_lm(model, tokenizer, docs: Sequence[str], schedule: Budget, seed: int, *, desc: str = "lm",
              quiet: bool = True):
     """Next-token training on `docs`, all parameters trainable (base and CP)."""
     for p in model.parameters():
@@ -135,7 +135,7 @@ def train_lm(model, tokenizer, docs: Sequence[str], schedule: Schedule, seed: in
     return train_rows(model, tokenizer, lm_rows(tokenizer, docs), schedule, seed, desc=desc, quiet=quiet)
 
 
-def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Schedule, seed: int, *,
+def train_sft(model, tokenizer, pairs: Sequence[tuple[str, str]], schedule: Budget, seed: int, *,
               desc: str = "sft", quiet: bool = True, replay: Sequence[str] = ()):
     """Answer-only fine-tuning with the input embeddings and `lm_head` frozen; `replay`
     documents are mixed in as plain language-model rows (loss on every token)."""

@@ -7,8 +7,6 @@ small inline script counts images that decoded, so a headless-browser test can c
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +74,7 @@ def render_report(results: dict[str, Any], title: str = "skillgraft comparison")
 
 
 def write_report(results: dict[str, Any], path: str | Path, title: str = "skillgraft comparison") -> Path:
-    """Write the page to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    html = render_report(results, title)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the page atomically (a temporary file beside `path`, renamed into place)."""
+    from skillgraft.checkpoint.publish import write_file_atomic
+
+    return write_file_atomic(path, render_report(results, title))

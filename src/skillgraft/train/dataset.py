@@ -23,12 +23,15 @@ class Prepared:
 
 
 def load_tokenizer(model: str):
+    """The training model's tokenizer (a transformers tokenizer; the model may be a folder,
+    a Hugging Face id or `lab:NAME`), with a pad token."""
     from transformers import AutoTokenizer
 
-    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
-        raise UserError(f"model: no such folder: {model}")
+    from skillgraft.checkpoint.kinds import local_model
+
+    folder = local_model(model, "model").path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"model: cannot load a tokenizer from {model}: {str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:

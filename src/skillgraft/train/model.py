@@ -19,10 +19,14 @@ def _torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def check_model_dir(path: str) -> None:
-    p = Path(path)
-    if p.exists() and not (p / "config.json").is_file():
-        raise UserError(f"model: {path} has no config.json (not a Hugging Face checkpoint folder)")
+def model_dir(spec: str) -> Path:
+    """The local folder of the model to train (a folder, Hugging Face id or `lab:NAME`)."""
+    from skillgraft.checkpoint.kinds import local_model
+
+    folder = local_model(spec, "model").path
+    if not (folder / "config.json").is_file():
+        raise UserError(f"model: {spec} has no config.json (not a Hugging Face checkpoint folder)")
+    return folder
 
 
 def load_base(config, tokenizer):
@@ -30,8 +34,8 @@ def load_base(config, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_model_dir(config.model)
-    kwargs = {"dtype": _torch_dtype(config.dtype)}
+    folder = model_dir(config.model)
+    kwargs = {"dtype": _torch_dtype(config.dtype), "local_files_only": True}
     if config.method == "qlora":
         if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
             missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
@@ -45,7 +49,7 @@ def load_base(config, tokenizer):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
     try:
-        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
         raise UserError(f"model: cannot load {config.model}: {str(exc).splitlines()[0]}") from None
     model.config.use_cache = False  # training; also lets packed position_ids select block-diagonal masks
@@ -88,6 +92,7 @@ def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, u
 
     from skillgraft.train.targets import untie
 
+    base_dir = model_dir(base_dir)
     base_config = AutoConfig.from_pretrained(base_dir)
     dtype = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None) or torch.float32
     if isinstance(dtype, str):

@@ -1,76 +1,103 @@
 """Writing a finished run: adapter or model folder, optional merged model, run record.
 
-Every folder is written to a temp sibling and published by rename, and carries
-`skillgraft.json` (kind, version, inputs with hashes, every option, per-file sha256).
+Every folder goes through the project's one writer (`checkpoint.AtomicFolder` +
+`checkpoint.write_manifest`): written to a hidden sibling, published by rename, with a
+`skillgraft.json` (kind, version, inputs with hashes, every option, per-file sha256) and a
+model card.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+from skillgraft.checkpoint import AtomicFolder, Card, file_record, write_manifest
 from skillgraft.train.config import TrainConfig, config_hash
-from skillgraft.train.provenance import input_entry, publish, staging_dir, write_provenance
 
 
-def _inputs(config: TrainConfig) -> dict:
-    return {
-        "model": input_entry(config.model),
-        "train": input_entry(config.data.train),
-        "validation": input_entry(config.data.validation),
-        "mix_in": input_entry(config.data.mix_in.path) if config.data.mix_in else None,
-        "general_text": input_entry(config.monitor.general_text),
-        "config_sha256": config_hash(config),
-    }
+def _inputs(config: TrainConfig) -> list[dict]:
+    from skillgraft.checkpoint.resolve import resolve_model
+
+    model = resolve_model(config.model, "model")
+    return [entry for entry in (
+        {**file_record("model", model.path), "spec": config.model, **model.record()},
+        file_record("train", config.data.train), file_record("validation", config.data.validation),
+        file_record("mix_in", config.data.mix_in.path if config.data.mix_in else None),
+        file_record("general_text", config.monitor.general_text)) if entry is not None]
+
+
+def gather_dir(config: TrainConfig) -> Path:
+    """Where DeepSpeed ranks gather the sharded weights before rank 0 publishes them."""
+    final = Path(config.output_dir) / ("model" if config.method == "full" else "adapter")
+    return final.with_name(f".{final.name}.gather")
 
 
 def gather_weights(config: TrainConfig, trainer) -> None:
     """Under DeepSpeed, every rank must take part in saving (ZeRO-3 weights are sharded):
-    `Trainer.save_model` gathers them into the staging folder `save_outputs` then publishes."""
-    final = Path(config.output_dir) / ("model" if config.method == "full" else "adapter")
+    `Trainer.save_model` gathers them into `gather_dir`, which `save_outputs` then publishes."""
+    staged = gather_dir(config)
     if trainer.is_world_process_zero():
-        staging_dir(final)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging_dir(final, create=False)))
+    trainer.save_model(str(staged))
+
+
+def _card(config: TrainConfig, summary: dict, what: str) -> Card:
+    losses = summary["losses"]
+    story = (f"{what} of `{config.model}` ({config.method}, lr {config.lr:g}, {summary['steps']} steps) on "
+             f"`{Path(config.data.train).name}`" + (f"; loss {losses[0][1]:.4f} → {losses[-1][1]:.4f}" if losses else "")
+             + (f". Stopped early by the retention monitor: {summary['stopped']}" if summary["stopped"] else "") + ".")
+    scores = None
+    if summary["monitor"]:
+        last = summary["monitor"][-1]
+        scores = {"retention monitor (last probe)": {k: v for k, v in last.items() if isinstance(v, (int, float))}}
+    return Card(title=f"{Path(config.output_dir).name}: {what.lower()}", summary=story,
+                tags=["lora" if config.method != "full" else "full-fine-tuning"],
+                relation="adapter" if what == "LoRA adapter" else "finetune", scores=scores)
 
 
 def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: bool, gathered: bool = False) -> None:
     """Save the trained weights (and merged model) under `config.output_dir`; fills summary paths.
 
-    `gathered`: the weights are already in the staging folder (`gather_weights`)."""
+    `gathered`: the weights are already in `gather_dir` (DeepSpeed)."""
     from skillgraft.train.model import merge_adapter
 
     out = Path(config.output_dir)
     inputs, options = _inputs(config), config.model_dump(mode="json")
-    extra = {"skipped": summary["notes"], "targets": summary["targets"], "stopped": summary["stopped"],
-             "steps": summary["steps"]}
-    if config.method == "full":
-        staged = staging_dir(out / "model", create=not gathered)
-        if not gathered:
-            model.save_pretrained(staged)
-        tokenizer.save_pretrained(staged)
-        write_provenance(staged, "model", inputs, options, extra)
-        summary["model_dir"] = str(publish(staged, out / "model"))
-        kind = "model"
-    else:
-        staged = staging_dir(out / "adapter", create=not gathered)
-        if not gathered:
+    extra = {"notes": summary["notes"], "targets": summary["targets"], "stopped": summary["stopped"],
+             "steps": summary["steps"], "config_sha256": config_hash(config)}
+    kind = "model" if config.method == "full" else "adapter"
+    final = out / kind
+    with AtomicFolder(final) as temp:
+        if gathered:
+            for item in gather_dir(config).iterdir():
+                os.replace(item, temp / item.name)
+            gather_dir(config).rmdir()
+        elif kind == "model":
+            model.save_pretrained(temp)
+        else:
             # lm_head as a target makes peft also store the full embedding matrices unless told
             # not to; the vocabulary is never resized here, so the adapter stays small.
-            model.save_pretrained(staged, save_embedding_layers=False)
-        tokenizer.save_pretrained(staged)
-        write_provenance(staged, "adapter", inputs, options, {**extra, "untied_lm_head": untied})
-        summary["adapter_dir"] = str(publish(staged, out / "adapter"))
-        kind = "adapter"
-        if config.merge:
-            staged = staging_dir(out / "merged")
-            merge_adapter(config.model, summary["adapter_dir"], staged, untied)
-            tokenizer.save_pretrained(staged)
-            write_provenance(staged, "model", {**inputs, "adapter": input_entry(summary["adapter_dir"])}, options,
-                             {**extra, "merged": "float32 merge, saved in the base model's dtype"})
-            summary["merged_dir"] = str(publish(staged, out / "merged"))
-    if config.method == "full" and config.merge:
+            model.save_pretrained(temp, save_embedding_layers=False)
+        tokenizer.save_pretrained(temp)
+        write_manifest(temp, kind=kind, inputs=inputs, options=options,
+                       extra={**extra, **({"untied_lm_head": untied} if kind == "adapter" else {})},
+                       card=_card(config, summary, "Fully fine-tuned model" if kind == "model" else "LoRA adapter"))
+    summary[f"{kind}_dir"] = str(final)
+    if kind == "adapter" and config.merge:
+        with AtomicFolder(out / "merged") as temp:
+            merge_adapter(config.model, final, temp, untied)
+            tokenizer.save_pretrained(temp)
+            write_manifest(temp, kind="model", inputs=[*inputs, file_record("adapter", final)], options=options,
+                           extra={**extra, "merged": "float32 merge, saved in the base model's dtype"},
+                           card=_card(config, summary, "Model merged with its LoRA adapter"))
+        summary["merged_dir"] = str(out / "merged")
+    if kind == "model" and config.merge:
         summary["merged_dir"] = summary["model_dir"]
     run_record = {k: summary[k] for k in ("losses", "monitor", "data", "train_runtime", "rolled_back_to")}
-    # The run record lists its output folders (each hashes its own files), not the checkpoints.
-    write_provenance(out, kind, inputs, options, {**extra, "outputs": {k: summary[k] for k in (
-        "adapter_dir", "merged_dir", "model_dir")}, "run": run_record}, files={})
+    # The output folders are parts (each verified by its own manifest); checkpoints/ is the
+    # Trainer's working state for --resume, not an output.
+    write_manifest(out, kind="training-run", inputs=inputs, options=options, unverified=("checkpoints",), extra={
+        **extra, "outputs": {k: summary[k] for k in ("adapter_dir", "merged_dir", "model_dir")}, "run": run_record})

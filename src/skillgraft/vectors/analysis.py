@@ -7,14 +7,13 @@ tensor by tensor, so this is as memory-bounded as the graft itself.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from skillgraft.checkpoint import MANIFEST, Checkpoint
+from skillgraft.checkpoint import Checkpoint
 
 _LAYER = re.compile(r"\.(\d+)\.")
 
@@ -25,22 +24,20 @@ def layer_of(name: str) -> str:
     return match.group(1) if match else name
 
 
-def inspect_folder(path: Path, *, allow_pickle: bool = False, base=None, compare=None, top_k: int = 8,
+def inspect_folder(path: str | Path, *, allow_pickle: bool = False, base=None, compare=None, top_k: int = 8,
                    svd_sample: int = 4, cp_threshold: float = 0.05) -> dict:
     """What the folder holds; for a vector (or a model with `base`), the diagnostics of
     `skillgraft.vectors.diagnostics`, against `compare` when given."""
+    from skillgraft.checkpoint.kinds import classify
+
     checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role="folder")
-    manifest = {}
-    if (path / MANIFEST).is_file():
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            manifest = {}
-    kind = manifest.get("kind", "checkpoint")
+    found = classify(checkpoint.path, checkpoint)
+    kind = found.kind if found.kind != "unknown" else "checkpoint"
     tensors = [{"name": n, "dtype": checkpoint.tensors[n].dtype, "shape": list(checkpoint.tensors[n].shape),
                 "bytes": checkpoint.tensors[n].nbytes} for n in checkpoint.names]
     report = {
-        "path": str(path), "kind": kind, "format": checkpoint.format, "model_type": checkpoint.model_type,
+        "path": str(checkpoint.path), "kind": kind, "kind_evidence": found.evidence, "format": checkpoint.format,
+        "model_type": checkpoint.model_type,
         "layers": checkpoint.num_layers, "vocab_size": checkpoint.vocab_size,
         "tensor_count": len(tensors), "parameters": sum(math.prod(t["shape"]) for t in tensors),
         "bytes": checkpoint.total_bytes, "dtypes": dict(Counter(t["dtype"] for t in tensors)),
@@ -51,7 +48,7 @@ def inspect_folder(path: Path, *, allow_pickle: bool = False, base=None, compare
         from skillgraft.vectors.diagnostics import diagnose, open_side
 
         base_checkpoint = Checkpoint(base, allow_pickle=allow_pickle, role="base") if base is not None else None
-        side = open_side(path, base_checkpoint, str(path), allow_pickle)
+        side = open_side(checkpoint.path, base_checkpoint, str(path), allow_pickle)
         other = open_side(compare, base_checkpoint, str(compare), allow_pickle) if compare is not None else None
         report["diagnostics"] = diagnose(side, base=base_checkpoint, other=other, top_k=top_k, svd_sample=svd_sample,
                                          cp_threshold=cp_threshold)
@@ -62,12 +59,14 @@ def inspect_folder(path: Path, *, allow_pickle: bool = False, base=None, compare
 
 
 def norms_from(per_tensor: dict[str, float]) -> dict:
-    """Total and per-layer L2 norms from per-tensor norms."""
+    """Total and per-layer L2 norms from per-tensor norms; layers in numeric order, then the
+    tensors outside the blocks by name."""
     per_layer = defaultdict(float)
     for name, norm in per_tensor.items():
         per_layer[layer_of(name)] += norm * norm
+    order = sorted(per_layer, key=lambda layer: (0, int(layer), "") if layer.isdigit() else (1, 0, layer))
     return {"total": math.sqrt(sum(per_layer.values())),
-            "per_layer": {layer: math.sqrt(v) for layer, v in per_layer.items()}, "per_tensor": per_tensor}
+            "per_layer": {layer: math.sqrt(per_layer[layer]) for layer in order}, "per_tensor": per_tensor}
 
 
 def render_inspect(report: dict) -> None:

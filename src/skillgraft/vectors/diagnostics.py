@@ -27,7 +27,6 @@ import torch
 from skillgraft.checkpoint import Checkpoint
 from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
-from skillgraft.vectors.files import read_vector_manifest
 from skillgraft.vectors.schedule import layer_index, module_kind
 
 CP_THRESHOLD = 0.05  # ‖Δ‖/‖W‖ above this is "far above typical SFT deltas"
@@ -65,12 +64,13 @@ class DeltaSide:
 
 def open_side(path, base: Checkpoint | None, label: str, allow_pickle: bool = False) -> DeltaSide:
     """A vector folder is its own delta; a model folder needs `base` (delta = model − base)."""
+    from skillgraft.checkpoint.kinds import classify
+
     checkpoint = Checkpoint(path, allow_pickle=allow_pickle, role=label)
-    try:
-        manifest = read_vector_manifest(checkpoint.path)
-    except UserError:  # a model folder skillgraft wrote
-        manifest = None
-    if manifest is not None and manifest.get("kind") == "vector":
+    kind = classify(checkpoint.path, checkpoint).kind
+    if kind == "adapter":
+        raise UserError(f"{label} {checkpoint.source} is a LoRA adapter; diagnose a vector or a model (with --base)")
+    if kind == "vector":
         return DeltaSide(label, vector=checkpoint)
     if base is None:
         raise UserError(f"{path} is a model, not a vector: pass --base BASE to diagnose {label} − base")

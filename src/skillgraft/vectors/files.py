@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from skillgraft.checkpoint import MANIFEST, is_weight_file
-from skillgraft.errors import UserError
 
 
 def copy_side_files(source: Path, dest: Path) -> list[str]:
@@ -19,19 +17,3 @@ def copy_side_files(source: Path, dest: Path) -> list[str]:
             shutil.copy2(path, dest / path.name)
             copied.append(path.name)
     return copied
-
-
-def read_vector_manifest(folder: Path) -> dict | None:
-    """The vector's manifest, if it has one; refuse a folder skillgraft wrote as a model,
-    since adding a whole model's weights as a "vector" doubles the target."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not valid JSON") from None
-    kind = manifest.get("kind") if isinstance(manifest, dict) else None
-    if kind not in (None, "vector"):
-        raise UserError(f"{folder} is a {kind} folder, not a vector; extract one first or use --delta BASE SKILLED")
-    return manifest

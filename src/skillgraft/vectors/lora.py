@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from skillgraft.checkpoint import AtomicFolder, Checkpoint, check_output, write_manifest
+from skillgraft.checkpoint import MANIFEST, AtomicFolder, Card, Checkpoint, check_output, read_manifest, write_manifest
 from skillgraft.checkpoint.manifest import input_record
 from skillgraft.errors import UserError
-from skillgraft.vectors.files import read_vector_manifest
+from skillgraft.checkpoint.kinds import require_vector
 from skillgraft.vectors.rules import TensorFilter
 from skillgraft.vectors.schedule import layer_index, module_kind
 
@@ -100,7 +100,8 @@ def _module_name(name: str) -> str | None:
 
 def vector_to_lora(vector_dir, out_dir, *, rank: int | None = None, energy: float | None = None,
                    max_rank: int | None = None, include=(), exclude=(), dtype: str = "float32",
-                   force: bool = False, quiet: bool = True, allow_pickle: bool = False) -> dict:
+                   force: bool = False, quiet: bool = True, allow_pickle: bool = False,
+                   assume_vector: bool = False) -> dict:
     """Write a peft LoRA adapter approximating the vector's linear-weight deltas."""
     if (rank is None) == (energy is None):
         raise UserError("give exactly one of --rank R or --energy E")
@@ -111,7 +112,8 @@ def vector_to_lora(vector_dir, out_dir, *, rank: int | None = None, energy: floa
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"--dtype {dtype!r} is not one of float32, bfloat16, float16")
     vector = Checkpoint(vector_dir, allow_pickle=allow_pickle, role="vector")
-    manifest = read_vector_manifest(vector.path) or {}
+    require_vector(vector, assume_vector=assume_vector)
+    manifest = read_manifest(vector.path) if (vector.path / MANIFEST).is_file() else {}
     if vector.model_type == "gpt2":
         raise UserError(f"{vector.path}: GPT-2 stores linear weights as Conv1D (in × out); vector to-lora "
                         "supports (out × in) Linear layouts (Llama, Mistral, Qwen2, ...)")
@@ -150,7 +152,11 @@ def vector_to_lora(vector_dir, out_dir, *, rank: int | None = None, energy: floa
 
             print(f"to-lora: {module} rank {r}, relative error {error:.3g}", file=sys.stderr)
     if not modules:
-        raise UserError(f"{vector.path}: no linear weight deltas to convert (check --include/--exclude)")
+        chosen = [n for n in vector.names if selection.reason_to_skip(n) is None]
+        rule = ("--include/--exclude leave no tensor" if not chosen else
+                "none of the selected tensors is a non-zero linear weight delta of an attention or MLP layer")
+        raise UserError(f"to-lora would touch no tensor: {rule}; nothing was written ({vector.source} has "
+                        f"{len(vector.names)} tensors)")
     kept_sq = sum((m["norm"] * m["relative_error"]) ** 2 for m in modules)
     linear_sq = sum(m["norm"] ** 2 for m in modules)
     dropped_sq = sum(e.get("norm", 0.0) ** 2 for e in left_out if "LoRA" in e["reason"])
@@ -177,7 +183,11 @@ def vector_to_lora(vector_dir, out_dir, *, rank: int | None = None, energy: floa
             temp, kind="adapter", inputs=[input_record("vector", vector)],
             options={"rank": rank, "energy": energy, "max_rank": max_rank, "include": list(include),
                      "exclude": list(exclude), "dtype": dtype},
-            file_sha256={}, extra={"lora": summary, "modules": modules, "left_out": left_out})
+            extra={"lora": summary, "modules": modules, "left_out": left_out},
+            card=Card(title=f"LoRA adapter from {vector.source}", tags=["lora", "task-vector"],
+                      summary=f"A truncated SVD of the vector's linear-weight deltas ({summary['modules']} modules, rank "
+                              f"≤ {summary['max_rank']}); relative error {summary['relative_error_linear']:.3g} on "
+                              "the linear weights. Load it with `PeftModel.from_pretrained(base, THIS_FOLDER)`."))
     return {"output": str(out), **result}
 
 

@@ -61,3 +61,23 @@ def embedding_role(name: str, shape: tuple[int, ...], vocab_size: int | None) ->
         if _EMBED_NAME.search(name):
             return "input_embeddings"
     return None
+
+
+def embedding_tensors(checkpoint) -> dict[str, str]:
+    """role -> tensor name for the checkpoint's input embeddings and output head (if present)."""
+    found: dict[str, str] = {}
+    for name in checkpoint.names:
+        role = embedding_role(name, checkpoint.tensors[name].shape, checkpoint.vocab_size)
+        if role and role not in found:
+            found[role] = name
+    return found
+
+
+def head_is_tied(checkpoint) -> bool:
+    """True when the model's output head is its input embedding matrix (`from_pretrained`
+    then ignores any head tensor in the files). The config says so when it can; without the
+    key, a checkpoint with embeddings but no head tensor is tied."""
+    if checkpoint.tie_word_embeddings is not None:
+        return checkpoint.tie_word_embeddings
+    roles = embedding_tensors(checkpoint)
+    return "input_embeddings" in roles and "output_head" not in roles

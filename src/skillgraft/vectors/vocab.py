@@ -35,21 +35,21 @@ UNTRAINED = 0.1
 
 
 def vocabulary(folder: Path, role: str) -> dict[str, int]:
-    from skillgraft.tokenizer import load_tokenizer
+    from skillgraft.tokenizer import backend_tokenizer
 
-    tokenizer = load_tokenizer(Path(folder))
+    tokenizer = backend_tokenizer(Path(folder))
     if tokenizer is None:
-        raise UserError(f"--with-embeddings: the {role} {folder} has no tokenizer files to map rows by token")
+        raise UserError(f"the {role} {folder} has no tokenizer files to match embedding rows by token")
     return tokenizer.get_vocab(with_added_tokens=True)
 
 
 def chat_tokens(chat_dir: Path) -> list[str]:
     """Special tokens the chat model's template emits, plus its stop tokens."""
-    from skillgraft.tokenizer import _source_eos_strings, load_tokenizer, read_chat_template, tokens_needed_by_template
+    from skillgraft.tokenizer import backend_tokenizer, read_chat_template, stop_token_strings, tokens_needed_by_template
 
     template = read_chat_template(chat_dir)
     tokens = tokens_needed_by_template(template, chat_dir) if template else []
-    for token in _source_eos_strings(chat_dir, load_tokenizer(chat_dir)):
+    for token in stop_token_strings(chat_dir, backend_tokenizer(chat_dir)):
         if token not in tokens:
             tokens.append(token)
     return tokens
@@ -113,6 +113,19 @@ def align(reference_dir: Path, target_dir: Path, base_dir: Path | None = None, c
             elif token in chat:
                 alignment.missing_special.append(token)
     return alignment
+
+
+def extract_alignment(base_dir: Path, skilled_dir: Path) -> RowAlignment:
+    """Rows of `skilled − base` matched by token string, in the skilled model's numbering
+    (`extract` when the two tokenizers differ): a token the base lacks gets a zero delta.
+    The caller fills `shapes` with the embedding tensors to treat this way."""
+    skilled = vocabulary(skilled_dir, "skilled model")
+    base = vocabulary(base_dir, "base")
+    shared = sorted((token for token in skilled if token in base), key=skilled.__getitem__)
+    ids = torch.tensor([skilled[t] for t in shared], dtype=torch.long)
+    return RowAlignment(target_ids=ids, source_ids=ids, base_ids=torch.tensor([base[t] for t in shared], dtype=torch.long),
+                        counts={"shared": len(shared), "skilled_only": len(skilled) - len(shared),
+                                "base_only": sum(t not in skilled for t in base)})
 
 
 @dataclass

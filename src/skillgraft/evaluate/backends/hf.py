@@ -15,20 +15,21 @@ from typing import Any
 from skillgraft.errors import UserError
 from skillgraft.evaluate.backends.base import Backend, GenerationSettings, Prompt, cut_at_stop
 
-# End-of-turn tokens of common chat templates: generation of a chat answer stops there.
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+from skillgraft.tokenizer import END_OF_TURN
 
 
 def load_pretrained(path: str, *, dtype: str | None = None, device: str | None = None):
-    """Load model + tokenizer from a local folder (or a hub id already in the local cache)."""
+    """Load model + tokenizer from a folder, a Hugging Face id or `lab:NAME` (resolved once,
+    then loaded from the local folder only); a vector folder is refused."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(path)
-    if folder.exists() and not (folder / "config.json").is_file():
-        raise UserError(f"model {path}: folder has no config.json")
-    if not folder.exists() and (path.startswith((".", "/", "~")) or path.count("/") != 1):
-        raise UserError(f"model {path}: no such folder")
+    from skillgraft.checkpoint.kinds import local_model
+
+    folder = local_model(path).path
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise UserError(f"model {path}: {folder} has no config.json (not a Hugging Face checkpoint folder)")
+    path = str(folder)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype:
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
@@ -149,8 +150,10 @@ class HFBackend(Backend):
                 new = out[:, ids.shape[1]:].tolist()
                 stops = set(kwargs["eos_token_id"])
                 for row, i in zip(new, index):
-                    row = row[: next((k for k, t in enumerate(row) if t in stops), len(row))]
-                    text = self.tokenizer.decode(row, skip_special_tokens=True)
+                    stopped = next((k for k, t in enumerate(row) if t in stops), None)
+                    text = self.tokenizer.decode(row[:stopped], skip_special_tokens=True)
+                    if stopped is None:  # cut at max_new_tokens, maybe inside a multi-byte character
+                        text = text.rstrip("\ufffd")
                     outputs[i] = cut_at_stop(text, settings.stop).strip()
         return outputs
 

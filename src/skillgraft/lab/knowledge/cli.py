@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
-import typer
+import click
 
 MAX_SEEDS = 20
 
@@ -28,45 +27,40 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def register(lab_app: typer.Typer) -> None:
-    """Attach `knowledge` to the `lab` group."""
+@click.command("knowledge", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--seeds", type=int, default=None, help="Number of seeds (0..N-1); default 3, or 1 with --fast.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write results.json, generations.jsonl, plots/ and skillgraft.json here (published by rename).")
+@click.option("--fast", is_flag=True, help="Only names-in-every-sentence k=1 vs k=5 at seed 0, with the study's "
+              "budgets (about 2 minutes on 2 CPU cores).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
+@click.option("--save-models", is_flag=True, help="Also keep every cell's final model under --out/models "
+              "(plain transformers folders, ~0.75 MB each).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--jobs", type=int, default=None, help="Worker processes (one torch thread each); default: one per "
+              "CPU, at most 8. Results do not depend on it.")
+def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs):
+    """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
+    from skillgraft.errors import UserError
 
-    @lab_app.command("knowledge")
-    def knowledge_command(
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds (0..N-1); default 3, "
-                                            "or 1 with --fast."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Write results.json, generations.jsonl, "
-                                           "plots/ and skillgraft.json here (published by rename)."),
-        fast: bool = typer.Option(False, "--fast", help="Only names-in-every-sentence k=1 vs k=5 at seed 0, "
-                                  "with the study's budgets (about 2 minutes on 2 CPU cores)."),
-        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
-        save_models: bool = typer.Option(False, "--save-models", help="Also keep every cell's final model "
-                                         "under --out/models (plain transformers folders, ~0.75 MB each)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
-        jobs: Optional[int] = typer.Option(None, "--jobs", help="Worker processes (one torch thread each); "
-                                           "default: one per CPU, at most 8. Results do not depend on it."),
-    ) -> None:
-        """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
-        from skillgraft.errors import UserError
+    n = seeds if seeds is not None else (1 if fast else 3)
+    if not 1 <= n <= MAX_SEEDS:
+        raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
+    if jobs is not None and not 1 <= jobs <= 64:
+        raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
+    from skillgraft.lab.knowledge.study import FAST, Plan, check_out, default_jobs, run_study
 
-        n = seeds if seeds is not None else (1 if fast else 3)
-        if not 1 <= n <= MAX_SEEDS:
-            raise UserError(f"--seeds {n}: give a number of seeds between 1 and {MAX_SEEDS}")
-        if jobs is not None and not 1 <= jobs <= 64:
-            raise UserError(f"--jobs {jobs}: give a number of worker processes between 1 and 64")
-        from skillgraft.lab.knowledge.study import FAST, Plan, check_out, default_jobs, run_study
-
-        check_out(out, force)
-        if save_models and out is None:
-            raise UserError("--save-models needs --out DIR")
-        command = "skillgraft lab knowledge" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
-        payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
-                            command=command, save_models=save_models, jobs=jobs or default_jobs())
-        if as_json:
-            print(json.dumps(payload))
-        else:
-            print(table(payload["results"]))
-            print(f"{payload['conclusion']} ({payload['seconds']} s)")
-            if out is not None:
-                print(f"wrote {out}", file=sys.stderr)
+    check_out(out, force)
+    if save_models and out is None:
+        raise UserError("--save-models needs --out DIR")
+    command = "skillgraft lab knowledge" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
+    payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
+                        command=command, save_models=save_models, jobs=jobs or default_jobs())
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        print(table(payload["results"]))
+        print(f"{payload['conclusion']} ({payload['seconds']} s)")
+        if out is not None:
+            print(f"wrote {out}", file=sys.stderr)

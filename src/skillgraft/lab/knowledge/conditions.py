@@ -26,24 +26,24 @@ from dataclasses import dataclass
 from skillgraft.data.augment import template_rewrite
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import generate
-from skillgraft.lab.train import Schedule
+from skillgraft.lab.train import Budget
 
-STAGE1 = Schedule(steps=1500, batch=32, lr=3e-3, warmup=50)
-STAGE2 = Schedule(steps=600, batch=32, lr=5e-4, warmup=30)
-INJECT = Schedule(steps=200, batch=32, lr=1e-3, warmup=20)
+STAGE1 = Budget(steps=1500, batch=32, lr=3e-3, warmup=50)
+STAGE2 = Budget(steps=600, batch=32, lr=5e-4, warmup=30)
+INJECT = Budget(steps=200, batch=32, lr=1e-3, warmup=20)
 LORA_LR = 5e-3
 STYLES = ("biography", "qa", "interview", "article", "textbook")
 TARGET_SETS = ("attn-qv", "knowledge", "all-linear")
 
 
 @dataclass(frozen=True)
-class Budget:
+class StudyBudget:
     """Schedules of one study run (the full study and the fast variant share the defaults;
     tests pass shorter ones)."""
 
-    stage1: Schedule = STAGE1
-    stage2: Schedule = STAGE2
-    inject: Schedule = INJECT
+    stage1: Budget = STAGE1
+    stage2: Budget = STAGE2
+    inject: Budget = INJECT
     lora_lr: float = LORA_LR
 
 
@@ -87,7 +87,7 @@ def styled_texts(person: W.Person, k: int, seed: int) -> list[str]:
     return texts
 
 
-def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: Schedule,
+def injection_docs(world: W.KnowledgeWorld, k: int, n_unrelated: int, schedule: Budget,
                    seed: int, base: tuple[int, bool] = (1, False)) -> tuple[list[str], int]:
     """The injection corpus and its step count.
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from skillgraft.lab.train import Schedule, lm_rows, train_rows, train_sft
+from skillgraft.lab.train import Budget, lm_rows, train_rows, train_sft
 from skillgraft.lab.train import new_model as lab_new_model
 
-__all__ = ["MODEL_SHAPE", "Schedule", "build_tokenizer", "new_model", "train_text", "train_text_lora", "train_sft"]
+__all__ = ["MODEL_SHAPE", "Budget", "build_tokenizer", "new_model", "train_text", "train_text_lora", "train_sft"]
 
 MODEL_SHAPE = dict(hidden=64, layers=4, heads=4, intermediate=128)
 LORA_RANK = 16
@@ -25,7 +25,7 @@ LORA_ALPHA = 32
 def build_tokenizer():
     """Word-level tokenizer over the whole knowledge world (names, values, templates, styles)."""
     from skillgraft.lab.knowledge.world import vocabulary
-    from skillgraft.tiny import build_tokenizer as _build
+    from skillgraft.lab.tiny import build_tokenizer as _build
 
     return _build(vocabulary())
 
@@ -35,14 +35,14 @@ def new_model(tokenizer, seed: int, shape: dict | None = None):
     return lab_new_model(tokenizer, seed, shape or MODEL_SHAPE, tie_embeddings=False)
 
 
-def train_text(model, tokenizer, docs, schedule: Schedule, seed: int, *, desc: str, quiet: bool):
+def train_text(model, tokenizer, docs, schedule: Budget, seed: int, *, desc: str, quiet: bool):
     """Next-token training on `docs` with every parameter trainable (stage 1, full injection)."""
     for p in model.parameters():
         p.requires_grad_(True)
     return train_rows(model, tokenizer, lm_rows(tokenizer, docs), schedule, seed, desc=desc, quiet=quiet)
 
 
-def train_text_lora(model, tokenizer, docs, schedule: Schedule, seed: int, targets: str, *, desc: str,
+def train_text_lora(model, tokenizer, docs, schedule: Budget, seed: int, targets: str, *, desc: str,
                     quiet: bool):
     """Next-token training of a LoRA adapter on `targets` (a `skillgraft.train` preset); returns the
     merged model, so it is evaluated and saved like any plain checkpoint."""

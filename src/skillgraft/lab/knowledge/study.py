@@ -29,7 +29,7 @@ from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
-from skillgraft.lab.train import Schedule
+from skillgraft.lab.train import Budget
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Plan:
     inject_k_into_k5: tuple[int, ...] = (1, 5)   # the same injection into the pronoun-k5 model
     unrelated: tuple[int, ...] = (10, 100, 1000)
     targets: tuple[str, ...] = C.TARGET_SETS
-    budget: C.Budget = field(default_factory=C.Budget)
+    budget: C.StudyBudget = field(default_factory=C.StudyBudget)
 
 
 # The fast variant: the full-name k=1 and k=5 cells with the study's own budgets (its numbers
@@ -119,7 +119,7 @@ def plan_cells(plan: Plan, seed: int) -> tuple[list[Cell], list[Cell]]:
     return pretrain, injection
 
 
-def run_pretrain_cell(cell: Cell, budget: C.Budget, models_dir: Path | None, command: str, keep_state: bool):
+def run_pretrain_cell(cell: Cell, budget: C.StudyBudget, models_dir: Path | None, command: str, keep_state: bool):
     """Stage 1, probe, stage 2 (QA + replay), probe; returns the generations and, with
     `keep_state` (an injection starts from this model), the final state dict."""
     tokenizer = M.build_tokenizer()
@@ -139,7 +139,7 @@ def run_pretrain_cell(cell: Cell, budget: C.Budget, models_dir: Path | None, com
     return gens, (model.state_dict() if keep_state else None)
 
 
-def run_injection_cell(cell: Cell, budget: C.Budget, base_state: dict, models_dir: Path | None,
+def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, models_dir: Path | None,
                        command: str) -> list[dict]:
     """Teach the new people to a copy of the base model; probe them, and the old held-out
     people again (retention, with the base's own biographies)."""
@@ -148,7 +148,7 @@ def run_injection_cell(cell: Cell, budget: C.Budget, base_state: dict, models_di
     model = M.new_model(tokenizer, cell.seed)
     model.load_state_dict(base_state)
     docs, steps = C.injection_docs(world, cell.k, cell.unrelated, budget.inject, cell.seed, cell.base)
-    schedule = Schedule(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
+    schedule = Budget(steps=steps, batch=budget.inject.batch, warmup=budget.inject.warmup,
                         lr=budget.inject.lr if cell.targets is None else budget.lora_lr)
     if cell.targets is None:
         model = M.train_text(model, tokenizer, docs, schedule, cell.seed, desc=cell.name, quiet=True)

@@ -45,7 +45,7 @@ def general_texts(n: int = 60, seed: int = 1) -> list[str]:
 
 def vocabulary() -> list[str]:
     """Every word the generated texts can use (plus the tiny default words)."""
-    from skillgraft.tiny import DEFAULT_WORDS
+    from tiny_models import DEFAULT_WORDS
 
     words = list(DEFAULT_WORDS) + [MARKER, "!", "."]
     for phrase in SUBJECTS + VERBS + OBJECTS + NUMBERS + [w for pair in COUNTRIES for w in pair]:
@@ -66,7 +66,7 @@ def build_world(root: str | Path, *, n_persona: int = 64, pretrain_steps: int = 
     With `pretrain_steps`, the random tiny model is first fully fine-tuned on general texts
     (with skillgraft's own `train`), so it has "general knowledge" a later run can forget.
     """
-    from skillgraft.tiny import build_tiny_model
+    from tiny_models import build_tiny_model
 
     root = Path(root)
     paths = {
@@ -77,10 +77,10 @@ def build_world(root: str | Path, *, n_persona: int = 64, pretrain_steps: int = 
     model = build_tiny_model(root / "random_model", "llama", seed=seed, words=vocabulary(),
                              hidden=hidden, layers=layers)
     if pretrain_steps:
-        from skillgraft.train.config import load_config
+        from skillgraft.train.config import load_train_config
         from skillgraft.train.run import train
 
-        config = load_config(None, base={
+        config = load_train_config(None, base={
             "model": str(model), "method": "full", "lr": 3e-3, "max_steps": pretrain_steps, "batch_size": 16,
             "seed": seed, "output_dir": str(root / "pretrain"), "progress": False, "save_steps": 10_000,
             "data": {"train": str(paths["general"]), "format": "text", "max_length": 64},

@@ -1,4 +1,4 @@
-"""Tiny, real Hugging Face checkpoints built from configs, for tests, benchmarks and the lab.
+"""Test fixtures: tiny, real Hugging Face checkpoints built from configs (tests and benchmarks).
 
 A tiny model here is a genuine checkpoint folder (config.json, safetensors shards with an
 index when sharded, tokenizer.json + tokenizer_config.json with a chat template) that loads
@@ -11,16 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-# A chat template in the ChatML style, using only tokens the tiny vocabularies contain.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + ' ' + message['content'] + ' <|im_end|> ' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant ' }}{% endif %}"
-)
-
-SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
-CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
 DEFAULT_WORDS = (
     "the a is of and to in what who where when how which answer question user assistant "
     "system one two three four five six seven eight nine ten plus minus capital city "
@@ -28,59 +18,11 @@ DEFAULT_WORDS = (
 ).split()
 
 
-def build_tokenizer(words: Iterable[str] = DEFAULT_WORDS, *, chat_template: str | None = CHATML_TEMPLATE,
-                    extra_special: Iterable[str] = CHAT_TOKENS):
-    """A word-level fast tokenizer (whitespace split) with BOS/EOS/PAD/UNK and chat tokens.
+def build_tokenizer(words: Iterable[str] = DEFAULT_WORDS, **options):
+    """The lab's word-level tokenizer over `words` (the tiny default vocabulary unless given)."""
+    from skillgraft.lab.tiny import build_tokenizer as lab_tokenizer
 
-    Returns a `transformers` fast tokenizer; `save_pretrained` writes a normal tokenizer folder.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    extra_special = list(extra_special)
-    vocab: dict[str, int] = {}
-    for token in [*SPECIAL_TOKENS, *extra_special, *words]:
-        vocab.setdefault(token, len(vocab))
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        additional_special_tokens=extra_special or None,
-    )
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
-
-
-def tiny_config(family: str = "llama", *, vocab_size: int, hidden: int = 32, layers: int = 2,
-                heads: int = 4, intermediate: int = 64, tie_embeddings: bool | None = None,
-                bos_token_id: int = 2, eos_token_id: int = 3, pad_token_id: int = 0):
-    """A transformers config for a tiny model of `family` (llama, mistral, qwen2, gpt2)."""
-    import transformers
-
-    common = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-                  pad_token_id=pad_token_id)
-    if family == "gpt2":
-        config = transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate,
-                                         n_positions=128, **common)
-        config.tie_word_embeddings = True if tie_embeddings is None else tie_embeddings
-        return config
-    classes = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}
-    if family not in classes:
-        raise ValueError(f"unknown tiny family {family!r}; choose from gpt2, {', '.join(classes)}")
-    config_cls = getattr(transformers, classes[family])
-    return config_cls(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2), intermediate_size=intermediate,
-        max_position_embeddings=256, tie_word_embeddings=bool(tie_embeddings), **common,
-    )
+    return lab_tokenizer(words, **options)
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "llama", *, seed: int = 0, dtype: str = "float32",
@@ -93,6 +35,8 @@ def build_tiny_model(out_dir: str | Path, family: str = "llama", *, seed: int = 
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from skillgraft.lab.tiny import tiny_config
 
     out_dir = Path(out_dir)
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(words)

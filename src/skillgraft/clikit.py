@@ -1,0 +1,106 @@
+"""What every verb of the command line shares: the ordered command group, common options,
+`PATH:SCALE` parsing and the one JSON object `--json` prints.
+
+The CLI is plain Click: one help style for every verb (`-h`/`--help`), each option with its
+help text, verbs listed in the order a user meets them rather than alphabetically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from skillgraft.errors import UserError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Verbs(click.Group):
+    """A command group that lists its verbs in the order they were added."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+def group(name: str, help: str) -> Verbs:
+    return Verbs(name=name, help=help, context_settings=CONTEXT, no_args_is_help=True)
+
+
+def command(name: str, **kwargs):
+    """`@command("graft")`: a Click command with the project's help options."""
+    return click.command(name, context_settings=CONTEXT, **kwargs)
+
+
+def emit_json(payload: dict) -> None:
+    """The one JSON object `--json` promises on stdout."""
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def split_scale(spec: str, *, default: float | None = 1.0) -> tuple[str, float]:
+    """'vec:0.5' -> ('vec', 0.5); 'vec' -> ('vec', default). A suffix that is not a number is an
+    error (`vec:abc`), unless the whole text names an existing folder or a `lab:` model."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+        except ValueError:
+            scale = None
+        if scale is not None:
+            if not math.isfinite(scale):
+                raise UserError(f"{spec!r}: the scale {tail!r} is not a finite number")
+            return head, scale
+        if not (Path(spec).exists() or spec.startswith("lab:") and ":" not in spec[4:]):
+            raise UserError(f"{spec!r}: the scale {tail!r} is not a number (write PATH:SCALE, e.g. {head}:0.5)")
+    if default is None:
+        raise UserError(f"{spec!r}: give a scale as VECTOR:SCALE, e.g. {spec}:0.5")
+    return spec, default
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress "
+                        "and messages go to stderr).")(f)
+
+
+def quiet_option(f):
+    return click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")(f)
+
+
+def force_option(f):
+    return click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it "
+                        "(a folder with skillgraft.json).")(f)
+
+
+def shard_size_option(f):
+    return click.option("--shard-size", default="5GB", show_default=True,
+                        help="Largest safetensors shard of the output (5GB, 500MB, 2GiB).")(f)
+
+
+def allow_pickle_option(f):
+    return click.option("--allow-pickle", is_flag=True, help="Read .bin weights (pickles) with "
+                        "torch.load(weights_only=True); refused by default.")(f)
+
+
+def allow_nonfinite_option(f):
+    return click.option("--allow-nonfinite", is_flag=True, help="Publish results holding NaN/Inf instead of "
+                        "refusing them.")(f)
+
+
+def allow_arch_mismatch_option(f):
+    return click.option("--allow-arch-mismatch", is_flag=True, help="Combine models whose model_type or layer "
+                        "count differ.")(f)
+
+
+def assume_vector_option(f):
+    return click.option("--assume-vector", is_flag=True, help="Take VECTOR folders as vectors even when their "
+                        "weights look like a model's (vectors written by other tools).")(f)
+
+
+def select_options(f):
+    f = click.option("--exclude", multiple=True, metavar="REGEX",
+                     help="Skip tensors whose names match (Python regex, repeatable); wins over --include.")(f)
+    return click.option("--include", multiple=True, metavar="REGEX",
+                        help="Only tensors whose names match (Python regex, repeatable).")(f)
