@@ -6,6 +6,12 @@ writes and hashes the blocks before it, with at most `DEPTH` blocks waiting in b
 memory is bounded by a few blocks, whatever the size of a tensor, and pass-through copies
 move in pieces of `BLOCK_BYTES` too. A tensor whose result would hold NaN/Inf stops the
 write before anything is published.
+
+A producer must not keep small tensors alive from one block to the next (fill a
+preallocated one instead): in the worker thread glibc places them between the freed
+blocks, and the heap grows by about a block each time. Measured on the 70B-shaped
+embedding (276 blocks): 4.2 GB peak with a 16-byte tensor kept per block, 330 MB when
+the results are written into one preallocated tensor.
 """
 
 from __future__ import annotations

@@ -155,15 +155,17 @@ def chat_rows(target, chat, name: str, scale: float, special: list[tuple[str, in
     shape = target.tensors[name].shape
     if len(shape) != 2 or not special:
         return ChatRows(1, {})
-    norms = torch.cat([target.read_entries(name, start, stop).view(-1, shape[1]).float().norm(dim=1)
-                       for start, stop in blocks(shape)])
+    norms = torch.empty(shape[0])  # filled in place (see `streaming` on small tensors kept across blocks)
+    for start, stop in blocks(shape):
+        rows = target.read_entries(name, start, stop).view(-1, shape[1])
+        norms[start // shape[1]:stop // shape[1]] = rows.float().norm(dim=1)
     threshold = UNTRAINED * float(norms.median())
-    rows = {}
+    replacements = {}
     for token, target_id, chat_id in special:
         if target_id >= shape[0] or chat_id >= chat.tensors[name].shape[0] or float(norms[target_id]) >= threshold:
             continue
         row = chat.read_rows(name, torch.tensor([chat_id]))[0].float()
         if scale != 1.0:
             row = target.read_rows(name, torch.tensor([target_id]))[0].float() * (1 - scale) + row * scale
-        rows[token] = (target_id, row)
-    return ChatRows(shape[1], rows)
+        replacements[token] = (target_id, row)
+    return ChatRows(shape[1], replacements)
