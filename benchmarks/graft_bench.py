@@ -341,12 +341,11 @@ def run_methods(methods: list[str], folder: Path, paths: dict, sg: list[str], en
     return agreement
 
 
-def same_weights(a: Path, b: Path) -> bool:
-    """Whether two outputs hold byte-identical weight files (by their manifests' sha256)."""
-    def weights(folder: Path) -> dict:
-        files = json.loads((folder / "skillgraft.json").read_text())["files"]
-        return {name: digest for name, digest in files.items() if name.endswith((".safetensors", ".index.json"))}
-    return weights(a) == weights(b)
+def weight_hashes(folder: Path) -> dict:
+    """The sha256 of an output's weight files, from its manifest (to compare outputs without
+    keeping both on disk)."""
+    files = json.loads((folder / "skillgraft.json").read_text())["files"]
+    return {name: digest for name, digest in files.items() if name.endswith((".safetensors", ".index.json"))}
 
 
 def run_size(size: str, work: Path, mergekit_python: str | None,
@@ -386,14 +385,17 @@ def run_size(size: str, work: Path, mergekit_python: str | None,
         merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
                                        record)
     elif any(m != "sum" for m in methods):
-        notes.append("merge methods not run: they hold whole float32 deltas and top-k buffers of the 1.05G-entry "
-                     "embedding (over 20 GB)")
+        notes.append("merge methods not run: they hold whole float32 deltas (8.4 GB for two of the 1.05G-entry "
+                     "embedding) plus top-k's buffers (about 12 bytes per entry, measured at 0.8B: 12.6 GB more)")
     if "sum" not in methods:
         for row in rows:
             row["agreement"] = merged_agreement
         return rows
     record("sg-one-pass", *measure(sg + ["graft", target, "--delta", base, skilled, "-o", str(outputs["one"]),
                                          "--quiet"], env))
+    one_pass = weight_hashes(outputs["one"])
+    if not shape.whole_tensors_fit:  # no value-by-value checks: free the disk for the two-step vector
+        shutil.rmtree(outputs["one"], ignore_errors=True)
     if shape.tokenizers:
         record("sg-with-embeddings", *measure(sg + ["graft", target, "--delta", base, skilled, "--with-embeddings",
                                                     "-o", str(outputs["emb"]), "--quiet"], env))
@@ -402,7 +404,7 @@ def run_size(size: str, work: Path, mergekit_python: str | None,
     wall_b, rss_b = measure(sg + ["graft", target, str(outputs["vec"]), "-o", str(outputs["two"]), "--quiet"], env)
     shutil.rmtree(outputs["vec"], ignore_errors=True)
     record("sg-two-step", wall_a + wall_b, max(rss_a, rss_b))
-    agreement = {"two-step weights identical to one-pass": same_weights(outputs["one"], outputs["two"])}
+    agreement = {"two-step weights identical to one-pass": weight_hashes(outputs["two"]) == one_pass}
     if mergekit_python and shape.whole_tensors_fit:
         config = mergekit_config(folder, paths["base"], paths["skilled"], paths["target"])
         mergekit = str(Path(mergekit_python).parent / "mergekit-yaml")
@@ -485,7 +487,7 @@ def main() -> None:
     parser.add_argument("--methods", default="sum,ties,dare_ties",
                         help="sum (the task-arithmetic rows), ties, dare_ties: which comparisons to run")
     parser.add_argument("--work", default="/work/bench-work",
-                        help="scratch folder (needs ~10 GB per 0.8B, ~46 GB for 70b-shape)")
+                        help="scratch folder (needs ~10 GB per 0.8B, ~45 GB for 70b-shape)")
     parser.add_argument("--mergekit-python", default="/work/bench-work/mergekit-venv/bin/python")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
