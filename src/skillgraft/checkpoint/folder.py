@@ -48,7 +48,7 @@ def contained_path(folder: Path, relative: str, what: str) -> Path:
 
 
 class Checkpoint:
-    """Read-only view of one checkpoint folder, one tensor at a time."""
+    """Read-only view of one checkpoint folder, one tensor (or a piece of one) at a time."""
 
     def __init__(self, path: str | Path, *, allow_pickle: bool = False, role: str = "checkpoint"):
         from skillgraft.checkpoint.resolve import resolve_model
@@ -181,9 +181,10 @@ class Checkpoint:
         if unique.numel() == 0:
             return torch.empty((0, *shape[1:]), dtype=TORCH_OF_CODE[self.tensors[name].dtype])
         breaks = ((unique[1:] - unique[:-1]) != 1).nonzero().flatten() + 1
-        runs = torch.tensor_split(unique, breaks)
-        rows = torch.cat([self.read_entries(name, int(run[0]) * width, (int(run[-1]) + 1) * width) for run in runs])
-        return rows.view(unique.numel(), *shape[1:])[inverse]
+        runs = [self.read_entries(name, int(run[0]) * width, (int(run[-1]) + 1) * width)
+                for run in torch.tensor_split(unique, breaks)]
+        rows = (runs[0] if len(runs) == 1 else torch.cat(runs)).view(unique.numel(), *shape[1:])
+        return rows if torch.equal(unique, ids) else rows[inverse]  # ids already sorted, distinct: no gather
 
     def read_raw(self, name: str, start: int = 0, stop: int | None = None) -> bytes | bytearray:
         """Bytes [start, stop) of a tensor as stored (all of them by default), for pass-through

@@ -122,7 +122,7 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
 
             def parts(start: int, stop: int) -> list:
                 if rows is not None and name in rows.shapes:
-                    return [(rows.delta_rows(pair, name, start, stop), None, 1.0)]
+                    return [rows.part(pair, name, 1.0, start, stop)]
                 return [(base.read_entries(name, start, stop), skilled.read_entries(name, start, stop), 1.0)]
             return computed_blocks(planned, parts, allow_nonfinite, out)
 

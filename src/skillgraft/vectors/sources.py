@@ -66,7 +66,7 @@ class DeltaSource:
         token, the delta's rows in the target's order."""
         name = self.source_name(name)
         if self.alignment is not None and name in self.alignment.shapes:
-            return self.alignment.delta_rows(self, name, start, stop), None, scale
+            return self.alignment.part(self, name, scale, start, stop)
         if self.vector is not None:
             return self.vector.read_entries(name, start, stop), None, scale
         return self.base.read_entries(name, start, stop), self.skilled.read_entries(name, start, stop), scale

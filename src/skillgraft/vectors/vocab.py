@@ -71,10 +71,11 @@ class RowAlignment:
         return {**self.counts, "special_candidates": [t for t, _, _ in self.special],
                 "special_missing_in_target": self.missing_special, "tensors": sorted(self.shapes)}
 
-    def delta_rows(self, source, name: str, start: int, stop: int) -> torch.Tensor:
-        """Entries [start, stop) (whole rows) of the delta in the target's row order, flat:
-        shared rows filled, every other row zero. Reads only the source rows those target
-        rows need."""
+    def part(self, source, name: str, scale: float, start: int, stop: int) -> tuple:
+        """Entries [start, stop) (whole rows) of `source`'s delta in the target's row order, as a
+        part for `arithmetic.combine_blockwise`: the stored rows moved to their target rows and
+        zero rows elsewhere (whose delta is then exactly zero). Reads only the rows those
+        target rows need; the float32 work stays in combine_blockwise's cache-sized chunks."""
         shape = self.shapes[name]
         width = math.prod(shape[1:])
         first, last = start // width, stop // width
@@ -83,12 +84,20 @@ class RowAlignment:
         keep &= self.source_ids < reference.tensors[name].shape[0]
         if source.vector is None:
             keep &= self.base_ids < source.base.tensors[name].shape[0]
-        out = torch.zeros((last - first, *shape[1:]), dtype=torch.float32)
-        rows = reference.read_rows(name, self.source_ids[keep]).float()
-        if source.vector is None:
-            rows.sub_(source.base.read_rows(name, self.base_ids[keep]))
-        out[self.target_ids[keep] - first] = rows
-        return out.view(-1)
+        targets = self.target_ids[keep] - first
+        every_row = torch.equal(targets, torch.arange(last - first))  # then the rows read are in place
+
+        def moved(checkpoint, ids: torch.Tensor) -> torch.Tensor:
+            values = checkpoint.read_rows(name, ids)
+            if every_row:
+                return values.view(-1)
+            out = torch.zeros((last - first, *shape[1:]), dtype=values.dtype)
+            out[targets] = values
+            return out.view(-1)
+
+        if source.vector is not None:
+            return moved(source.vector, self.source_ids[keep]), None, scale
+        return moved(source.base, self.base_ids[keep]), moved(source.skilled, self.source_ids[keep]), scale
 
 
 def align(reference_dir: Path, target_dir: Path, base_dir: Path | None = None, chat_dir: Path | None = None) -> RowAlignment:
