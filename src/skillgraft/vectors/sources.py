@@ -63,7 +63,7 @@ class DeltaSource:
     def part(self, name: str, scale: float, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Entries [start, stop) of this source's delta for the target's `name`, as a part for
         `arithmetic.combine_blockwise`: the stored tensors' entries, or, for rows matched by
-        token, the delta's rows in the target's order."""
+        token, their rows moved to the target's order (`RowAlignment.part`)."""
         name = self.source_name(name)
         if self.alignment is not None and name in self.alignment.shapes:
             return self.alignment.part(self, name, scale, start, stop)
