@@ -97,6 +97,7 @@ def test_builtin_retention_sets_ask_the_same_facts():
     ([{"prompt": "x", "choices": ["a", "b"], "answer": 2}], "[choice_loglik]", r"items.jsonl:1: .*answer index 2"),
     ([{"prompt": "x"}], "[language]", r"items.jsonl:1: item items-1 has no `language`"),
     ([{"prompt": "x"}], "[fluency]", r"suite.yaml: sets.0.metrics.0"),
+    ([{"prompt": "x", "reference": "y"}], "[rouge]", r"sets.0.metrics.0.name: .*\(did you mean 'rouge2'\?\)"),
     ([{"prompt": "x", "keywords": "a"}], "[{name: keyword, segmnt: all}]", r"metric keyword has no option 'segmnt'"),
     ([{"prompt": "x"}], "[{name: memorization, corpus: missing.txt}]", r"memorization needs option `corpus`"),
     ([{"prompt": "x", "id": "d"}, {"prompt": "y", "id": "d"}], "[repetition]", r"items.jsonl:2: duplicate id 'd'"),

@@ -99,6 +99,14 @@ def assume_vector_option(f):
                         "weights look like a model's (vectors written by other tools).")(f)
 
 
+def write_options(f):
+    """What every verb that writes a checkpoint folder takes, in one place."""
+    for decorator in (json_option, quiet_option, allow_pickle_option, allow_nonfinite_option,
+                      allow_arch_mismatch_option, force_option, shard_size_option):
+        f = decorator(f)
+    return f
+
+
 def select_options(f):
     f = click.option("--exclude", multiple=True, metavar="REGEX",
                      help="Skip tensors whose names match (Python regex, repeatable); wins over --include.")(f)

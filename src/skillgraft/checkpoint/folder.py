@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -40,9 +41,10 @@ def is_weight_file(name: str) -> bool:
 
 
 def contained_path(folder: Path, relative: str, what: str) -> Path:
-    """Resolve `relative` inside `folder`, refusing absolute paths and `..` escapes."""
-    candidate = (folder / relative).resolve()
-    if Path(relative).is_absolute() or not candidate.is_relative_to(folder.resolve()):
+    """`relative` inside `folder`, refusing absolute paths and `..` escapes. The check is on the
+    name, not the resolved file: the Hub cache's snapshot files are symlinks into its blobs."""
+    candidate = Path(os.path.normpath(folder / relative))
+    if Path(relative).is_absolute() or not candidate.is_relative_to(Path(os.path.normpath(folder))):
         raise UserError(f"{what} names {relative!r}, a path outside {folder}")
     return candidate
 
@@ -60,6 +62,10 @@ class Checkpoint:
         if not self.path.is_dir():
             raise UserError(f"{role} {self.source} is not a folder")
         config_path = self.path / "config.json"
+        if not config_path.is_file() and (self.path / "adapter_config.json").is_file():
+            raise UserError(f"{role} {self.source} is a LoRA adapter (adapter_config.json), not a model or a vector: "
+                            "merge it into its base first (a training config with `merge: true` writes the merged "
+                            "model)")
         if not config_path.is_file():
             raise UserError(f"{role} {self.source} has no config.json (not a Hugging Face checkpoint folder)")
         try:

@@ -12,8 +12,7 @@ loads neither pydantic nor torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from skillgraft.lazy import lazy_exports
 
 _EXPORTS = {
     "run_suite": "skillgraft.evaluate.runner",
@@ -29,7 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'skillgraft.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_exports("skillgraft.evaluate", _EXPORTS)

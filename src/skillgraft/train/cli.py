@@ -39,10 +39,14 @@ def print_summary(summary: dict, as_json: bool) -> None:
 def train_command(config, overrides, resume, as_json):
     """Fine-tune a model (LoRA, QLoRA or full) with transformers Trainer, per a YAML config
     (see recipes/; relative paths in it are relative to its folder)."""
+    from skillgraft.checkpoint.resolve import resolve_model
     from skillgraft.train.config import load_train_config
+
+    loaded = load_train_config(config, list(overrides))
+    resolve_model(loaded.model, "model")  # a missing model fails before transformers is imported
     from skillgraft.train.run import train
 
-    summary = train(load_train_config(config, list(overrides)), resume=resume)
+    summary = train(loaded, resume=resume)
     print_summary(summary, as_json)
 
 

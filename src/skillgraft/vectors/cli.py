@@ -11,8 +11,8 @@ import sys
 import click
 
 from skillgraft.clikit import (
-    allow_arch_mismatch_option, allow_nonfinite_option, allow_pickle_option, assume_vector_option, command,
-    emit_json, force_option, group, json_option, quiet_option, select_options, shard_size_option, split_scale,
+    allow_nonfinite_option, allow_pickle_option, assume_vector_option, command, emit_json, force_option, group,
+    json_option, quiet_option, select_options, shard_size_option, split_scale, write_options,
 )
 from skillgraft.errors import UserError
 
@@ -61,13 +61,7 @@ def _size(shard_size: str) -> int:
 @click.option("-o", "--out", required=True, help="Output vector folder.")
 @select_options
 @click.option("--dtype", type=DTYPES, default="float32", show_default=True, help="How the vector is stored.")
-@shard_size_option
-@force_option
-@allow_arch_mismatch_option
-@allow_nonfinite_option
-@allow_pickle_option
-@quiet_option
-@json_option
+@write_options
 def extract_command(base, skilled, out, include, exclude, dtype, shard_size, force, allow_arch_mismatch,
                     allow_nonfinite, allow_pickle, quiet, as_json):
     """VECTOR = SKILLED − BASE per tensor, computed in float32.
@@ -110,13 +104,7 @@ def extract_command(base, skilled, out, include, exclude, dtype, shard_size, for
 @click.option("--dry-run", is_flag=True, help="Print what would be grafted, copied, skipped and scaled, and why; "
               "write nothing.")
 @assume_vector_option
-@shard_size_option
-@force_option
-@allow_arch_mismatch_option
-@allow_nonfinite_option
-@allow_pickle_option
-@quiet_option
-@json_option
+@write_options
 def graft_command(target, vectors, out, deltas, include, exclude, method, density, seed, scale_layers,
                   scale_modules, scale_depth, with_embeddings, chat_template_from, dry_run, assume_vector, shard_size,
                   force, allow_arch_mismatch, allow_nonfinite, allow_pickle, quiet, as_json):

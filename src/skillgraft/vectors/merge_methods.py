@@ -16,9 +16,9 @@ with `torch.equal`. Semantics, as in peft:
 
 The arithmetic is peft's, step for step, but without its full-size temporaries: no stacked
 copy of the deltas, boolean masks instead of float/int64 ones, in-place products, and an
-unsorted top-k (the same selected set; sorting it only cost time). On a 65M-entry embedding
-that is about 3× faster and a third of the memory, with the same bits (tests compare them).
-Functions modify the deltas they are handed (the driver owns them).
+unsorted top-k (the same selected set), with the same bits (tests compare them); the merge
+rows of docs/benchmarks.md measure the whole graft against mergekit. Functions modify the
+deltas they are handed (the driver owns them).
 
 peft draws DARE's masks from torch's global generator; here each tensor gets its own
 generator seeded from (seed, tensor name) by a stable hash, so a graft is reproducible
@@ -63,8 +63,8 @@ def random_drop(tensor: torch.Tensor, density: float, generator: torch.Generator
 
     The draws are peft's `torch.bernoulli(full_like(t, density))`: on CPU that kernel keeps an
     entry when one uniform float drawn for it is below p, so `rand(...) < density` gives the
-    same mask from the same generator state (the tests compare with peft), about 3× faster
-    and as a bool mask instead of a float one.
+    same mask from the same generator state (the tests compare with peft), as a bool mask
+    instead of a float one (57.7 vs 19.0 ms per 4M entries, measured 2026-11-26).
     """
     if density >= 1:
         return tensor
