@@ -443,6 +443,19 @@ def run_size(size: str, work: Path, mergekit_python: str | None,
     return rows
 
 
+def median_of(runs: list[list[dict]]) -> list[dict]:
+    """One row per job from repeated runs: the median wall time (the upper one for an even
+    count), the largest peak RSS, every run's wall time. At 70b-shape the page cache holds
+    only part of the inputs, so single runs vary with what other jobs left in it."""
+    rows = []
+    for row in runs[0]:
+        same = [next(r for r in run if r["job"] == row["job"]) for run in runs]
+        walls = sorted(r["wall_s"] for r in same)
+        rows.append({**same[-1], "wall_s": walls[len(walls) // 2],
+                     "peak_rss_mb": max(r["peak_rss_mb"] for r in same), "wall_runs": [r["wall_s"] for r in same]})
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     by = {(r["size"], r["job"]): r for r in rows}
     print("| size | job | wall s | peak RSS MB | wall ÷ mergekit | wall ÷ floor | wall ÷ floor+torch+sha256 "
@@ -469,6 +482,9 @@ def print_table(rows: list[dict]) -> None:
                 for k, v in r["agreement"].items()))
             for note in r.get("notes", []):
                 print(f"{r['size']}: {note}")
+            if len(r["wall_runs"]) > 1:
+                print(f"{r['size']} wall times of each run, s: " + "; ".join(
+                    f"{x['job']} " + " / ".join(f"{w:.1f}" for w in x["wall_runs"]) for x in rows if x["size"] == r["size"]))
             if "exact_max_steps" in r:
                 print(f"{r['size']} largest distance from the exact result (float64), in bf16 steps of the result or "
                       "of the operands' scale (0.5 = correctly rounded): " + "; ".join(
@@ -489,6 +505,9 @@ def main() -> None:
     parser.add_argument("--work", default="/work/bench-work",
                         help="scratch folder (needs ~10 GB per 0.8B, ~45 GB for 70b-shape)")
     parser.add_argument("--mergekit-python", default="/work/bench-work/mergekit-venv/bin/python")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run every job of a size this many times, in turn; the table shows the median wall "
+                             "time and the largest peak RSS, and lists each run's wall times")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
     mergekit = args.mergekit_python if Path(args.mergekit_python).is_file() else None
@@ -496,7 +515,9 @@ def main() -> None:
         print(f"note: no mergekit at {args.mergekit_python}; its rows are left out", file=sys.stderr)
     rows = []
     for size in args.sizes.split(","):
-        rows += run_size(size.strip(), Path(args.work), mergekit, tuple(m.strip() for m in args.methods.split(",")))
+        runs = [run_size(size.strip(), Path(args.work), mergekit, tuple(m.strip() for m in args.methods.split(",")))
+                for _ in range(args.repeats)]
+        rows += median_of(runs)
     print_table(rows)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
