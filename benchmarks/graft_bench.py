@@ -8,9 +8,9 @@ layers of Llama-3-70B's tensors (hidden 8192, MLP 28672, 8 KV heads, 128,256-tok
 vocabulary; the target's is 141,000 tokens, so its embedding and head differ in shape),
 with word-level tokenizers so rows can be matched by token.
 
-  floor          plain reads of the three inputs + one write of an output of the same size
-                 (+sha256: hashing the output as a manifest needs; +torch: after `import torch`,
-                 which every other job pays at start-up)
+  floor          plain reads of the three inputs (each byte once), the target's written out as
+                 read (+sha256: hashing the output as a manifest needs; +torch: after
+                 `import torch`, which every other job pays at start-up)
   sg-one-pass    skillgraft graft TARGET --delta BASE SKILLED
   sg-with-embeddings   the same with --with-embeddings (70b-shape: rows matched by token)
   sg-two-step    skillgraft extract BASE SKILLED, then graft TARGET VECTOR
@@ -150,8 +150,10 @@ def write_tokenizer(folder: Path, vocab: int, renumbered: bool) -> None:
 
 # -- child jobs (each runs in its own process) ------------------------------------------------
 def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str = "", import_torch: str = "") -> None:
-    """Read every input byte once, write an output of the target's size: the I/O floor.
-    With `hash_output`, also sha256 the bytes written (what a manifest costs on top); with
+    """Read every input byte once, write an output of the target's size: the I/O floor. The
+    target's bytes are written as they are read (reading them a second time for the copy
+    came from disk at 70b-shape, where the page cache cannot hold the inputs). With
+    `hash_output`, also sha256 the bytes written (what a manifest costs on top); with
     `import_torch`, first import torch, the start-up cost every torch-based job pays."""
     import hashlib
 
@@ -160,22 +162,19 @@ def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str
 
     chunk = bytearray(64 << 20)
     view = memoryview(chunk)
-    for folder in (base, skilled, target):
+    for folder in (base, skilled):
         for file in sorted(Path(folder).glob("*.safetensors")):
             with open(file, "rb", buffering=0) as handle:
                 while handle.readinto(view):
                     pass
     Path(out).mkdir(parents=True, exist_ok=True)
     for file in sorted(Path(target).glob("*.safetensors")):
-        remaining = file.stat().st_size
         digest = hashlib.sha256()
         with open(file, "rb", buffering=0) as src, open(Path(out) / file.name, "wb", buffering=0) as dst:
-            while remaining > 0:
-                count = src.readinto(view)
+            while count := src.readinto(view):
                 dst.write(view[:count])
                 if hash_output:
                     digest.update(view[:count])
-                remaining -= count
 
 
 def child_seeds_loop(base: str, skilled: str, target: str, out: str) -> None:
