@@ -2,12 +2,17 @@
 
 Builds three synthetic Llama-layout checkpoints (bf16, sharded, different shard boundaries
 per input) per size, then times on the same inputs, in one run, each in its own process so
-peak resident memory (ru_maxrss from wait4) is that job's alone:
+peak resident memory (ru_maxrss from wait4) is that job's alone. Sizes are 0.8B-style
+models (hidden 2048, 32k vocabulary, as many layers as the size needs) or `70b-shape`: two
+layers of Llama-3-70B's tensors (hidden 8192, MLP 28672, 8 KV heads, 128,256-token
+vocabulary; the target's is 141,000 tokens, so its embedding and head differ in shape),
+with word-level tokenizers so rows can be matched by token.
 
-  floor          plain reads of the three inputs + one write of an output of the same size
-                 (+sha256: hashing the output as a manifest needs; +torch: after `import torch`,
-                 which every other job pays at start-up)
+  floor          plain reads of the three inputs (each byte once), the target's written out as
+                 read (+sha256: hashing the output as a manifest needs; +torch: after
+                 `import torch`, which every other job pays at start-up)
   sg-one-pass    skillgraft graft TARGET --delta BASE SKILLED
+  sg-with-embeddings   the same with --with-embeddings (70b-shape: rows matched by token)
   sg-two-step    skillgraft extract BASE SKILLED, then graft TARGET VECTOR
   mergekit       task_arithmetic (base=BASE; SKILLED weight 1 with embed/lm_head 0; TARGET 1)
   seeds-loop     three AutoModelForCausalLM loads, state_dict loop, save_pretrained
@@ -16,8 +21,11 @@ peak resident memory (ru_maxrss from wait4) is that job's alone:
   mergekit-ties  mergekit ties, base_model=BASE, SKILLED and TARGET with weight 1, density 0.5
   sg-dare_ties / mergekit-dare_ties   the same with dare_ties (random masks: no agreement check)
 
-Usage: python benchmarks/graft_bench.py [--sizes 0.8,1.6] [--methods sum,ties,dare_ties] [--work DIR]
-                                        [--mergekit-python PATH]
+At 70b-shape the jobs that hold whole models or whole-tensor copies (seeds-loop, mergekit,
+the agreement and exactness checks, the merge methods) do not fit 24 GB and are left out.
+
+Usage: python benchmarks/graft_bench.py [--sizes 0.8,1.6,70b-shape] [--methods sum,ties,dare_ties]
+                                        [--work DIR] [--mergekit-python PATH]
 mergekit runs from its own virtualenv (default /work/bench-work/mergekit-venv): make it with
 `python3 -m venv V && V/bin/pip install -c constraints.txt mergekit`.
 """
@@ -26,78 +34,126 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-HIDDEN, INTERMEDIATE, VOCAB, HEADS = 2048, 5632, 32000, 16
-PER_LAYER = 4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN
-EMBED = 2 * VOCAB * HIDDEN + HIDDEN
+
+@dataclass(frozen=True)
+class Shape:
+    """A synthetic Llama layout: tensor shapes, layer count, and the target's vocabulary."""
+
+    label: str
+    hidden: int
+    intermediate: int
+    vocab: int  # base and skilled
+    target_vocab: int
+    heads: int
+    kv_heads: int
+    layers: int
+    tokenizers: bool  # word-level tokenizers, so --with-embeddings matches rows by token
+
+    @property
+    def whole_tensors_fit(self) -> bool:
+        """Whether the jobs that hold whole models or whole-tensor copies (seeds' loop,
+        exactness checks, merge methods, mergekit) fit this machine's 24 GB."""
+        return self.hidden < 8192
 
 
-def layers_for(billions: float) -> int:
-    return max(1, round((billions * 1e9 - EMBED) / PER_LAYER))
+SMALL = dict(hidden=2048, intermediate=5632, vocab=32000, target_vocab=32000, heads=16, kv_heads=16, tokenizers=False)
+LLAMA3_70B = dict(hidden=8192, intermediate=28672, vocab=128256, target_vocab=141000, heads=64, kv_heads=8,
+                  tokenizers=True)
 
 
-def tensor_shapes(layers: int) -> list[tuple[str, tuple[int, ...]]]:
-    shapes = [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
-    for i in range(layers):
+def shape_for(size: str) -> Shape:
+    """'0.8' -> a 0.8B model of SMALL tensors; '70b-shape' -> two layers of Llama-3-70B's tensors."""
+    if size.lower() == "70b-shape":
+        return Shape("70B-shaped", layers=2, **LLAMA3_70B)
+    per_layer = 4 * SMALL["hidden"] ** 2 + 3 * SMALL["hidden"] * SMALL["intermediate"] + 2 * SMALL["hidden"]
+    embed = 2 * SMALL["vocab"] * SMALL["hidden"] + SMALL["hidden"]
+    return Shape(f"{float(size):g}B", layers=max(1, round((float(size) * 1e9 - embed) / per_layer)), **SMALL)
+
+
+def tensor_shapes(shape: Shape, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    h, kv = shape.hidden, shape.hidden * shape.kv_heads // shape.heads
+    shapes = [("model.embed_tokens.weight", (vocab, h))]
+    for i in range(shape.layers):
         p = f"model.layers.{i}."
-        shapes += [(p + "input_layernorm.weight", (HIDDEN,)), (p + "post_attention_layernorm.weight", (HIDDEN,))]
-        shapes += [(p + f"self_attn.{n}_proj.weight", (HIDDEN, HIDDEN)) for n in "qkvo"]
-        shapes += [(p + "mlp.gate_proj.weight", (INTERMEDIATE, HIDDEN)), (p + "mlp.up_proj.weight", (INTERMEDIATE, HIDDEN)),
-                   (p + "mlp.down_proj.weight", (HIDDEN, INTERMEDIATE))]
-    return shapes + [("model.norm.weight", (HIDDEN,)), ("lm_head.weight", (VOCAB, HIDDEN))]
+        shapes += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,))]
+        shapes += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (kv, h)),
+                   (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, h))]
+        shapes += [(p + "mlp.gate_proj.weight", (shape.intermediate, h)),
+                   (p + "mlp.up_proj.weight", (shape.intermediate, h)),
+                   (p + "mlp.down_proj.weight", (h, shape.intermediate))]
+    return shapes + [("model.norm.weight", (h,)), ("lm_head.weight", (vocab, h))]
 
 
-def write_checkpoint(folder: Path, layers: int, seed: int, noise_seed: int | None, shard_bytes: int) -> None:
-    """Base weights from `seed`; skilled/target = base + 0.01·noise from `noise_seed`."""
+def generator(*key: int):
+    """A torch generator seeded from integers, the same in every process (int tuples hash stably)."""
     import torch
-    from safetensors.torch import save_file
 
+    return torch.Generator().manual_seed(hash(key) & (2**63 - 1))
+
+
+def write_checkpoint(folder: Path, shape: Shape, role: str, seed: int, noise_seed: int | None,
+                     shard_bytes: int) -> None:
+    """Base weights N(0, 0.02²) from `seed` (norm weights N(1, 0.02²)); skilled/target add
+    N(0, 0.002²) noise from `noise_seed`. Written a block of rows at a time through skillgraft's shard writer, so
+    even a 2 GB embedding is never whole in memory; block k of a tensor has the same values
+    whatever the row count, so the target's larger embedding starts with the base's rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import torch
+
+    from skillgraft.checkpoint import PlannedTensor, ShardedWriter
+
+    vocab = shape.target_vocab if role == "target" else shape.vocab
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-              "intermediate_size": INTERMEDIATE, "num_hidden_layers": layers, "num_attention_heads": HEADS,
-              "num_key_value_heads": HEADS, "vocab_size": VOCAB, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "dtype": "bfloat16"}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": shape.hidden,
+              "intermediate_size": shape.intermediate, "num_hidden_layers": shape.layers,
+              "num_attention_heads": shape.heads, "num_key_value_heads": shape.kv_heads, "vocab_size": vocab,
+              "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+              "torch_dtype": "bfloat16", "dtype": "bfloat16"}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    shards, current, size = [], {}, 0
-    names = []
-    for index, (name, shape) in enumerate(tensor_shapes(layers)):
-        gen = torch.Generator().manual_seed(seed * 100003 + index)
-        tensor = torch.randn(shape, generator=gen) * 0.02
-        if noise_seed is not None:
-            noise = torch.Generator().manual_seed(noise_seed * 100003 + index)
-            tensor += torch.randn(shape, generator=noise) * 0.002
-        tensor = tensor.to(torch.bfloat16)
-        if current and size + tensor.numel() * 2 > shard_bytes:
-            shards.append(current)
-            current, size = {}, 0
-        current[name] = tensor
-        names.append(name)
-        size += tensor.numel() * 2
-        if size >= shard_bytes:
-            shards.append(current)
-            current, size = {}, 0
-    if current:
-        shards.append(current)
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, folder / file, metadata={"format": "pt"})
-        weight_map.update({n: file for n in shard})
-    total = sum(t.numel() * 2 for s in shards for t in s.values())
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                     "weight_map": weight_map}))
+    if shape.tokenizers:
+        write_tokenizer(folder, vocab, renumbered=role == "target")
+    plan = [PlannedTensor(name, "BF16", dims) for name, dims in tensor_shapes(shape, vocab)]
+    writer = ShardedWriter(folder, plan, shard_bytes)
+    for index, planned in enumerate(plan):
+        rows, width = planned.shape[0], math.prod(planned.shape[1:])
+        step = max(1, (1 << 24) // width)
+        for block, first in enumerate(range(0, rows, step)):
+            dims = (min(step, rows - first), *planned.shape[1:])
+            values = torch.randn(dims, generator=generator(seed, index, block)) * 0.02
+            if len(dims) == 1:  # norm weights sit near 1, as in trained models
+                values += 1.0
+            if noise_seed is not None:
+                values += torch.randn(dims, generator=generator(noise_seed, index, block)) * 0.002
+            writer.write(planned.name, values.to(torch.bfloat16))
+    writer.close()
+
+
+def write_tokenizer(folder: Path, vocab: int, renumbered: bool) -> None:
+    """A word-level tokenizer of `vocab` entries; the target's puts its extra words first, so
+    every shared token has another id there (rows are matched by token string)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from skillgraft.lab.tiny import CHAT_TOKENS, SPECIAL_TOKENS, build_tokenizer
+
+    shared = [f"w{i}" for i in range(LLAMA3_70B["vocab"] - len(SPECIAL_TOKENS) - len(CHAT_TOKENS))]
+    extra = [f"x{i}" for i in range(vocab - LLAMA3_70B["vocab"])] if renumbered else []
+    build_tokenizer([*extra, *shared]).save_pretrained(folder)
 
 
 # -- child jobs (each runs in its own process) ------------------------------------------------
 def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str = "", import_torch: str = "") -> None:
-    """Read every input byte once, write an output of the target's size: the I/O floor.
-    With `hash_output`, also sha256 the bytes written (what a manifest costs on top); with
+    """Read every input byte once, write an output of the target's size: the I/O floor. The
+    target's bytes are written as they are read (reading them a second time for the copy
+    came from disk at 70b-shape, where the page cache cannot hold the inputs). With
+    `hash_output`, also sha256 the bytes written (what a manifest costs on top); with
     `import_torch`, first import torch, the start-up cost every torch-based job pays."""
     import hashlib
 
@@ -106,22 +162,19 @@ def child_floor(base: str, skilled: str, target: str, out: str, hash_output: str
 
     chunk = bytearray(64 << 20)
     view = memoryview(chunk)
-    for folder in (base, skilled, target):
+    for folder in (base, skilled):
         for file in sorted(Path(folder).glob("*.safetensors")):
             with open(file, "rb", buffering=0) as handle:
                 while handle.readinto(view):
                     pass
     Path(out).mkdir(parents=True, exist_ok=True)
     for file in sorted(Path(target).glob("*.safetensors")):
-        remaining = file.stat().st_size
         digest = hashlib.sha256()
         with open(file, "rb", buffering=0) as src, open(Path(out) / file.name, "wb", buffering=0) as dst:
-            while remaining > 0:
-                count = src.readinto(view)
+            while count := src.readinto(view):
                 dst.write(view[:count])
                 if hash_output:
                     digest.update(view[:count])
-                remaining -= count
 
 
 def child_seeds_loop(base: str, skilled: str, target: str, out: str) -> None:
@@ -146,8 +199,8 @@ def child_seeds_loop(base: str, skilled: str, target: str, out: str) -> None:
     cp.save_pretrained(out)
 
 
-def child_build(folder: str, layers: str, seed: str, noise_seed: str, shard_bytes: str) -> None:
-    write_checkpoint(Path(folder), int(layers), int(seed), None if noise_seed == "-" else int(noise_seed),
+def child_build(folder: str, size: str, role: str, seed: str, noise_seed: str, shard_bytes: str) -> None:
+    write_checkpoint(Path(folder), shape_for(size), role, int(seed), None if noise_seed == "-" else int(noise_seed),
                      int(shard_bytes))
 
 
@@ -287,64 +340,94 @@ def run_methods(methods: list[str], folder: Path, paths: dict, sg: list[str], en
     return agreement
 
 
-def run_size(billions: float, work: Path, mergekit_python: str | None,
+def weight_hashes(folder: Path) -> dict:
+    """The sha256 of an output's weight files, from its manifest (to compare outputs without
+    keeping both on disk)."""
+    files = json.loads((folder / "skillgraft.json").read_text())["files"]
+    return {name: digest for name, digest in files.items() if name.endswith((".safetensors", ".index.json"))}
+
+
+def run_size(size: str, work: Path, mergekit_python: str | None,
              methods: tuple[str, ...] = ("sum", "ties", "dare_ties")) -> list[dict]:
-    layers = layers_for(billions)
-    folder = work / f"{billions:g}B"
+    shape = shape_for(size)
+    folder = work / shape.label
     paths = {name: folder / name for name in ("base", "skilled", "target")}
+    python, me = sys.executable, str(Path(__file__).resolve())
     if not all((p / "model.safetensors.index.json").is_file() for p in paths.values()):
-        print(f"building three {billions:g}B checkpoints ({layers} layers) in {folder} ...", file=sys.stderr)
-        me = str(Path(__file__).resolve())
+        print(f"building three {shape.label} checkpoints ({shape.layers} layers) in {folder} ...", file=sys.stderr)
         for name, noise, shard in (("base", "-", 2_000_000_000), ("skilled", "2", 1_000_000_000),
                                    ("target", "3", 1_500_000_000)):
-            measure([sys.executable, me, "--child", "build", str(paths[name]), str(layers), "1", noise, str(shard)])
+            measure([python, me, "--child", "build", str(paths[name]), size, name, "1", noise, str(shard)])
     base, skilled, target = (str(paths[n]) for n in ("base", "skilled", "target"))
-    outputs = {name: folder / f"out-{name}" for name in ("floor", "one", "vec", "two", "mergekit", "seeds")}
+    outputs = {name: folder / f"out-{name}" for name in ("floor", "one", "emb", "vec", "two", "mergekit", "seeds")}
     for path in outputs.values():
         shutil.rmtree(path, ignore_errors=True)
-    python, me = sys.executable, str(Path(__file__).resolve())
     sg = [python, "-m", "skillgraft.cli"]
     env = {**os.environ, "PYTHONPATH": str(Path(me).parents[1] / "src")}
-    rows = []
+    rows, notes = [], []
 
     def record(name: str, wall: float, rss: float) -> None:
-        rows.append({"size": f"{billions:g}B", "layers": layers, "job": name, "wall_s": wall, "peak_rss_mb": rss})
-        print(f"  {billions:g}B {name:12s} {wall:8.1f} s {rss:9.0f} MB", file=sys.stderr)
+        rows.append({"size": shape.label, "layers": shape.layers, "job": name, "wall_s": wall, "peak_rss_mb": rss})
+        print(f"  {shape.label} {name:12s} {wall:8.1f} s {rss:9.0f} MB", file=sys.stderr)
 
-    measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])])  # warm the page cache
-    record("floor", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"])]))
-    shutil.rmtree(outputs["floor"], ignore_errors=True)
-    record("floor+sha256", *measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"]),
-                                     "hash"]))
-    shutil.rmtree(outputs["floor"], ignore_errors=True)
-    record("floor+torch+sha256", *measure([python, me, "--child", "floor", base, skilled, target,
-                                           str(outputs["floor"]), "hash", "torch"]))
-    merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
-                                   record)
+    def floor(*extra: str) -> tuple[float, float]:
+        result = measure([python, me, "--child", "floor", base, skilled, target, str(outputs["floor"]), *extra])
+        shutil.rmtree(outputs["floor"], ignore_errors=True)
+        return result
+
+    floor()  # warm the page cache (as far as it holds the inputs)
+    record("floor", *floor())
+    record("floor+sha256", *floor("hash"))
+    record("floor+torch+sha256", *floor("hash", "torch"))
+    merged_agreement = {}
+    if shape.whole_tensors_fit:
+        merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
+                                       record)
+    elif any(m != "sum" for m in methods):
+        notes.append("merge methods not run: they hold whole float32 deltas (8.4 GB for two of the 1.05G-entry "
+                     "embedding) plus top-k's buffers (about 12 bytes per entry, measured at 0.8B: 12.6 GB more)")
     if "sum" not in methods:
         for row in rows:
             row["agreement"] = merged_agreement
-        shutil.rmtree(outputs["floor"], ignore_errors=True)
         return rows
     record("sg-one-pass", *measure(sg + ["graft", target, "--delta", base, skilled, "-o", str(outputs["one"]),
                                          "--quiet"], env))
+    one_pass = weight_hashes(outputs["one"])
+    if not shape.whole_tensors_fit:  # no value-by-value checks: free the disk for the two-step vector
+        shutil.rmtree(outputs["one"], ignore_errors=True)
+    if shape.tokenizers:
+        record("sg-with-embeddings", *measure(sg + ["graft", target, "--delta", base, skilled, "--with-embeddings",
+                                                    "-o", str(outputs["emb"]), "--quiet"], env))
+        shutil.rmtree(outputs["emb"], ignore_errors=True)
     wall_a, rss_a = measure(sg + ["extract", base, skilled, "-o", str(outputs["vec"]), "--quiet"], env)
     wall_b, rss_b = measure(sg + ["graft", target, str(outputs["vec"]), "-o", str(outputs["two"]), "--quiet"], env)
+    shutil.rmtree(outputs["vec"], ignore_errors=True)
     record("sg-two-step", wall_a + wall_b, max(rss_a, rss_b))
-    if mergekit_python:
+    agreement = {"two-step weights identical to one-pass": weight_hashes(outputs["two"]) == one_pass}
+    if mergekit_python and shape.whole_tensors_fit:
         config = mergekit_config(folder, paths["base"], paths["skilled"], paths["target"])
         mergekit = str(Path(mergekit_python).parent / "mergekit-yaml")
         record("mergekit", *measure([mergekit, str(config), str(outputs["mergekit"]), "--lazy-unpickle",
                                      "--out-shard-size", "5B"]))
+    if not shape.whole_tensors_fit:
+        notes.append("mergekit, seeds-loop and the value-by-value agreement checks not run: they hold whole "
+                     "models, whole-tensor float64 copies, or (mergekit, which needs tokenizer: {source: TARGET} "
+                     "for these vocabularies) more than this machine's memory; see docs/benchmarks.md")
+        for row in rows:
+            row["agreement"], row["notes"] = agreement, notes
+        for path in outputs.values():
+            shutil.rmtree(path, ignore_errors=True)
+        return rows
     record("seeds-loop", *measure([python, me, "--child", "seeds-loop", base, skilled, target, str(outputs["seeds"])]))
+
     def agree(other: str) -> dict:
         report = folder / f"agree-{other}.json"
         measure([python, me, "--child", "compare", str(outputs["one"]), str(outputs[other]), str(report),
                  base, skilled, target])
         return json.loads(report.read_text())
 
-    agreement = {"vs two-step": agree("two"), "vs seeds-loop": agree("seeds")}
-    if mergekit_python:
+    agreement.update({"vs two-step": agree("two"), "vs seeds-loop": agree("seeds")})
+    if outputs["mergekit"].is_dir():
         agreement["vs mergekit"] = agree("mergekit")
     exact_report = folder / "exact.json"
     measure([python, me, "--child", "exact", str(exact_report), base, skilled, target,
@@ -352,10 +435,23 @@ def run_size(billions: float, work: Path, mergekit_python: str | None,
     exact = json.loads(exact_report.read_text())
     agreement.update(merged_agreement)
     for row in rows:
-        row["agreement"] = agreement
+        row["agreement"], row["notes"] = agreement, notes
         row["exact_max_steps"] = exact
     for path in outputs.values():
         shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
+def median_of(runs: list[list[dict]]) -> list[dict]:
+    """One row per job from repeated runs: the median wall time (the upper one for an even
+    count), the largest peak RSS, every run's wall time. At 70b-shape the page cache holds
+    only part of the inputs, so single runs vary with what other jobs left in it."""
+    rows = []
+    for row in runs[0]:
+        same = [next(r for r in run if r["job"] == row["job"]) for run in runs]
+        walls = sorted(r["wall_s"] for r in same)
+        rows.append({**same[-1], "wall_s": walls[len(walls) // 2],
+                     "peak_rss_mb": max(r["peak_rss_mb"] for r in same), "wall_runs": [r["wall_s"] for r in same]})
     return rows
 
 
@@ -380,8 +476,14 @@ def print_table(rows: list[dict]) -> None:
         if r["size"] not in seen:
             seen.add(r["size"])
             print(f"\n{r['size']} output agreement (sg-one-pass unless named): " + "; ".join(
+                f"{k}: {v}" if isinstance(v, bool) else
                 f"{k}: max {v['max_steps']:.2f} bf16 steps, {v['differing_values']} values differ"
                 for k, v in r["agreement"].items()))
+            for note in r.get("notes", []):
+                print(f"{r['size']}: {note}")
+            if len(r["wall_runs"]) > 1:
+                print(f"{r['size']} wall times of each run, s: " + "; ".join(
+                    f"{x['job']} " + " / ".join(f"{w:.1f}" for w in x["wall_runs"]) for x in rows if x["size"] == r["size"]))
             if "exact_max_steps" in r:
                 print(f"{r['size']} largest distance from the exact result (float64), in bf16 steps of the result or "
                       "of the operands' scale (0.5 = correctly rounded): " + "; ".join(
@@ -394,19 +496,27 @@ def main() -> None:
         CHILDREN[sys.argv[2]](*sys.argv[3:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="0.8,1.6", help="model sizes in billions of parameters")
+    parser.add_argument("--sizes", default="0.8,1.6",
+                        help="model sizes in billions of parameters, or 70b-shape (two layers of Llama-3-70B's "
+                             "tensors, the target with a 141,000-token vocabulary: ~31 GB of disk)")
     parser.add_argument("--methods", default="sum,ties,dare_ties",
                         help="sum (the task-arithmetic rows), ties, dare_ties: which comparisons to run")
-    parser.add_argument("--work", default="/work/bench-work", help="scratch folder (needs ~10 GB per 0.8B)")
+    parser.add_argument("--work", default="/work/bench-work",
+                        help="scratch folder (needs ~10 GB per 0.8B, ~45 GB for 70b-shape)")
     parser.add_argument("--mergekit-python", default="/work/bench-work/mergekit-venv/bin/python")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run every job of a size this many times, in turn; the table shows the median wall "
+                             "time and the largest peak RSS, and lists each run's wall times")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
     mergekit = args.mergekit_python if Path(args.mergekit_python).is_file() else None
     if mergekit is None:
         print(f"note: no mergekit at {args.mergekit_python}; its rows are left out", file=sys.stderr)
     rows = []
-    for size in (float(s) for s in args.sizes.split(",")):
-        rows += run_size(size, Path(args.work), mergekit, tuple(m.strip() for m in args.methods.split(",")))
+    for size in args.sizes.split(","):
+        runs = [run_size(size.strip(), Path(args.work), mergekit, tuple(m.strip() for m in args.methods.split(",")))
+                for _ in range(args.repeats)]
+        rows += median_of(runs)
     print_table(rows)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))

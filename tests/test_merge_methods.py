@@ -10,6 +10,7 @@ import torch
 from peft.utils import merge_utils
 
 from skillgraft.vectors.merge_methods import generator_for, merge, tensor_seed
+from test_blockwise import same_in_blocks
 from test_graft import EMBEDDINGS, state
 
 pytestmark = pytest.mark.filterwarnings("ignore:The density .* no pruning")
@@ -128,3 +129,12 @@ def test_bad_method_options(two_vectors, run_cli, tmp_path, args, message):
     status, out, err = run_cli("graft", trio["cp"], v1, "-o", tmp_path / "bad", *args)
     assert status == 2 and err.startswith("error:") and message in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties"])
+def test_merge_in_tiny_blocks_equals_whole_blocks(two_vectors, run_cli, tmp_path, monkeypatch, method):
+    """Deltas read block by block into the whole-tensor buffer the merge needs, target added
+    and cast block by block: the same bytes as one block per tensor."""
+    trio, v1, _ = two_vectors
+    same_in_blocks(run_cli, monkeypatch, tmp_path, "graft", trio["cp"], f"{v1}:0.75", "--delta", trio["base"],
+                   f"{trio['skilled2']}:-0.5", "--with-embeddings", "--method", method, "--density", "0.4")

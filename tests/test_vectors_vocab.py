@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from test_blockwise import same_in_blocks
 from tiny_models import DEFAULT_WORDS, build_tiny_model, build_tokenizer, perturb_model
 from test_graft import state
 
@@ -82,3 +83,15 @@ def test_scaled_copy_and_saved_vector(models, run_cli, tmp_path):
     assert torch.equal(got["lm_head.weight"][target_vocab["<|im_end|>"]], vec["lm_head.weight"][base_vocab["<|im_end|>"]])
 
 
+
+
+@pytest.mark.parametrize("extra", [[], ["--method", "ties", "--density", "0.5"]])
+@pytest.mark.parametrize("scale", ["1", "0.5"])
+def test_rows_matched_in_tiny_blocks_equal_whole_blocks(models, run_cli, tmp_path, monkeypatch, scale, extra):
+    """Target rows a block at a time, each reading only the chat/base rows it needs; the
+    untrained rows' threshold from norms read block by block: the same bytes as one block."""
+    root, _, _ = models
+    out = same_in_blocks(run_cli, monkeypatch, tmp_path, "graft", root / "target", "--delta", root / "base",
+                         f"{root / 'chat'}:{scale}", "--with-embeddings", *extra)
+    report = json.loads((out / "skillgraft.json").read_text())["vocab_alignment"][0]
+    assert sorted(report["special_copied"]) == sorted(f"{n}: <|im_end|>" for n in EMBEDDINGS)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 
 from skillgraft.checkpoint.safetensors_file import (
-    TORCH_OF_CODE, SafetensorsFile, TensorInfo, read_bytes, read_tensor,
+    TORCH_OF_CODE, SafetensorsFile, TensorInfo, read_bytes, read_entries, read_tensor,
 )
 from skillgraft.errors import UserError
 
@@ -49,7 +50,7 @@ def contained_path(folder: Path, relative: str, what: str) -> Path:
 
 
 class Checkpoint:
-    """Read-only view of one checkpoint folder, one tensor at a time."""
+    """Read-only view of one checkpoint folder, one tensor (or a piece of one) at a time."""
 
     def __init__(self, path: str | Path, *, allow_pickle: bool = False, role: str = "checkpoint"):
         from skillgraft.checkpoint.resolve import resolve_model
@@ -159,21 +160,45 @@ class Checkpoint:
         """Tensor names in file order (shard, then offset), the cheapest order to read."""
         return sorted(self.tensors, key=lambda n: (str(self.tensors[n].path), self.tensors[n].start, n))
 
+    def _pickled(self, name: str) -> torch.Tensor:
+        file = self._pickle_files[name]
+        if self._pickle_cache is None or self._pickle_cache[0] != file:
+            self._pickle_cache = (file, self._load_pickle(file))
+        return self._pickle_cache[1][name]
+
     def read(self, name: str) -> torch.Tensor:
         """Read one tensor; the result owns its memory."""
         if name in self._pickle_files:
-            file = self._pickle_files[name]
-            if self._pickle_cache is None or self._pickle_cache[0] != file:
-                self._pickle_cache = (file, self._load_pickle(file))
-            return self._pickle_cache[1][name].contiguous()
+            return self._pickled(name).clone(memory_format=torch.contiguous_format)
         return read_tensor(self.tensors[name])
 
-    def read_raw(self, name: str) -> bytes | bytearray:
-        """A tensor's bytes as stored, for pass-through of dtypes torch may not hold."""
+    def read_entries(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Entries [start, stop) of the flattened tensor, 1-D, in memory the caller owns."""
         if name in self._pickle_files:
-            tensor = self.read(name)  # 0-dim tensors too: flatten before viewing as bytes
-            return tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        return read_bytes(self.tensors[name])
+            return self._pickled(name).reshape(-1)[start:stop].clone()
+        return read_entries(self.tensors[name], start, stop)
+
+    def read_rows(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` (any order, repeats allowed) of a tensor, one positioned read per run of
+        consecutive ids: memory for those rows only."""
+        shape = self.tensors[name].shape
+        width = math.prod(shape[1:])
+        unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+        if unique.numel() == 0:
+            return torch.empty((0, *shape[1:]), dtype=TORCH_OF_CODE[self.tensors[name].dtype])
+        breaks = ((unique[1:] - unique[:-1]) != 1).nonzero().flatten() + 1
+        runs = [self.read_entries(name, int(run[0]) * width, (int(run[-1]) + 1) * width)
+                for run in torch.tensor_split(unique, breaks)]
+        rows = (runs[0] if len(runs) == 1 else torch.cat(runs)).view(unique.numel(), *shape[1:])
+        return rows if torch.equal(unique, ids) else rows[inverse]  # ids already sorted, distinct: no gather
+
+    def read_raw(self, name: str, start: int = 0, stop: int | None = None) -> bytes | bytearray:
+        """Bytes [start, stop) of a tensor as stored (all of them by default), for pass-through
+        of dtypes torch may not hold."""
+        if name in self._pickle_files:
+            tensor = self._pickled(name).contiguous()  # 0-dim tensors too: flatten before viewing as bytes
+            return tensor.view(-1).view(torch.uint8).numpy()[start:stop].tobytes() if tensor.numel() else b""
+        return read_bytes(self.tensors[name], start, stop)
 
     def metadata_of(self, file: Path) -> dict[str, str]:
         """The `__metadata__` of one safetensors file of this checkpoint (empty for pickles)."""

@@ -2,8 +2,9 @@
 
 Why not `safetensors.safe_open`: it maps the file, and the pages it touches count in the
 process's resident memory, so streaming over a 15 GB checkpoint shows 15 GB of RSS. Here
-every tensor is read with one `os.pread` into a fresh buffer that is freed when the tensor
-goes away, so memory is bounded by the largest tensor in flight. The header is checked
+a tensor, or any byte range of it (a range of rows, for streaming in blocks), is read with
+positioned reads into a fresh buffer that is freed when the caller drops it, so memory is
+bounded by what the caller holds, not by the file. The header is checked
 strictly up front (length, offsets inside the data, no overlaps, sizes that match shapes,
 known dtypes) so a corrupt or truncated shard is a clear error, not garbage weights.
 """
@@ -121,15 +122,19 @@ class SafetensorsFile:
         return TensorInfo(name, self.path, dtype, tuple(shape), data_start + begin, end - begin)
 
 
-def read_bytes(info: TensorInfo) -> bytearray:
-    """Read a tensor's raw bytes with one positioned read into a fresh buffer."""
-    buffer = bytearray(info.nbytes)
+def read_bytes(info: TensorInfo, start: int = 0, stop: int | None = None) -> bytearray:
+    """Read bytes [start, stop) of a tensor's data (all of it by default) with positioned
+    reads into a fresh buffer."""
+    stop = info.nbytes if stop is None else stop
+    if not 0 <= start <= stop <= info.nbytes:
+        raise ValueError(f"byte range [{start}, {stop}) is outside tensor {info.name!r} ({info.nbytes} bytes)")
+    buffer = bytearray(stop - start)
     view = memoryview(buffer)
     fd = os.open(info.path, os.O_RDONLY)
     try:
         done = 0
-        while done < info.nbytes:
-            count = os.preadv(fd, [view[done:]], info.start + done)
+        while done < len(buffer):
+            count = os.preadv(fd, [view[done:]], info.start + start + done)
             if count == 0:
                 raise UserError(f"{info.path}: tensor {info.name!r} is truncated")
             done += count
@@ -138,12 +143,18 @@ def read_bytes(info: TensorInfo) -> bytearray:
     return buffer
 
 
-def read_tensor(info: TensorInfo) -> torch.Tensor:
-    """Read one tensor as a torch tensor that owns its memory (no file mapping)."""
+def read_entries(info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+    """Entries [start, stop) of the flattened tensor, as a 1-D tensor that owns its memory."""
     torch_dtype = TORCH_OF_CODE[info.dtype]
     if torch_dtype is None:
         raise UserError(f"{info.path}: tensor {info.name!r} has dtype {info.dtype}, which torch cannot hold")
-    buffer = read_bytes(info)
-    if info.nbytes == 0:
-        return torch.empty(info.shape, dtype=torch_dtype)
-    return torch.frombuffer(buffer, dtype=torch_dtype).reshape(info.shape)
+    width = int(DTYPES[info.dtype][1])
+    buffer = read_bytes(info, start * width, stop * width)
+    if not buffer:
+        return torch.empty(0, dtype=torch_dtype)
+    return torch.frombuffer(buffer, dtype=torch_dtype)
+
+
+def read_tensor(info: TensorInfo) -> torch.Tensor:
+    """Read one tensor as a torch tensor that owns its memory (no file mapping)."""
+    return read_entries(info, 0, math.prod(info.shape)).reshape(info.shape)

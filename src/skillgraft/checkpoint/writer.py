@@ -2,9 +2,9 @@
 
 Every output tensor's name, dtype and shape are known before any arithmetic runs (they come
 from the input headers), so the shard layout and each shard's header are planned up front
-and tensor bytes are appended as they are produced: nothing waits in memory for a shard to
-fill. The sha256 of each file is computed on the bytes as they are written, so the manifest
-costs no second read.
+and tensor bytes are appended as they are produced, in as many pieces as the producer likes:
+nothing waits in memory for a shard, or even a whole tensor, to be ready. The sha256 of each
+file is computed on the bytes as they are written, so the manifest costs no second read.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class ShardedWriter:
                            [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)])
         self._order = [(shard_i, t) for shard_i, shard in enumerate(self.shards) for t in shard]
         self._next = 0
+        self._tensor_written = 0  # bytes of the current tensor written so far
         self._handle = None
         self._hash = None
         self.sha256: dict[str, str] = {}
@@ -102,33 +103,41 @@ class ShardedWriter:
         self._hash.update(data)
         self.bytes_written += len(data)
 
-    def write(self, name: str, data: torch.Tensor | bytes | bytearray) -> None:
-        """Append the next planned tensor (as a tensor of the planned dtype, or raw bytes)."""
+    def write(self, name: str, data: torch.Tensor | bytes | bytearray) -> bool:
+        """Append the next piece of the current planned tensor (a tensor of the planned dtype, or
+        raw bytes); pieces follow each other in order. Returns True when the piece completes the
+        tensor."""
         if self._next >= len(self._order):
             raise RuntimeError(f"tensor {name!r} was not planned")
         shard_i, planned = self._order[self._next]
         if planned.name != name:
             raise RuntimeError(f"expected tensor {planned.name!r} next, got {name!r}")
         payload = tensor_bytes(data) if isinstance(data, torch.Tensor) else memoryview(data)
-        if payload.nbytes != planned.nbytes:
-            raise RuntimeError(f"tensor {name!r}: {payload.nbytes} bytes, planned {planned.nbytes}")
+        if self._tensor_written + payload.nbytes > planned.nbytes:
+            raise RuntimeError(f"tensor {name!r}: {self._tensor_written + payload.nbytes} bytes, "
+                               f"planned {planned.nbytes}")
         if self._handle is None:
             self._handle = open(self.folder / self.file_names[shard_i], "wb")
             self._hash = hashlib.sha256()
             self._emit(self._header(self.shards[shard_i]))
         self._emit(payload)
+        self._tensor_written += payload.nbytes
+        if self._tensor_written < planned.nbytes:
+            return False
         self._next += 1
+        self._tensor_written = 0
         last_of_shard = self._next == len(self._order) or self._order[self._next][0] != shard_i
         if last_of_shard:
             self._handle.close()
             self._handle = None
             self.sha256[self.file_names[shard_i]] = self._hash.hexdigest()
+        return True
 
     def close(self) -> dict[str, str]:
         """Finish: check every planned tensor arrived, write the index; return file -> sha256."""
         if self._next != len(self._order):
             missing = self._order[self._next][1].name
-            raise RuntimeError(f"writer closed before tensor {missing!r} was written")
+            raise RuntimeError(f"writer closed before tensor {missing!r} was fully written")
         if not self._order:  # nothing selected: still a valid, empty checkpoint file
             self._handle = open(self.folder / self.file_names[0], "wb")
             self._hash = hashlib.sha256()

@@ -2,7 +2,7 @@
 
 For a vector, the per-layer L2 norm of the deltas shows where a skill lives (and whether a
 "vector" is really a whole model by mistake: norms as large as weights). Norms are read
-tensor by tensor, so this is as memory-bounded as the graft itself.
+tensor by tensor: memory for one tensor at a time, whatever the model size.
 """
 
 from __future__ import annotations

@@ -2,31 +2,28 @@
 
     C = Σ scale_i · V_i        (float32, left to right, stored as --dtype)
 
-computed tensor by tensor through the checkpoint layer, so combining vectors of any size
-needs memory for a few copies of the largest tensor only. A tensor missing from some
-vectors counts as zero there (a vector extracted with --include holds a subset); shapes
-must agree wherever a tensor appears.
+computed a block of rows at a time through the streaming pipeline, so combining vectors of
+any size needs memory for a few blocks only. A tensor missing from some vectors counts as
+zero there (a vector extracted with --include holds a subset); shapes must agree wherever
+a tensor appears.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from skillgraft.checkpoint import (
     AtomicFolder, Card, Checkpoint, DEFAULT_SHARD_SIZE, PlannedTensor, ShardedWriter, check_output, write_manifest,
 )
 from skillgraft.checkpoint.manifest import input_record
-from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
+from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE
 from skillgraft.errors import UserError
-from skillgraft.vectors import arithmetic
 from skillgraft.vectors.driver import check_same_architecture
 from skillgraft.checkpoint.kinds import require_vector
 from skillgraft.vectors.files import copy_side_files
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.sources import float_reason
-from skillgraft.vectors.streaming import refuse_nonfinite, stream_tensors
+from skillgraft.vectors.streaming import computed_blocks, stream_tensors
 
 
 def open_vectors(specs, allow_pickle: bool = False, assume_vector: bool = False) -> list[tuple[Checkpoint, float]]:
@@ -54,7 +51,7 @@ def combine_vectors(specs, out_dir, *, dtype: str = "float32", operation: str = 
         check_same_architecture(first, checkpoint, allow_arch_mismatch)
     out = Path(out_dir)
     check_output(out, [c.path for c, _ in vectors], force=force)
-    code, torch_dtype = CODE_OF_DTYPE[dtype], TORCH_OF_CODE[CODE_OF_DTYPE[dtype]]
+    code = CODE_OF_DTYPE[dtype]
 
     shapes, members, skipped = {}, {}, []
     for index, (checkpoint, _) in enumerate(vectors):
@@ -76,12 +73,11 @@ def combine_vectors(specs, out_dir, *, dtype: str = "float32", operation: str = 
     progress = Progress(f"vector {operation}", total_bytes=sum(p.nbytes for p in plan), total_tensors=len(plan),
                         quiet=quiet)
     with AtomicFolder(out) as temp, progress:
-        def produce(planned: PlannedTensor) -> torch.Tensor:
-            parts = [arithmetic.scaled(vectors[i][0].read(planned.name), vectors[i][1]) for i in members[planned.name]]
-            total = arithmetic.accumulate(parts[0], parts[1:])
-            result = total.to(torch_dtype)
-            refuse_nonfinite(result, planned.name, allow_nonfinite, out)  # after the cast: fp16 overflow counts
-            return result
+        def produce(planned: PlannedTensor):
+            def parts(start: int, stop: int) -> list:
+                return [(vectors[i][0].read_entries(planned.name, start, stop), None, vectors[i][1])
+                        for i in members[planned.name]]
+            return computed_blocks(planned, parts, allow_nonfinite, out)
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
         sizes = {planned.name: planned.nbytes for planned in plan}

@@ -1,8 +1,9 @@
-"""extract and graft over checkpoint folders, one tensor at a time.
+"""extract and graft over checkpoint folders, one block of rows at a time.
 
-Memory stays bounded by a few copies of the largest tensor, whatever the model size: each
-output tensor is computed from explicit reads of the inputs, written to its shard, and
-dropped. The inputs may shard their tensors differently; lookups are by name.
+Memory stays bounded by a few blocks, whatever the model or tensor size (see
+`streaming`): each block of an output tensor is computed from positioned reads of the
+inputs' rows, written to its shard, and dropped. The inputs may shard their tensors
+differently; lookups are by name.
 
 `graft` is a plan (`plan_graft`: what will be grafted, copied, skipped and scaled, and why,
 decided from the headers alone; `graft --dry-run` prints it) and its execution
@@ -15,8 +16,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from skillgraft.checkpoint import (
     AtomicFolder, Checkpoint, DEFAULT_SHARD_SIZE, PlannedTensor, ShardedWriter, check_output, write_manifest,
 )
@@ -24,17 +23,16 @@ from skillgraft.checkpoint.card import Card
 from skillgraft.checkpoint.kinds import require_model
 from skillgraft.checkpoint.manifest import input_record
 from skillgraft.checkpoint.resolve import resolve_model
-from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE, TORCH_OF_CODE
+from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE
 from skillgraft.errors import UserError
-from skillgraft.vectors import arithmetic
 from skillgraft.vectors.files import copy_side_files
 from skillgraft.vectors.merge_methods import METHODS, RANDOM_METHODS, generator_for, merge
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role, embedding_tensors, head_is_tied
 from skillgraft.vectors.schedule import Schedule, layer_index
 from skillgraft.vectors.sources import DeltaSource, float_reason, open_sources, tie_aliases
-from skillgraft.vectors.streaming import refuse_nonfinite, stream_tensors
-from skillgraft.vectors.vocab import align, copy_special_rows, extract_alignment
+from skillgraft.vectors.streaming import computed_blocks, copied_blocks, stream_tensors
+from skillgraft.vectors.vocab import align, chat_rows, extract_alignment
 
 
 def check_same_architecture(reference: Checkpoint, other: Checkpoint, allow: bool) -> None:
@@ -90,7 +88,7 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
     out = Path(out_dir)
     check_output(out, [base.path, skilled.path], force=force)
     selection = TensorFilter(list(include), list(exclude))
-    code, torch_dtype = CODE_OF_DTYPE[dtype], TORCH_OF_CODE[CODE_OF_DTYPE[dtype]]
+    code = CODE_OF_DTYPE[dtype]
     tokenizers = compare_tokenizers(base.path, skilled.path)
     rows, pair = None, DeltaSource(1.0, base=base, skilled=skilled)
     if tokenizers["relation"] not in ("identical", "unknown") and embedding_tensors(skilled):
@@ -119,15 +117,14 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
     progress = Progress("extract", total_bytes=sum(skilled.tensors[t.name].nbytes for t in plan),
                         total_tensors=len(plan), quiet=quiet)
     with AtomicFolder(out) as temp, progress:
-        def produce(planned: PlannedTensor) -> torch.Tensor:
-            if rows is not None and planned.name in rows.shapes:
-                diff = rows.full_delta(pair, planned.name).to(torch_dtype)
-                refuse_nonfinite(diff, planned.name, allow_nonfinite, out)
-                return diff
-            diff, finite = arithmetic.delta_blockwise(base.read(planned.name), skilled.read(planned.name), torch_dtype)
-            if not finite:
-                refuse_nonfinite(diff, planned.name, allow_nonfinite, out)
-            return diff
+        def produce(planned: PlannedTensor):
+            name = planned.name
+
+            def parts(start: int, stop: int) -> list:
+                if rows is not None and name in rows.shapes:
+                    return [rows.part(pair, name, 1.0, start, stop)]
+                return [(base.read_entries(name, start, stop), skilled.read_entries(name, start, stop), 1.0)]
+            return computed_blocks(planned, parts, allow_nonfinite, out)
 
         writer = ShardedWriter(temp, plan, shard_size, metadata={"skillgraft_kind": "vector"})
         hashes = stream_tensors(plan, produce, writer, progress, lambda name: skilled.tensors[name].nbytes)
@@ -298,34 +295,28 @@ def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool 
     special_rows: dict[str, str] = {}
     progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan.layout), quiet=quiet)
     with AtomicFolder(out) as temp, progress:
-        def produce(planned: PlannedTensor) -> torch.Tensor | bytearray:
+        def produce(planned: PlannedTensor):
             name = planned.name
             if name not in work:
-                return target.read_raw(name)
-            aligned = any(s.alignment is not None and s.source_name(name) in s.alignment.shapes for s in work[name])
-            if method == "sum" and not aligned:  # the common case: cache-sized blocks, same bits
-                parts = [s.raw_part(name, f) for s, f in zip(work[name], factors[name])]
-                result, finite = arithmetic.combine_blockwise(target.read(name), parts)
-                if not finite:
-                    refuse_nonfinite(result, name, allow_nonfinite, out)
-                return result
+                return copied_blocks(target, name)
+            pairs = list(zip(work[name], factors[name]))
             if method == "sum":
-                original = target.read(name)
-                total = arithmetic.accumulate(original, [s.read_scaled(name, f) for s, f in zip(work[name], factors[name])])
-            else:  # merged + target == target + merged bit for bit; reusing `merged` saves a copy
+                def parts(start: int, stop: int) -> list:
+                    return [(target.read_entries(name, start, stop), None, 1.0),
+                            *(source.part(name, factor, start, stop) for source, factor in pairs)]
+            else:  # target + merged == merged + target bit for bit
                 generator = generator_for(seed, name) if method in RANDOM_METHODS else None
-                merged = merge(method, [s.read_delta(name) for s in work[name]], factors[name], density=density,
-                               generator=generator)
-                original = target.read(name)  # read after the merge: not held through its peak
-                total = merged.add_(original)
-            for source, factor in zip(work[name], factors[name]):
+                merged = merge(method, [s.read_delta(name, planned.shape) for s in work[name]], factors[name],
+                               density=density, generator=generator).view(-1)
+
+                def parts(start: int, stop: int) -> list:
+                    return [(target.read_entries(name, start, stop), None, 1.0), (merged[start:stop], None, 1.0)]
+            patches = []
+            for source, factor in pairs:
                 if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:
-                    copied = copy_special_rows(total, original, source.skilled.read(name), factor,
-                                               source.alignment.special)
-                    special_rows.update({f"{name}: {token}": source.label for token in copied})
-            result = total.to(original.dtype)
-            refuse_nonfinite(result, name, allow_nonfinite, out)  # after the cast: an fp16 overflow counts
-            return result
+                    patches.append(chat_rows(target, source.skilled, name, factor, source.alignment.special))
+                    special_rows.update({f"{name}: {token}": source.label for token in patches[-1].rows})
+            return computed_blocks(planned, parts, allow_nonfinite, out, patches)
 
         writer = ShardedWriter(temp, plan.layout, shard_size, metadata={"skillgraft_kind": "model"})
         hashes = stream_tensors(plan.layout, produce, writer, progress, lambda name: target.tensors[name].nbytes)

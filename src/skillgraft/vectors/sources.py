@@ -1,7 +1,8 @@
-"""What `graft` adds to the target: saved vectors and (base, skilled) pairs, read per tensor."""
+"""What `graft` adds to the target: saved vectors and (base, skilled) pairs, read a block of rows at a time."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from skillgraft.errors import UserError
 from skillgraft.vectors import arithmetic
 from skillgraft.vectors.rules import embedding_tensors, head_is_tied
 from skillgraft.vectors.schedule import Schedule
+from skillgraft.vectors.streaming import blocks
 from skillgraft.vectors.vocab import RowAlignment
 
 
@@ -58,14 +60,26 @@ class DeltaSource:
                 return f"{side} {float_reason(info.dtype)}"
         return None
 
-    def read_delta(self, name: str) -> torch.Tensor:
-        """The unscaled delta of one target tensor in float32 (memory owned by the caller)."""
+    def part(self, name: str, scale: float, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Entries [start, stop) of this source's delta for the target's `name`, as a part for
+        `arithmetic.combine_blockwise`: the stored tensors' entries, or, for rows matched by
+        token, their rows moved to the target's order (`RowAlignment.part`)."""
         name = self.source_name(name)
         if self.alignment is not None and name in self.alignment.shapes:
-            return self.alignment.full_delta(self, name)
+            return self.alignment.part(self, name, scale, start, stop)
         if self.vector is not None:
-            return arithmetic.scaled(self.vector.read(name), 1.0)
-        return arithmetic.delta(self.base.read(name), self.skilled.read(name))
+            return self.vector.read_entries(name, start, stop), None, scale
+        return self.base.read_entries(name, start, stop), self.skilled.read_entries(name, start, stop), scale
+
+    def read_delta(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The unscaled float32 delta of one whole tensor of the target's `shape` (merge methods
+        need whole-tensor statistics), read block by block into one buffer: memory for the
+        delta and one block of the inputs."""
+        delta = torch.empty(math.prod(shape), dtype=torch.float32)
+        for start, stop in blocks(shape):
+            block, _ = arithmetic.combine_blockwise([self.part(name, 1.0, start, stop)], torch.float32)
+            delta[start:stop] = block
+        return delta.view(shape)
 
     def scale_for(self, name: str, schedule: Schedule | None = None) -> float:
         """This source's scale for one tensor: its scale × the graft's and its own schedule."""
@@ -74,17 +88,6 @@ class DeltaSource:
             if rules is not None and not rules.empty:
                 scale = scale * rules.factor(name)
         return scale
-
-    def raw_part(self, name: str, scale: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """This source's tensors as stored, for `arithmetic.combine_blockwise`."""
-        name = self.source_name(name)
-        if self.vector is not None:
-            return self.vector.read(name), None, scale
-        return self.base.read(name), self.skilled.read(name), scale
-
-    def read_scaled(self, name: str, scale: float | None = None) -> torch.Tensor:
-        """scale·delta in float32 (the same bits as scaling the raw tensor: widening is exact)."""
-        return arithmetic.scaled(self.read_delta(name), self.scale if scale is None else scale)
 
 
 def float_reason(dtype: str) -> str:

@@ -14,16 +14,22 @@ the *chat model's* rows, interpolated by the vector's scale:
 `row = (1 − scale)·target_row + scale·chat_row` (a plain copy at scale 1). The official Chat
 Vector code copies these rows from the base model by mistake; here they come from the chat
 model. A row counts as untrained when its norm is under `UNTRAINED` × the median row norm.
+
+The delta is computed a block of target rows at a time, reading only the vector's rows those
+rows need; the untrained-row test reads the target's rows once more, block by block, for
+their norms. Neither holds the embedding or head whole.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from skillgraft.errors import UserError
+from skillgraft.vectors.streaming import blocks
 
 UNTRAINED = 0.1
 
@@ -65,25 +71,33 @@ class RowAlignment:
         return {**self.counts, "special_candidates": [t for t, _, _ in self.special],
                 "special_missing_in_target": self.missing_special, "tensors": sorted(self.shapes)}
 
-    def full_delta(self, source, name: str) -> torch.Tensor:
-        """The delta in the target's row order: shared rows filled, every other row zero."""
+    def part(self, source, name: str, scale: float, start: int, stop: int) -> tuple:
+        """Entries [start, stop) (whole rows) of `source`'s delta in the target's row order, as a
+        part for `arithmetic.combine_blockwise`: the stored rows moved to their target rows and
+        zero rows elsewhere (whose delta is then exactly zero). Reads only the rows those
+        target rows need; the float32 work stays in combine_blockwise's cache-sized chunks."""
         shape = self.shapes[name]
+        width = math.prod(shape[1:])
+        first, last = start // width, stop // width
+        reference = source.vector if source.vector is not None else source.skilled
+        keep = (self.target_ids >= first) & (self.target_ids < last)
+        keep &= self.source_ids < reference.tensors[name].shape[0]
+        if source.vector is None:
+            keep &= self.base_ids < source.base.tensors[name].shape[0]
+        targets = self.target_ids[keep] - first
+        every_row = torch.equal(targets, torch.arange(last - first))  # then the rows read are in place
+
+        def moved(checkpoint, ids: torch.Tensor) -> torch.Tensor:
+            values = checkpoint.read_rows(name, ids)
+            if every_row:
+                return values.view(-1)
+            out = torch.zeros((last - first, *shape[1:]), dtype=values.dtype)
+            out[targets] = values
+            return out.view(-1)
+
         if source.vector is not None:
-            rows = source.vector.read(name).float()
-            src_limit, base_limit = rows.shape[0], None
-        else:
-            skilled, base = source.skilled.read(name).float(), source.base.read(name)
-            src_limit, base_limit = skilled.shape[0], base.shape[0]
-        keep = (self.target_ids < shape[0]) & (self.source_ids < src_limit)
-        if base_limit is not None:
-            keep &= self.base_ids < base_limit
-        out = torch.zeros(shape, dtype=torch.float32)
-        target_ids, source_ids = self.target_ids[keep], self.source_ids[keep]
-        if source.vector is not None:
-            out[target_ids] = rows[source_ids]
-        else:
-            out[target_ids] = skilled[source_ids].sub_(base[self.base_ids[keep]])
-        return out
+            return moved(source.vector, self.source_ids[keep]), None, scale
+        return moved(source.base, self.base_ids[keep]), moved(source.skilled, self.source_ids[keep]), scale
 
 
 def align(reference_dir: Path, target_dir: Path, base_dir: Path | None = None, chat_dir: Path | None = None) -> RowAlignment:
@@ -123,18 +137,44 @@ def extract_alignment(base_dir: Path, skilled_dir: Path) -> RowAlignment:
                                 "base_only": sum(t not in skilled for t in base)})
 
 
-def copy_special_rows(total: torch.Tensor, original: torch.Tensor, chat: torch.Tensor, scale: float,
-                      special: list[tuple[str, int, int]]) -> list[str]:
-    """Give untrained special-token rows the chat model's rows (see the module doc); in place."""
-    if total.dim() != 2 or not special:
-        return []
-    norms = original.float().norm(dim=1)
+@dataclass
+class ChatRows:
+    """Untrained special-token rows of one tensor and the float32 rows that replace them."""
+
+    width: int
+    rows: dict[str, tuple[int, torch.Tensor]]  # token -> (target row, replacement)
+
+    def patch(self, result: torch.Tensor, start: int, stop: int) -> bool:
+        """Overwrite the rows that lie in entries [start, stop), of which `result` is the cast
+        output; True when what was written is finite after the cast."""
+        block = result.view(-1, self.width)
+        finite = True
+        for target_id, row in self.rows.values():
+            if start <= target_id * self.width < stop:
+                written = block[target_id - start // self.width]
+                written.copy_(row)
+                finite = finite and bool(torch.isfinite(written).all())
+        return finite
+
+
+def chat_rows(target, chat, name: str, scale: float, special: list[tuple[str, int, int]]) -> ChatRows:
+    """Which special-token rows of the target's `name` are untrained, and the chat model's rows
+    (interpolated by `scale`) that replace them; see the module doc. The threshold is a
+    median over every row's norm, so the target's tensor is read once more, block by block."""
+    shape = target.tensors[name].shape
+    if len(shape) != 2 or not special:
+        return ChatRows(1, {})
+    norms = torch.empty(shape[0])  # filled in place (see `streaming` on small tensors kept across blocks)
+    for start, stop in blocks(shape):
+        rows = target.read_entries(name, start, stop).view(-1, shape[1])
+        norms[start // shape[1]:stop // shape[1]] = rows.float().norm(dim=1)
     threshold = UNTRAINED * float(norms.median())
-    copied = []
+    replacements = {}
     for token, target_id, chat_id in special:
-        if target_id >= total.shape[0] or chat_id >= chat.shape[0] or float(norms[target_id]) >= threshold:
+        if target_id >= shape[0] or chat_id >= chat.tensors[name].shape[0] or float(norms[target_id]) >= threshold:
             continue
-        row = chat[chat_id].float()
-        total[target_id] = row if scale == 1.0 else original[target_id].float() * (1 - scale) + row * scale
-        copied.append(token)
-    return copied
+        row = chat.read_rows(name, torch.tensor([chat_id]))[0].float()
+        if scale != 1.0:
+            row = target.read_rows(name, torch.tensor([target_id]))[0].float() * (1 - scale) + row * scale
+        replacements[token] = (target_id, row)
+    return ChatRows(shape[1], replacements)
