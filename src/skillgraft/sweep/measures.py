@@ -2,7 +2,7 @@
 they depend on which lab world (seed) the trial's models come from.
 
 A measure is `fn(model_dir, recipe, **options) -> float`. The world seed is read from the
-lab model the recipe started from (its `skillgraft.json`), so the same sweep config scores a
+lab model the recipe started from (`options.seed` in its `skillgraft.json`), so the same sweep config scores a
 held-out seed's build correctly when only the recipe's models change.
 
 - `lab_skill_b` / `lab_skill_a`: the lab demo's accuracy (exact match, one name then `</s>`)
@@ -39,8 +39,8 @@ def lab_seed(model_ref: str) -> int:
 
     folder = Path(resolve_model(model_ref).path)
     try:
-        return int(json.loads((folder / "skillgraft.json").read_text())["seed"])
-    except (OSError, KeyError, ValueError):
+        return int(json.loads((folder / "skillgraft.json").read_text())["options"]["seed"])
+    except (OSError, KeyError, TypeError, ValueError):
         raise UserError(f"{model_ref}: not a lab model (its skillgraft.json records no `seed`); lab measures "
                         "need a model from `skillgraft lab build` or `skillgraft sweep knowledge-base`") from None
 
