@@ -17,7 +17,7 @@ from sweep_helpers import SKILLGRAFT, Postgres, trials, wait_for, write_sweep  #
 
 
 def test_search_finds_the_known_optimum_region(run_cli, tmp_path):
-    # docs/lab.md, shipped seed: held-out B accuracy 0.35 at scale 0.5, 0.915 at 1.0, 0.67 at 1.5.
+    # docs/lab.md, shipped seed: held-out B accuracy 0.390 at scale 0.5, 0.825 at 1.0, 0.725 at 1.5.
     path = write_sweep(tmp_path / "s.yaml")
     status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "14", "--json")
     assert status == 0, err[-2000:]
@@ -31,6 +31,16 @@ def test_search_finds_the_known_optimum_region(run_cli, tmp_path):
     kept = sorted(p.parent.name for p in (tmp_path / "run" / "trials").glob("*/output"))
     assert kept == [f"{best['number']:04d}"]
     assert len(list((tmp_path / "run" / "trials").glob("*/recipe.yaml"))) == 14
+
+
+def test_run_dispatches_a_sweep_file_as_sweep_run(run_cli, tmp_path):
+    path = write_sweep(tmp_path / "s.yaml")
+    status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", tmp_path / "run", "--json")
+    assert status == 0, err[-2000:]
+    assert json.loads(out)["trials"] == {"COMPLETE": 2}
+    assert len(trials(tmp_path / "run")) == 2
+    status, out, err = run_cli("run", path)
+    assert status == 2 and err.startswith("error:") and "needs -o DIR" in err
 
 
 def test_kill_during_a_trial_then_rerun_retries_it_once(tmp_path):

@@ -52,18 +52,21 @@ def cli() -> None:
 @quiet_option
 @json_option
 def run_command(config, overrides, out, force, check, quiet, as_json):
-    """Run a recipe file: a graft recipe (kind: graft) or a training config (kind: train).
+    """Run a recipe file: a graft recipe (kind: graft), a training config (kind: train) or a
+    sweep (kind: sweep, as `skillgraft sweep run FILE -o OUT`).
 
     Relative paths in the file are relative to its folder; paths given with --set or -o are
     relative to the current directory.
     """
-    from skillgraft.run import load_recipe_file, run_recipe_file
+    from skillgraft.run import load_recipe_file, run_recipe_file, run_sweep_file
 
     recipe = load_recipe_file(config, list(overrides))
     if check:
         emit_json(recipe.model_dump(mode="json")) if as_json else print(recipe.model_dump_json(indent=2))
-        return
-    run_recipe_file(recipe, out=out, force=force, quiet=quiet, as_json=as_json)
+    elif recipe.kind == "sweep":
+        run_sweep_file(config, list(overrides), out=out, as_json=as_json)
+    else:
+        run_recipe_file(recipe, out=out, force=force, quiet=quiet, as_json=as_json)
 
 
 @command("verify")

@@ -1,8 +1,8 @@
-"""`skillgraft run FILE`: any recipe file, dispatched on its `kind` (graft or train).
+"""`skillgraft run FILE`: any recipe file, dispatched on its `kind` (graft, train or sweep).
 
 Each kind is the same pydantic model its own verb uses (`vectors.recipe.GraftRecipe`,
-`train.config.TrainConfig`), read by the one config loader, so a file that `run` accepts
-means exactly what the verb would do with the same options.
+`train.config.TrainConfig`, `sweep.config.SweepConfig`), read by the one config loader, so a
+file that `run` accepts means exactly what the verb would do with the same options.
 """
 
 from __future__ import annotations
@@ -12,32 +12,57 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from skillgraft.clikit import emit_json
 from skillgraft.config import read_yaml
 from skillgraft.errors import UserError
 
-KINDS = ("graft", "train")
+KINDS = ("graft", "train", "sweep")
 
 
-def recipe_kind(path: str | Path) -> str:
-    """The file's `kind`; without one, a file with `target` is a graft, with `model` a training config."""
-    tree = read_yaml(path, "recipe")
+def kind_of(tree: dict, where: str, kinds: tuple[str, ...] = KINDS) -> str:
+    """A recipe tree's `kind`; without one, a tree with `target` is a graft, with `model` a
+    training config."""
     kind = tree.get("kind")
     if kind is None:
         kind = "graft" if "target" in tree else "train" if "model" in tree else None
-    if kind not in KINDS:
-        raise UserError(f"{path}: kind: {kind!r} is not one of {', '.join(KINDS)} "
-                        "(a graft recipe has `target` and `vectors`; a training config has `model` and `data`)")
+    if kind not in kinds:
+        raise UserError(f"{where}: kind: {kind!r} is not one of {', '.join(kinds)} (a graft recipe has `target` "
+                        "and `vectors`; a training config has `model` and `data`; a sweep has `base` and `space`)")
     return kind
 
 
+def recipe_kind(path: str | Path) -> str:
+    return kind_of(read_yaml(path, "recipe"), str(path))
+
+
 def load_recipe_file(path: str | Path, overrides: list[str]) -> BaseModel:
-    if recipe_kind(path) == "graft":
+    kind = recipe_kind(path)
+    if kind == "graft":
         from skillgraft.vectors.recipe import load_recipe
 
         return load_recipe(path, overrides)
+    if kind == "sweep":
+        from skillgraft.sweep.config import load_sweep
+
+        return load_sweep(path, overrides).config
     from skillgraft.train.config import load_train_config
 
     return load_train_config(path, overrides)
+
+
+def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, as_json: bool) -> dict:
+    """A sweep file run as `skillgraft sweep run FILE -o OUT` with its defaults (one worker,
+    the config's n_trials, SQLite in OUT); rerunning continues the study."""
+    if not out:
+        raise UserError(f"{path}: a sweep needs -o DIR (its study, trials and report go there)")
+    from skillgraft.sweep.cli import print_summary, summary
+    from skillgraft.sweep.study import run_sweep
+
+    study, url = run_sweep(str(path), list(overrides), Path(out), storage=None, name=None, n_trials=None,
+                           workers=1, timeout=None, keep=False, new=False)
+    result = summary(study, Path(out), url)
+    emit_json(result) if as_json else print_summary(result)
+    return result
 
 
 def run_recipe_file(recipe: BaseModel, *, out: str | None, force: bool, quiet: bool, as_json: bool) -> dict:

@@ -7,28 +7,26 @@ trains or generates pins the CPU kernel paths first (`lab.kernels`).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, group
+from skillgraft.clikit import CONTEXT, command, emit_json, group, json_option, quiet_option
 from skillgraft.lab.kernels import pin_cpu_kernels
 
 lab = group("lab", "The lab world: tiny two-language models that show a skill vector at work, and the knowledge "
                    "study.")
-HELP = {"help_option_names": ["-h", "--help"]}
 
 
-@lab.command("build", context_settings=HELP)
+@lab.command("build", context_settings=CONTEXT)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("lab-models"), show_default=True,
               help="Folder to write base, cp, skilled, nonskill, upper and lab.json into (published by rename).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the world, the initialisation and the data order.")
 @click.option("--force", is_flag=True, help="Replace --out if it is an earlier `lab build` folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print the build record as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@json_option
+@quiet_option
 def build_command(out, seed, force, as_json, quiet):
     """Train the lab's models from scratch (about 2–10 minutes on 2 CPU cores)."""
     pin_cpu_kernels()
@@ -36,7 +34,7 @@ def build_command(out, seed, force, as_json, quiet):
 
     record = build(out, seed, force=force, quiet=quiet, command=f"skillgraft lab build --seed {seed}")
     if as_json:
-        print(json.dumps(record))
+        emit_json(record)
     else:
         rel = record["reliability"]
         print(f"built {out} (seed {seed}) in {record['seconds']} s; skilled held-out A exact match "
@@ -58,7 +56,7 @@ def demo_options(f):
     return f
 
 
-@lab.command("demo", context_settings=HELP)
+@lab.command("demo", context_settings=CONTEXT)
 @demo_options
 @click.option("--models", type=click.Path(path_type=Path), default=None,
               help="Use a `lab build` folder instead of the shipped checkpoints.")
@@ -69,7 +67,7 @@ def lab_demo_command(out, force, seed, as_json, models):
 
     result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED, force=force)
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
 
 
 @command("demo")
@@ -81,10 +79,10 @@ def demo_command(out, force, seed, as_json):
 
     result = run_demo(out, seed=seed, as_json=as_json, force=force)
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
 
 
-@lab.command("sample", context_settings=HELP)
+@lab.command("sample", context_settings=CONTEXT)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the world.")
 @click.option("--n", type=click.IntRange(1, 100), default=3, show_default=True, help="Examples of each kind.")
 def sample_command(seed, n):

@@ -190,17 +190,16 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
     """The base recipe's kind, read as `skillgraft run` reads it, and its pydantic model."""
-    kind = tree.get("kind") or ("graft" if "target" in tree else "train" if "model" in tree else None)
+    from skillgraft.run import kind_of
+
+    kind = kind_of(tree, f"{source}: base", ("graft", "train"))
     if kind == "graft":
         from skillgraft.vectors.recipe import GraftRecipe
 
         return kind, GraftRecipe
-    if kind == "train":
-        from skillgraft.train.config import TrainConfig
+    from skillgraft.train.config import TrainConfig
 
-        return kind, TrainConfig
-    raise UserError(f"{source}: base: kind {kind!r}: a sweep's base is a graft recipe (kind: graft) or a "
-                    "training config (kind: train)")
+    return kind, TrainConfig
 
 
 def recipe_keys(model: type[BaseModel], tree: dict, prefix: str = "") -> list[str]:

@@ -6,11 +6,12 @@ imports happen inside the command so `skillgraft --help` stays instant.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
+
+from skillgraft.clikit import command, emit_json, json_option, quiet_option
 
 MAX_SEEDS = 20
 
@@ -27,7 +28,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@click.command("knowledge", context_settings={"help_option_names": ["-h", "--help"]})
+@command("knowledge")
 @click.option("--seeds", type=int, default=None, help="Number of seeds (0..N-1); default 3, or 1 with --fast.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write results.json, generations.jsonl, plots/ and skillgraft.json here (published by rename).")
@@ -36,8 +37,8 @@ def table(rows: list[dict]) -> str:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
 @click.option("--save-models", is_flag=True, help="Also keep every cell's final model under --out/models "
               "(plain transformers folders, ~0.75 MB each).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@json_option
+@quiet_option
 @click.option("--jobs", type=int, default=None, help="Worker processes (one torch thread each); default: one per "
               "CPU, at most 8. Results do not depend on it.")
 def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs):
@@ -59,7 +60,7 @@ def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs
     payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
                         command=command, save_models=save_models, jobs=jobs or default_jobs())
     if as_json:
-        print(json.dumps(payload))
+        emit_json(payload)
     else:
         print(table(payload["results"]))
         print(f"{payload['conclusion']} ({payload['seconds']} s)")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from skillgraft.clikit import command, emit_json, json_option, quiet_option
+
 MAX_SEEDS = 10
 
 
@@ -28,7 +30,7 @@ def table(payload: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command("real", context_settings={"help_option_names": ["-h", "--help"]})
+@command("real")
 @click.option("--fast", is_flag=True, help="Only knowledge k=1 vs k=5 (and k=1 at k=5's steps) and the skill "
               "vector at scale 1 with a random control, one seed.")
 @click.option("--seeds", type=int, default=None, help="Number of seeds (0..N-1); default 3, or 1 with --fast.")
@@ -43,8 +45,8 @@ def table(payload: dict) -> str:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
 @click.option("--keep-models", is_flag=True, help="Keep every trained model's weights under --out/runs "
               "(0.5 GB each).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@json_option
+@quiet_option
 def real_command(fast, seeds, jobs, out, gguf, cache, force, keep_models, as_json, quiet):
     """Knowledge injection, persona and a skill vector on SmolLM2-135M-Instruct, with controls."""
     from skillgraft.errors import UserError
@@ -64,7 +66,7 @@ def real_command(fast, seeds, jobs, out, gguf, cache, force, keep_models, as_jso
     payload = run_study(FAST if fast else Plan(), list(range(n)), model, out, jobs=jobs or default_jobs(),
                         force=force, quiet=quiet, keep_models=keep_models, command=command)
     if as_json:
-        print(json.dumps(payload))
+        emit_json(payload)
     else:
         print(table(payload))
         print(f"({payload['seconds']} s)")
