@@ -144,6 +144,8 @@ def test_converted_folder_equals_transformers_gguf_load(run_cli, tmp_path, quant
     assert record["architecture"] == "llama"
     assert manifest["options"]["dtype"] == dtype
     assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"skillgraft.json"}
+    status, _, err = run_cli("verify", out)
+    assert status == 0, err
 
 
 def test_bad_inputs_are_one_error_line_and_publish_nothing(run_cli, tmp_path):

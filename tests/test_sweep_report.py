@@ -64,6 +64,18 @@ def test_front_is_non_dominated_and_dominates_the_rest(sweep):
     assert sorted(p.parent.name for p in (sweep / "trials").glob("*/output")) == [f"{n:04d}" for n in sorted(front)]
 
 
+def test_every_trial_folder_verifies(sweep):
+    """A trial folder's manifest lists what it holds: the kept model as a verified part, a
+    dropped trial's recipe and result only."""
+    from skillgraft.checkpoint.manifest import verify
+
+    for folder in sorted((sweep / "trials").iterdir()):
+        report = verify(folder)
+        assert report["ok"] and report["kind"] == "trial", (folder.name, report)
+        parts = json.loads((folder / "skillgraft.json").read_text()).get("parts", [])
+        assert parts == (["output"] if (folder / "output").is_dir() else []), folder.name
+
+
 def test_a_dropped_trial_rebuilds_with_its_command(sweep, tmp_path):
     from skillgraft.cli import main
     from skillgraft.sweep.config import load_sweep
