@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]  # the tiny test model builder lives with the tests
 
 
 def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
