@@ -33,11 +33,13 @@ def test_search_finds_the_known_optimum_region(run_cli, tmp_path):
     assert len(list((tmp_path / "run" / "trials").glob("*/recipe.yaml"))) == 14
 
 
-def test_run_dispatches_a_sweep_file_as_sweep_run(run_cli, tmp_path):
+def test_run_dispatches_a_sweep_file_as_sweep_run(run_cli, tmp_path, monkeypatch):
     path = write_sweep(tmp_path / "s.yaml")
-    status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", tmp_path / "run", "--json")
+    monkeypatch.chdir(tmp_path)   # -o relative to the current directory, as the docs' commands give it
+    status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", "run", "--json")
     assert status == 0, err[-2000:]
     assert json.loads(out)["trials"] == {"COMPLETE": 2}
+    assert all(json.loads(p.read_text())["state"] == "COMPLETE" for p in (tmp_path / "run").glob("trials/*/result.json"))
     assert len(trials(tmp_path / "run")) == 2
     status, out, err = run_cli("run", path)
     assert status == 2 and err.startswith("error:") and "needs -o DIR" in err

@@ -295,7 +295,8 @@ def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None
     if n_trials is not None and n_trials < 1:
         raise UserError(f"--n-trials {n_trials}: give at least 1")
     sweep = load_sweep(path, overrides)
-    name = name or Path(out).resolve().name
+    out = Path(out).resolve()   # trials compare their paths with the recipe's resolved output
+    name = name or out.name
     url = prepare_study(sweep, out, storage, name, new=new)
     n = n_trials if n_trials is not None else sweep.config.n_trials
     if workers == 1:
