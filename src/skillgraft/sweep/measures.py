@@ -32,17 +32,23 @@ def _load(folder):
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
-def lab_seed(model_ref: str) -> int:
-    """The world seed of a lab model (`lab:cp`, a `lab build` folder, a knowledge base)."""
+def lab_option(model_ref: str, key: str):
+    """What a lab model's skillgraft.json records under `options` (`seed`; a knowledge base's
+    `cell`): lab build, the knowledge study and `sweep knowledge-kit` write them there."""
     from skillgraft.checkpoint.resolve import resolve_model
     from skillgraft.errors import UserError
 
     folder = Path(resolve_model(model_ref).path)
     try:
-        return int(json.loads((folder / "skillgraft.json").read_text())["options"]["seed"])
+        return json.loads((folder / "skillgraft.json").read_text())["options"][key]
     except (OSError, KeyError, TypeError, ValueError):
-        raise UserError(f"{model_ref}: not a lab model (its skillgraft.json records no `seed`); lab measures "
-                        "need a model from `skillgraft lab build` or `skillgraft sweep knowledge-base`") from None
+        raise UserError(f"{model_ref}: not a lab model (its skillgraft.json records no `{key}`); lab measures "
+                        "need a model from `skillgraft lab build` or `skillgraft sweep knowledge-kit`") from None
+
+
+def lab_seed(model_ref: str) -> int:
+    """The world seed of a lab model (`lab:cp`, a `lab build` folder, a knowledge base)."""
+    return int(lab_option(model_ref, "seed"))
 
 
 def _start(recipe) -> str:
@@ -81,10 +87,7 @@ def _retention(lang: str):
 
 def _base_phrasing(model_ref: str) -> tuple[int, bool]:
     """(k, fullname) of a knowledge base model, from its cell name (`pronoun-k5`)."""
-    from skillgraft.checkpoint.resolve import resolve_model
-
-    cell = json.loads((Path(resolve_model(model_ref).path) / "skillgraft.json").read_text())["cell"]
-    style, k = cell.split("-k")
+    style, k = str(lab_option(model_ref, "cell")).split("-k")
     return int(k), style == "fullname"
 
 
