@@ -39,7 +39,8 @@ def test_run_dispatches_a_sweep_file_as_sweep_run(run_cli, tmp_path, monkeypatch
     status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", "run", "--json")
     assert status == 0, err[-2000:]
     assert json.loads(out)["trials"] == {"COMPLETE": 2}
-    assert all(json.loads(p.read_text())["state"] == "COMPLETE" for p in (tmp_path / "run").glob("trials/*/result.json"))
+    states = [json.loads(p.read_text())["state"] for p in (tmp_path / "run").glob("trials/*/result.json")]
+    assert states == ["COMPLETE", "COMPLETE"], states
     assert len(trials(tmp_path / "run")) == 2
     status, out, err = run_cli("run", path)
     assert status == 2 and err.startswith("error:") and "needs -o DIR" in err
