@@ -47,6 +47,19 @@ def test_probe_questions_are_phrased_unlike_every_training_text():
         assert not shared, (item["id"], shared)
 
 
+def test_cp_text_states_each_island_fact_three_ways_and_its_probes_are_phrased_unlike_it():
+    texts = corpus.cp_texts(40, 1000)
+    facts = corpus.cp_facts()
+    assert len(texts) == 3 * len(facts) + 40 and len({t["text"] for t in texts}) == len(texts)
+    grams = {tuple(w[i:i + 5]) for t in texts for w in [_words(t["text"])] for i in range(len(w) - 4)}
+    for fact in facts:
+        for version in (fact["text"], *fact["rewrites"]):
+            for probe in fact["probes"]:
+                assert probe["keywords"].lower() in version.lower(), (fact["id"], version)
+                question = _words(probe["question"])
+                assert not {tuple(question[i:i + 5]) for i in range(len(question) - 4)} & grams, fact["id"]
+
+
 def test_k_versions_are_the_original_then_template_rewrites():
     assert [len(corpus.fact_texts(k)) for k in (1, 2, 3, 5)] == [20, 40, 60, 100]
     styles = [r["style"] for r in corpus.fact_texts(5) if r["fact"] == "halvik"]
@@ -92,6 +105,10 @@ def test_plan_cells_full_and_fast():
     assert names == ["k1", "k2", "k3", "k5", "k1-equal-steps", "k5-all-linear", "k5-attn-qv", "k5-full",
                      "k5+unrelated10", "k5+unrelated100", "persona-too-high-lr", "persona", "cp", "nonskill",
                      "vector"]
+    # later seeds run the goal cells only, unless --side-seeds covers them
+    assert [c.name for c in Plan().cells(1)] == ["k1", "k5", "k1-equal-steps", "persona-too-high-lr", "persona",
+                                                 "cp", "nonskill", "vector"]
+    assert [c.name for c in Plan(side_seeds=3).cells(2)] == names
     fast = FAST.cells(2)
     assert [c.name for c in fast] == ["k1", "k5", "k1-equal-steps", "persona", "cp", "vector"]
     assert fast[-1].needs == ("persona", "cp") and {c.seed for c in fast} == {2}
@@ -120,12 +137,17 @@ def test_goals_are_judged_on_the_measured_means():
     assert k5["heldout"]["mean"] == 0.65 and k5["heldout"]["sd"] == 0.05 and k5["retention"]["mean"] == 0.92
     verdicts = {g["goal"].split(":")[0] + str(i): g["met"] for i, g in enumerate(goals(summary, flat))}
     assert list(verdicts.values()) == [True, True, False, True, False]   # +0.133 < 0.15; random 0.1 > 0.05
+    # side conditions (seed 0 only) are reported with their measured means, judged by nobody
+    flat = rows_of([{"rows": rows + [row("k5-attn-qv", 0, heldout=0.2), row("k5+unrelated100", 0, heldout=0.3)]}])
+    reported = [g for g in goals(summarise(flat), flat) if g["met"] is None]
+    assert [g["measured"] for g in reported] == [{"k5": 0.65, "k5-attn-qv": 0.2}, {"k5": 0.65, "k5+unrelated100": 0.3}]
 
 
 def test_bad_input(run_cli, tmp_path, monkeypatch):
     expect_error(run_cli, ["lab", "real", "--seeds", "0"], "--seeds 0")
     expect_error(run_cli, ["lab", "real", "--jobs", "0"], "--jobs 0")
     expect_error(run_cli, ["lab", "real", "--keep-models"], "--keep-models needs --out")
+    expect_error(run_cli, ["lab", "real", "--seeds", "2", "--side-seeds", "3"], "--side-seeds 3")
     expect_error(run_cli, ["lab", "real", "--gguf", tmp_path / "nope.gguf", "--cache", tmp_path],
                   "nope.gguf", "no such file")
     (tmp_path / "full").mkdir()
@@ -184,3 +206,59 @@ def test_reports_put_the_untrained_model_beside_each_study_page():
     assert sorted(pages) == ["report-knowledge.html", "report-vector.html"]   # persona page: baseline only
     assert pages["report-knowledge.html"]["settings"]["model_order"] == ["untrained", "k1-seed0"]
     assert [i["output"] for i in pages["report-vector.html"]["items"]] == ["untrained", "cp-seed0"]
+
+
+def test_retention_is_asked_through_the_chat_template_of_a_chat_model():
+    """The built-in retention questions, English set only, rendered with the chat template
+    (a chat model is used that way; raw `Q: ... A:` prompts judge a chat fine-tune unfairly)."""
+    from skillgraft.lab.real.cells import _retention_suite
+    from skillgraft.lab.real.plan import Budget
+
+    suite = _retention_suite(Budget())
+    assert [s.name for s in suite.sets] == ["retention_en"] and len(suite.sets[0].items) == 36
+    assert suite.sets[0].generation.chat is True
+    assert _retention_suite(Budget(retention_chat=False)).sets[0].generation.chat is False
+
+
+def test_vector_cell_grafts_scores_and_controls_on_tiny_checkpoints(model_trio, tmp_path):
+    """The skill-vector cell end to end on tiny models (the real study's last step of a seed:
+    an API drift here once failed a 60-minute run at its end)."""
+    from skillgraft.lab.real import cells as X
+
+    trio = model_trio("llama", "float32")
+    ctx = X.Context(model=trio["base"], suites=corpus.write_suites(tmp_path / "suites"), work=tmp_path, keep=True)
+    plan = Plan(vector_scales=(1.0,))
+    cell = next(c for c in plan.cells(0) if c.name == "vector")
+    out = X.vector(cell, plan, ctx, {"persona": str(trio["skilled"]), "cp": str(trio["cp"]),
+                                     "nonskill": str(trio["skilled2"])})
+    models = [r["model"] for r in out["rows"]]
+    assert models == ["skilled", "cp", "cp+vector@1", "cp+random", "cp+nonskill"]
+    assert all("persona.style.marker.persona" in r and "retention_en.keyword" in r for r in out["rows"])
+    assert {i["set"] for i in out["items"]} == {"persona", "cp", "retention_en"}
+    # cp + (skilled - base) at scale 1 is a different model from cp, and a random direction of the same norms too
+    skill = tmp_path / "runs" / "vector-seed0" / "vectors"
+    assert (skill / "skill").is_dir() and (skill / "random").is_dir() and (skill / "nonskill").is_dir()
+
+
+def test_cells_run_inputs_first_then_the_vector_and_a_failed_study_keeps_its_finished_cells(tmp_path, monkeypatch):
+    from skillgraft.lab.real import cells as X
+    from skillgraft.lab.real import study
+
+    ran = []
+
+    def fake(cell, plan, ctx, inputs=None):
+        ran.append(f"{cell.name}-{cell.seed}")
+        if (cell.name, cell.seed) == ("k5", 1):
+            raise RuntimeError("boom")
+        row = {"cell": cell.name, "study": cell.study, "seed": cell.seed}
+        return {"rows": [row], "items": [], "weights": str(tmp_path / cell.name)}
+
+    monkeypatch.setattr(X, "execute", fake)
+    with pytest.raises(RuntimeError, match="boom"):
+        study.run_study(FAST, [0, 1], tmp_path / "model", tmp_path / "out", jobs=1, quiet=True)
+    # the vector cell of a seed runs as soon as its inputs exist, before the knowledge cells
+    assert ran[:6] == ["persona-0", "cp-0", "vector-0", "persona-1", "cp-1", "vector-1"]
+    assert ran[-1] == "k5-1"
+    assert not (tmp_path / "out").exists()
+    kept = sorted(p.name for p in (tmp_path / "out.finished-cells").iterdir())
+    assert len(kept) == len(ran) - 1 and "vector-seed1.json" in kept and "k5-seed1.json" not in kept

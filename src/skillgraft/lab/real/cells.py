@@ -63,6 +63,9 @@ def _retention_suite(budget: Budget):
 
     suite = load_suite("retention")
     suite.sets = [s for s in suite.sets if s.name in budget.retention_sets]
+    if budget.retention_chat:
+        for probe_set in suite.sets:
+            probe_set.generation = probe_set.generation.model_copy(update={"chat": True})
     return suite
 
 
@@ -165,9 +168,7 @@ def vector_input(cell: Cell, plan: Plan, ctx: Context) -> dict:
         summary = _train(ctx, "persona", cell.seed, corpus.persona_records(), budget.persona, fmt="chat",
                          monitor=_persona_monitor(ctx, "persona", cell.seed, every=10))
     elif cell.name == "cp":
-        texts = [{"text": f["text"]} for f in corpus.cp_facts()] + corpus.unrelated_texts(budget.cp_unrelated,
-                                                                                             1000 + cell.seed)
-        summary = _train(ctx, "cp", cell.seed, texts, budget.cp)
+        summary = _train(ctx, "cp", cell.seed, corpus.cp_texts(budget.cp_unrelated, 1000 + cell.seed), budget.cp)
     else:
         steps = budget.persona.steps(len(corpus.persona_records()))
         summary = _train(ctx, "nonskill", cell.seed, corpus.unrelated_texts(len(corpus.persona_records()),
@@ -194,13 +195,13 @@ def vector(cell: Cell, plan: Plan, ctx: Context, inputs: dict[str, str]) -> dict
                                                     "cp": (Path(inputs["cp"]), None)}
     for scale in plan.vector_scales or budget.scales:
         models[f"cp+vector@{scale:g}"] = (graft(inputs["cp"], grafted / f"cp+vector@{scale:g}",
-                                                vectors=[(vectors / "skill", scale)], force=True)["output"], scale)
+                                                sources=[(vectors / "skill", scale)], force=True)["output"], scale)
     controls = [("random", vectors / "random")]
     if "nonskill" in inputs:
         extract(ctx.model, inputs["nonskill"], vectors / "nonskill", force=True)
         controls.append(("nonskill", vectors / "nonskill"))
     for name, folder in controls:
-        models[f"cp+{name}"] = (graft(inputs["cp"], grafted / f"cp+{name}", vectors=[(folder, 1.0)],
+        models[f"cp+{name}"] = (graft(inputs["cp"], grafted / f"cp+{name}", sources=[(folder, 1.0)],
                                       force=True)["output"], 1.0)
     labels = {f"{name}-seed{cell.seed}": Path(path) for name, (path, _) in models.items()}
     results = evaluate(ctx, budget, labels, ("persona", "cp", "retention"))

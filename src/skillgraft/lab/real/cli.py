@@ -34,6 +34,8 @@ def table(payload: dict) -> str:
 @click.option("--fast", is_flag=True, help="Only knowledge k=1 vs k=5 (and k=1 at k=5's steps) and the skill "
               "vector at scale 1 with a random control, one seed.")
 @click.option("--seeds", type=int, default=None, help="Number of seeds (0..N-1); default 3, or 1 with --fast.")
+@click.option("--side-seeds", type=int, default=1, show_default=True, help="How many of the seeds also run "
+              "the side conditions (k=2, 3, the placements, unrelated texts); the goal cells run on every seed.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (one torch thread each); default: one per "
               "CPU, at most 8. Results do not depend on it.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write results.json, generations.jsonl, "
@@ -47,13 +49,15 @@ def table(payload: dict) -> str:
               "(0.5 GB each).")
 @json_option
 @quiet_option
-def real_command(fast, seeds, jobs, out, gguf, cache, force, keep_models, as_json, quiet):
+def real_command(fast, seeds, side_seeds, jobs, out, gguf, cache, force, keep_models, as_json, quiet):
     """Knowledge injection, persona and a skill vector on SmolLM2-135M-Instruct, with controls."""
     from skillgraft.errors import UserError
     from skillgraft.lab.workers import check_counts, check_out, default_jobs
 
     n = seeds if seeds is not None else (1 if fast else 3)
     check_counts(n, jobs, MAX_SEEDS)
+    if not 0 <= side_seeds <= n:
+        raise UserError(f"--side-seeds {side_seeds}: must be between 0 and --seeds ({n})")
     if keep_models and out is None:
         raise UserError("--keep-models needs --out DIR")
     from skillgraft.lab.real.model import converted_model, default_cache
@@ -62,8 +66,10 @@ def real_command(fast, seeds, jobs, out, gguf, cache, force, keep_models, as_jso
 
     check_out(out, force)
     model = converted_model(cache or default_cache(), gguf)
-    command = "skillgraft lab real" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
-    payload = run_study(FAST if fast else Plan(), list(range(n)), model, out, jobs=jobs or default_jobs(),
+    command = ("skillgraft lab real" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
+               + (f" --side-seeds {side_seeds}" if side_seeds != 1 else ""))
+    plan = FAST if fast else Plan(side_seeds=side_seeds)
+    payload = run_study(plan, list(range(n)), model, out, jobs=jobs or default_jobs(),
                         force=force, quiet=quiet, keep_models=keep_models, command=command)
     if as_json:
         emit_json(payload)

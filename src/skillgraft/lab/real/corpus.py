@@ -110,8 +110,15 @@ def persona_records() -> list[dict]:
 
 
 def cp_facts() -> list[dict]:
-    """The continued-pretraining text's facts (an invented island), with one probe each."""
+    """The continued-pretraining text's facts (an invented island): `{id, text, rewrites, probes}`."""
     return read_jsonl(DATA / "cp_facts.jsonl")
+
+
+def cp_texts(n_unrelated: int, seed: int) -> list[dict]:
+    """The CP text: every island fact in three phrasings (the original and its two rewrites; seed
+    003: a fact is answerable when it is seen in several forms), plus unrelated plain texts."""
+    facts = [{"text": text} for fact in cp_facts() for text in (fact["text"], *fact["rewrites"])]
+    return facts + unrelated_texts(n_unrelated, seed)
 
 
 def write_suites(folder: Path) -> dict[str, Path]:

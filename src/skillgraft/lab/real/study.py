@@ -1,8 +1,8 @@
 """Run `lab real`'s cells for some seeds on worker processes and write one output folder.
 
 The untrained model is scored once (greedy decoding makes it the same for every seed);
-every other cell is a pure function of its seed. The skill-vector cell of a seed is queued
-as soon as its input models exist, so the workers stay busy. Every number in `results.json`
+every other cell is a pure function of its seed. The skill-vector cell of a seed runs as
+soon as its input models exist (ahead of the queue), so the workers stay busy. Every number in `results.json`
 is a mean of the per-item scores kept, with each output, in `generations.jsonl`, and the
 folder is published by rename (`AtomicFolder`).
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -40,16 +42,33 @@ def first(cell: Cell) -> tuple:
 def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress) -> list[dict]:
     """Every cell of every seed (and the untrained baseline) on `jobs` workers; outputs in plan order.
 
-    Each finished cell's rows and outputs are also written to `work/cells/` at once, so a run
-    cut short (a session limit, a crash) still leaves what it measured."""
+    Each finished cell's rows and outputs are also written to `work/cells/` at once; a run cut
+    short (a failed cell, a session limit, Ctrl-C) copies them beside `--out` (`keep_finished_cells`)."""
     order = [Cell("untrained", seeds[0], "baseline")] + [c for seed in seeds for c in plan.cells(seed)]
     executor = make_executor(jobs, progress.quiet)
     done: dict[Cell, dict] = {}
     pending: dict = {}
+    queue = sorted((c for c in order if not c.needs), key=first)
     waiting = [c for c in order if c.needs]
+
+    def ready(cell: Cell) -> bool:
+        return all(any(d.name == n and d.seed == cell.seed for d in done) for n in cell.needs)
+
+    def submit_next() -> None:
+        """Keep `jobs` cells running; a cell whose inputs exist goes before the queue (it frees
+        their weights and, being the last step of its seed, shows a failure early)."""
+        while len(pending) < jobs and (queue or any(ready(c) for c in waiting)):
+            cell = next((c for c in waiting if ready(c)), None)
+            if cell is not None:
+                waiting.remove(cell)
+                inputs = {d.name: done[d]["weights"] for d in done if d.seed == cell.seed and d.name in cell.needs}
+                pending[executor.submit(X.execute, cell, plan, ctx, inputs)] = cell
+            else:
+                cell = queue.pop(0)
+                pending[executor.submit(X.execute, cell, plan, ctx)] = cell
+
     try:
-        for cell in sorted((c for c in order if not c.needs), key=first):
-            pending[executor.submit(X.execute, cell, plan, ctx)] = cell
+        submit_next()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -59,17 +78,26 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress:
                 (ctx.work / "cells").mkdir(exist_ok=True)
                 (ctx.work / "cells" / f"{cell.name}-seed{cell.seed}.json").write_text(json.dumps(kept) + "\n")
                 progress.step(f"seed {cell.seed} {cell.name}")
-            for cell in [c for c in waiting if all(any(d.name == n and d.seed == c.seed for d in done)
-                                                   for n in c.needs)]:
-                waiting.remove(cell)
-                inputs = {d.name: done[d]["weights"] for d in done if d.seed == cell.seed and d.name in cell.needs}
-                pending[executor.submit(X.execute, cell, plan, ctx, inputs)] = cell
+            submit_next()
     except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
         stop_workers(executor)
         raise
     finally:
         executor.shutdown(cancel_futures=True)
     return [done[c] for c in order]
+
+
+def keep_finished_cells(cells: Path, out: Path | None) -> Path | None:
+    """A study that fails or is stopped publishes nothing, but its finished cells cost minutes
+    each: copy their rows and outputs beside `out` (`OUT.finished-cells/`) and say where."""
+    if out is None or not cells.is_dir() or not any(cells.iterdir()):
+        return None
+    kept = out.with_name(out.name + ".finished-cells")
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(cells, kept)
+    print(f"note: the study did not finish; the rows and outputs of its {len(list(kept.iterdir()))} finished "
+          f"cells are kept in {kept}", file=sys.stderr)
+    return kept
 
 
 def rows_of(outputs: list[dict]) -> list[dict]:
@@ -126,6 +154,14 @@ def goals(summary: list[dict], rows: list[dict]) -> list[dict]:
         add("knowledge: k=5 >= 0.15 above k=1 at equal steps (held-out)", {"k5": k5, "k1-equal-steps": k1,
                                                                           "difference": round(k5 - k1, 4)},
             k5 - k1 >= 0.15)
+    placements = {cell: mean(cell, "heldout") for cell in ("k5", "k5-all-linear", "k5-attn-qv", "k5-full")}
+    if k5 is not None and any(v is not None for cell, v in placements.items() if cell != "k5"):
+        add("knowledge: seed 003's placement (v, o, gate, up, lm_head) vs all-linear vs q,v vs full fine-tuning "
+            "(held-out keyword; reported as measured)", {c: v for c, v in placements.items() if v is not None}, None)
+    mixed = {cell: mean(cell, "heldout") for cell in ("k5", "k5+unrelated10", "k5+unrelated100")}
+    if k5 is not None and any(v is not None for cell, v in mixed.items() if cell != "k5"):
+        add("knowledge: 0 / 10 / 100 unrelated texts mixed in (held-out keyword; reported as measured)",
+            {c: v for c, v in mixed.items() if v is not None}, None)
     style, retention = mean("vector", "style", "skilled"), mean("vector", "retention", "skilled")
     if style is not None:
         add("persona: style rate >= 0.8 with retention >= 0.9", {"style": style, "retention": retention},
@@ -188,6 +224,9 @@ def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jo
         progress = Progress(total, quiet, "real")
         try:
             outputs = run_cells(plan, seeds, jobs, ctx, progress)
+        except BaseException:
+            keep_finished_cells(ctx.work / "cells", out)
+            raise
         finally:
             progress.close()
         rows = rows_of(outputs)
