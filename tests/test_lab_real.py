@@ -235,7 +235,7 @@ def test_vector_cell_grafts_scores_and_controls_on_tiny_checkpoints(model_trio, 
     assert models == ["skilled", "cp", "cp+vector@1", "cp+random", "cp+nonskill"]
     assert all("persona.style.marker.persona" in r and "retention_en.keyword" in r for r in out["rows"])
     assert {i["set"] for i in out["items"]} == {"persona", "cp", "retention_en"}
-    # cp + (skilled - base) at scale 1 is a different model from cp, and a random direction of the same norms too
+    # the skill vector and both controls were extracted (or drawn) where the cell keeps them
     skill = tmp_path / "runs" / "vector-seed0" / "vectors"
     assert (skill / "skill").is_dir() and (skill / "random").is_dir() and (skill / "nonskill").is_dir()
 

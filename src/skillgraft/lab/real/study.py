@@ -2,9 +2,9 @@
 
 The untrained model is scored once (greedy decoding makes it the same for every seed);
 every other cell is a pure function of its seed. The skill-vector cell of a seed runs as
-soon as its input models exist (ahead of the queue), so the workers stay busy. Every number in `results.json`
-is a mean of the per-item scores kept, with each output, in `generations.jsonl`, and the
-folder is published by rename (`AtomicFolder`).
+soon as its input models exist (ahead of the queue), so the workers stay busy. Every number
+in `results.json` is a mean of the per-item scores kept, with each output, in
+`generations.jsonl`, and the folder is published by rename (`AtomicFolder`).
 """
 
 from __future__ import annotations
@@ -57,15 +57,17 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress:
     def submit_next() -> None:
         """Keep `jobs` cells running; a cell whose inputs exist goes before the queue (it frees
         their weights and, being the last step of its seed, shows a failure early)."""
-        while len(pending) < jobs and (queue or any(ready(c) for c in waiting)):
+        while len(pending) < jobs:
             cell = next((c for c in waiting if ready(c)), None)
             if cell is not None:
                 waiting.remove(cell)
                 inputs = {d.name: done[d]["weights"] for d in done if d.seed == cell.seed and d.name in cell.needs}
                 pending[executor.submit(X.execute, cell, plan, ctx, inputs)] = cell
-            else:
+            elif queue:
                 cell = queue.pop(0)
                 pending[executor.submit(X.execute, cell, plan, ctx)] = cell
+            else:
+                return
 
     try:
         submit_next()
@@ -154,14 +156,15 @@ def goals(summary: list[dict], rows: list[dict]) -> list[dict]:
         add("knowledge: k=5 >= 0.15 above k=1 at equal steps (held-out)", {"k5": k5, "k1-equal-steps": k1,
                                                                           "difference": round(k5 - k1, 4)},
             k5 - k1 >= 0.15)
-    placements = {cell: mean(cell, "heldout") for cell in ("k5", "k5-all-linear", "k5-attn-qv", "k5-full")}
-    if k5 is not None and any(v is not None for cell, v in placements.items() if cell != "k5"):
-        add("knowledge: seed 003's placement (v, o, gate, up, lm_head) vs all-linear vs q,v vs full fine-tuning "
-            "(held-out keyword; reported as measured)", {c: v for c, v in placements.items() if v is not None}, None)
-    mixed = {cell: mean(cell, "heldout") for cell in ("k5", "k5+unrelated10", "k5+unrelated100")}
-    if k5 is not None and any(v is not None for cell, v in mixed.items() if cell != "k5"):
-        add("knowledge: 0 / 10 / 100 unrelated texts mixed in (held-out keyword; reported as measured)",
-            {c: v for c, v in mixed.items() if v is not None}, None)
+    side_conditions = (
+        ("knowledge: seed 003's placement (v, o, gate, up, lm_head) vs all-linear vs q,v vs full fine-tuning "
+         "(held-out keyword; reported as measured)", ("k5", "k5-all-linear", "k5-attn-qv", "k5-full")),
+        ("knowledge: 0 / 10 / 100 unrelated texts mixed in (held-out keyword; reported as measured)",
+         ("k5", "k5+unrelated10", "k5+unrelated100")))
+    for goal, cells in side_conditions:
+        measured = {cell: mean(cell, "heldout") for cell in cells if mean(cell, "heldout") is not None}
+        if k5 is not None and len(measured) > 1:
+            add(goal, measured, None)
     style, retention = mean("vector", "style", "skilled"), mean("vector", "retention", "skilled")
     if style is not None:
         add("persona: style rate >= 0.8 with retention >= 0.9", {"style": style, "retention": retention},
