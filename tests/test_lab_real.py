@@ -22,6 +22,12 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
+def _five_grams(text: str) -> set[tuple[str, ...]]:
+    """Runs of five words: two texts sharing one are phrased alike."""
+    words = _words(text)
+    return {tuple(words[i:i + 5]) for i in range(len(words) - 4)}
+
+
 def test_facts_and_probes_as_the_issue_asks():
     facts = corpus.facts()
     items = corpus.knowledge_items()
@@ -40,10 +46,9 @@ def test_probe_questions_are_phrased_unlike_every_training_text():
     """No probe question shares a run of 5 words with any text of any condition (the
     original, the template rewrites, whose questions are the facts' `qa` questions)."""
     texts = [r["text"] for k in (1, 2, 3, 5) for r in corpus.fact_texts(k)]
-    grams = {tuple(w[i:i + 5]) for t in texts for w in [_words(t)] for i in range(len(w) - 4)}
+    grams = set().union(*(_five_grams(t) for t in texts))
     for item in corpus.knowledge_items()["tune"] + corpus.knowledge_items()["heldout"]:
-        question = _words(item["messages"][0]["content"])
-        shared = [tuple(question[i:i + 5]) for i in range(len(question) - 4) if tuple(question[i:i + 5]) in grams]
+        shared = _five_grams(item["messages"][0]["content"]) & grams
         assert not shared, (item["id"], shared)
 
 
@@ -51,13 +56,12 @@ def test_cp_text_states_each_island_fact_three_ways_and_its_probes_are_phrased_u
     texts = corpus.cp_texts(40, 1000)
     facts = corpus.cp_facts()
     assert len(texts) == 3 * len(facts) + 40 and len({t["text"] for t in texts}) == len(texts)
-    grams = {tuple(w[i:i + 5]) for t in texts for w in [_words(t["text"])] for i in range(len(w) - 4)}
+    grams = set().union(*(_five_grams(t["text"]) for t in texts))
     for fact in facts:
         for version in (fact["text"], *fact["rewrites"]):
             for probe in fact["probes"]:
                 assert probe["keywords"].lower() in version.lower(), (fact["id"], version)
-                question = _words(probe["question"])
-                assert not {tuple(question[i:i + 5]) for i in range(len(question) - 4)} & grams, fact["id"]
+                assert not _five_grams(probe["question"]) & grams, fact["id"]
 
 
 def test_k_versions_are_the_original_then_template_rewrites():
