@@ -192,6 +192,8 @@ def resolve_paths(config: BaseModel, root: Path, overridden: list[str], prefix: 
         marker = next((m for m in field.metadata if isinstance(m, PathMarker)), None)
         if marker is not None and isinstance(value, str) and value and not _set_on_command_line(key, overridden):
             setattr(config, name, _resolved(value, root, marker))
+        elif marker is not None and isinstance(value, list) and not _set_on_command_line(key, overridden):
+            setattr(config, name, [_resolved(v, root, marker) if isinstance(v, str) and v else v for v in value])
         elif isinstance(value, BaseModel):
             resolve_paths(value, root, overridden, f"{key}.")
         elif isinstance(value, list):

@@ -24,6 +24,9 @@ from skillgraft.data.records import read_records
 from skillgraft.errors import UserError
 
 TEMPLATE_STYLES = ("qa", "article", "interview", "textbook")
+# Not a rewrite: each of the fact's own QA pairs as a {question, answer} record, which a
+# training config with `data.format: auto` learns as a chat turn (answer tokens only).
+QA_PAIRS = "qa-pairs"
 
 STYLE_PROMPTS = {
     "qa": "Rewrite the following text as a list of questions and answers (Q: ... A: ...). Keep every fact.",
@@ -147,7 +150,8 @@ class CachedRewriter:
 
 def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter | None = None,
             include_original: bool = True) -> list[dict]:
-    """Records `{text, style, fact}` for each fact × style (plus the original when asked)."""
+    """Records `{text, style, fact}` for each fact × style (plus the original when asked);
+    the style `qa-pairs` adds the fact's QA pairs as `{question, answer, style, fact}`."""
     facts = read_records(facts_path, "data augment facts")
     if not facts:
         raise UserError(f"{facts_path}: no facts in the file")
@@ -161,6 +165,10 @@ def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter 
         if include_original:
             out.append({"text": str(fact["text"]).strip(), "style": "original", "fact": fact_id})
         for style in styles:
+            if style == QA_PAIRS:
+                out += [{"question": q, "answer": a, "style": QA_PAIRS, "fact": fact_id}
+                        for q, a in _pairs(fact, number)]
+                continue
             if rewriter is None:
                 text = template_rewrite(fact, style, number)
             else:

@@ -64,9 +64,10 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
 @data.command("augment", context_settings=HELP)
 @click.argument("facts", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Output JSONL of {text, style, fact} records.")
+              help="Output JSONL of {text, style, fact} records (qa-pairs: {question, answer, style, fact}).")
 @click.option("--styles", default="qa,article,interview,textbook", show_default=True,
-              help="Comma-separated: qa, article, interview, textbook, translate:LANG.")
+              help="Comma-separated: qa, article, interview, textbook, translate:LANG; qa-pairs adds the "
+                   "facts' own QA pairs as question/answer records (train them with data.format: auto).")
 @click.option("--rewriter", type=click.Choice(["template", "openai", "local"]), default="template",
               show_default=True, help="Templates (offline), an OpenAI-compatible endpoint, or a local model.")
 @click.option("--endpoint", default=None, help="OpenAI-compatible base URL for --rewriter openai, "

@@ -48,9 +48,22 @@ def _qa_messages(record: dict) -> list[dict]:
             {"role": "assistant", "content": str(record["answer"])}]
 
 
+def record_format(record: dict, fmt: str) -> str:
+    """The format a record is read in: `fmt`, or with `auto` the record's own fields (`text`;
+    `question` + `answer`; `messages`), so one file can hold documents and QA pairs."""
+    if fmt != "auto":
+        return fmt
+    if "messages" in record:
+        return "chat"
+    if "question" in record and "answer" in record:
+        return "qa"
+    return "text"
+
+
 def render(record: dict, fmt: str, tokenizer, qa_template: str = DEFAULT_QA_TEMPLATE,
            where: str = "data") -> tuple[str, list[tuple[int, int]] | None]:
     """Text of one record and the character spans that are answers (None: everything learned)."""
+    fmt = record_format(record, fmt)
     if fmt == "text":
         return str(record["text"]), None
     if fmt == "qa" and not tokenizer.chat_template:
@@ -81,8 +94,8 @@ def encode(record: dict, fmt: str, tokenizer, *, answer_only: bool = False,
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise UserError(f"{where}: the tokenizer has no EOS token; set one in its tokenizer_config.json")
-    ids, labels = _end_once(ids, labels, tokenizer, chat=spans is not None and fmt != "text" and
-                            bool(tokenizer.chat_template))
+    ids, labels = _end_once(ids, labels, tokenizer, chat=spans is not None and record_format(record, fmt) != "text"
+                            and bool(tokenizer.chat_template))
     return Example(ids, labels)
 
 

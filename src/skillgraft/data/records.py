@@ -48,8 +48,11 @@ def read_records(path: str | Path, what: str = "data") -> list[dict]:
 
 def check_format(records: list[dict], fmt: str, path: str | Path) -> None:
     """Fail with one line when records do not carry the fields `fmt` needs."""
-    needs = {"text": ("text",), "qa": ("question", "answer"), "chat": ("messages",)}[fmt]
+    from skillgraft.data.encode import record_format
+
+    needs_of = {"text": ("text",), "qa": ("question", "answer"), "chat": ("messages",)}
     for number, record in enumerate(records, 1):
+        needs = needs_of[record_format(record, fmt)]
         missing = [key for key in needs if key not in record]
         if missing:
             raise UserError(f"{path} record {number}: format {fmt!r} needs field(s) {', '.join(missing)}; "

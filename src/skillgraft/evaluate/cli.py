@@ -67,9 +67,12 @@ def model_options(f):
 @click.option("--device", default=None, help="Torch device, e.g. cuda:0.")
 @click.option("--sample/--greedy", "sample", default=None, help="Seeded sampling instead of greedy decoding.")
 @click.option("--seed", type=int, default=None, help="Sampling seed (recorded in the results).")
+@click.option("--reference", default=None, metavar="MODEL",
+              help="The model `kept` and `general_kl` compare with (default: the first MODEL); its answers are "
+                   "computed once and cached.")
 @click.option("--lm-eval", default=None, metavar="TASKS", help="Also run lm-evaluation-harness TASKS (comma-separated).")
 def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, endpoint_model, backend, batch_size,
-                 device, sample, seed, lm_eval):
+                 device, sample, seed, reference, lm_eval):
     """Score MODELs (folders, Hugging Face ids, lab:NAME or http(s)://…/v1 endpoints) on a suite:
     the same prompts, the same decoding; a table and the results JSON."""
     from skillgraft.evaluate.results import write_json_atomic
@@ -81,7 +84,7 @@ def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, en
         require_lm_eval()
     results = run_suite(list(models), suite, output=output, batch_size=batch_size, backend=backend,
                         endpoint_model=endpoint_model, dtype=dtype, device=device,
-                        generation=generation_overrides(max_new_tokens, chat, seed, sample))
+                        generation=generation_overrides(max_new_tokens, chat, seed, sample), reference=reference)
     if lm_eval:
         results["lm_eval"] = _lm_eval(models, lm_eval, batch_size, dtype, device)
         if output:

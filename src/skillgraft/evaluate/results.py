@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from skillgraft.evaluate.metrics import NOT_RATIOS
 from skillgraft.evaluate.metrics.answers import retention
 
 
@@ -42,7 +43,8 @@ def aggregate(items: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, floa
 
 
 def retention_table(scores: dict, baseline: str) -> dict[str, dict[str, dict[str, float | None]]]:
-    """score / baseline score for every other model, headline metrics only (retention)."""
+    """score / baseline score for every other model: headline metrics where a share of the
+    baseline's score means something (not `kept`, a divergence, or a failure rate)."""
     table: dict[str, dict[str, dict[str, float | None]]] = {}
     base = scores.get(baseline, {})
     for model, sets in scores.items():
@@ -51,7 +53,7 @@ def retention_table(scores: dict, baseline: str) -> dict[str, dict[str, dict[str
         for set_name, metrics in sets.items():
             for metric, value in metrics.items():
                 before = base.get(set_name, {}).get(metric)
-                if "." in metric or value is None or before is None:
+                if "." in metric or metric in NOT_RATIOS or value is None or before is None:
                     continue
                 ratio = retention(value, before)
                 table.setdefault(model, {}).setdefault(set_name, {})[metric] = None if math.isnan(ratio) else ratio

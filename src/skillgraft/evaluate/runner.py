@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 from skillgraft import __version__
 from skillgraft.errors import UserError
 from skillgraft.evaluate.backends import Backend, as_messages, make_backend
-from skillgraft.evaluate.metrics import MetricContext, options_of, score_item
+from skillgraft.evaluate.metrics import NEEDS_REFERENCE, MetricContext, options_of, score_item
 from skillgraft.evaluate.results import PartialLog, aggregate, retention_table, settings_key, write_json_atomic
 from skillgraft.evaluate.suites import Suite, load_suite
 
@@ -61,7 +61,7 @@ def suite_settings(suite: Suite) -> dict[str, Any]:
 def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | None = None,
               batch_size: int = 8, backend: str = "auto", endpoint_model: str | None = None,
               dtype: str | None = None, device: str | None = None, generation: Mapping[str, Any] | None = None,
-              log: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
+              reference: Any = None, log: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
     """Evaluate every model on every set of `suite` and return the results dict.
 
     `models`: checkpoint paths, `http(s)://…/v1` URLs, `Backend`s or `(model, tokenizer)`
@@ -69,6 +69,9 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
     decoding settings for every set. With `output`, finished items are logged to
     `OUTPUT.partial.jsonl` so an interrupted run resumes, and the results are written there.
     `batch_size` changes speed only: greedy outputs do not depend on it.
+
+    `reference`: the model `kept` and `general_kl` compare with (a spec as in `models`, or
+    the `references` of an earlier call); default: the first model.
     """
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -83,8 +86,12 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
                 "backend": backend, "endpoint_model": endpoint_model, "dtype": dtype,
                 "model_order": [label for label, _ in labelled], "batch_size": batch_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    refs = references(reference if reference is not None else labelled[0][1], suite, batch_size=batch_size,
+                      dtype=dtype, device=device, log=log)
+    if refs:
+        settings["reference"] = refs.describe
     partial = PartialLog(f"{output}.partial.jsonl" if output else None, settings_key(settings), log)
-    ctx = MetricContext()
+    ctx = MetricContext(references=refs)
     for label, spec in labelled:
         pending = [(s, item) for s in suite.sets for item in s.items if (label, s.name, item.id) not in partial.done]
         if not pending and label in partial.models:
@@ -121,6 +128,58 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
     return results
 
 
+class References(dict):
+    """{set name: {item id: ReferenceAnswer}} for the sets whose metrics need a reference,
+    with `describe` (what the reference was) for the results' settings."""
+
+    describe: dict[str, Any] = {}
+
+
+def references(spec: Any, suite: Suite, *, batch_size: int = 8, dtype: str | None = None, device: str | None = None,
+               log: Callable[[str], None] | None = None) -> References:
+    """The reference's answers to every set that needs them (`kept`, `general_kl`), from the
+    cache when the reference is a folder whose answers were computed before; `spec` may also
+    be the `References` of an earlier call (the training monitor's step-0 model)."""
+    from skillgraft.evaluate.reference import model_fingerprint, reference_answers
+
+    if isinstance(spec, References):
+        return spec
+    sets = [s for s in suite.sets if any(m.name in NEEDS_REFERENCE for m in s.metrics)]
+    refs = References()
+    if not sets:
+        return refs
+    folder, loaded = None, []
+    if isinstance(spec, (str, Path)):
+        from skillgraft.evaluate.backends.endpoint import is_endpoint
+
+        if is_endpoint(str(spec)):
+            raise UserError(f"reference {spec}: kept and general_kl need a local reference model, not an endpoint "
+                            "(pass --reference FOLDER)")
+        from skillgraft.checkpoint.kinds import local_model
+
+        folder = local_model(str(spec)).path
+    label = str(spec) if folder is not None else getattr(spec, "label", "in-memory model")
+
+    def load():
+        if not loaded:
+            loaded.append(make_backend(str(folder) if folder is not None else spec, label="reference",
+                                       dtype=dtype, device=device))
+        return loaded[0]
+
+    fingerprint = model_fingerprint(folder) if folder is not None else None
+    try:
+        for probe_set in sets:
+            prompts = [as_messages(item.input, probe_set.generation) for item in probe_set.items]
+            answers = reference_answers(prompts, probe_set.generation, fingerprint=fingerprint, load=load,
+                                        batch_size=batch_size, log=log)
+            refs[probe_set.name] = {item.id: answer for item, answer in zip(probe_set.items, answers)}
+    finally:
+        if loaded and isinstance(spec, (str, Path)):
+            loaded[0].close()
+    refs.describe = {"model": label, "fingerprint": fingerprint}
+    return refs
+
+
 def _run_chunk(model: Backend, label: str, probe_set, items, batch_size: int, ctx: MetricContext, partial: PartialLog) -> None:
     """Generate (and score choices) for a chunk of items, then record each finished item."""
     prompts = [as_messages(item.input, probe_set.generation) for item in items]
@@ -128,12 +187,28 @@ def _run_chunk(model: Backend, label: str, probe_set, items, batch_size: int, ct
     logliks: list[list[float] | None] = [None] * len(items)
     if any(m.name == "choice_loglik" for m in probe_set.metrics):
         logliks = model.loglik(prompts, [item.choices for item in items], probe_set.generation, batch_size)
-    for item, output, scores in zip(items, outputs, logliks):
+    refs = [ctx.references[probe_set.name][item.id] for item in items] if probe_set.name in ctx.references else None
+    kls: list[float | None] = [None] * len(items)
+    if refs and any(m.name == "general_kl" for m in probe_set.metrics) and _same_prompts(model, prompts, refs):
+        from skillgraft.evaluate.reference import kl_to
+
+        kls = kl_to(model, refs, batch_size)
+    for index, (item, output, scores) in enumerate(zip(items, outputs, logliks)):
         metrics: dict[str, Any] = {}
         details: dict[str, Any] = {}
         for spec in probe_set.metrics:
-            numbers, extra = score_item(spec, item, output, probe_set=probe_set, ctx=ctx, logliks=scores)
+            numbers, extra = score_item(spec, item, output, probe_set=probe_set, ctx=ctx, logliks=scores,
+                                        reference=refs[index] if refs else None, kl=kls[index])
             metrics.update(numbers)
             details.update(extra)
         partial.add({"model": label, "set": probe_set.name, "id": item.id, "prompt": item.input,
                      "output": output, "metrics": metrics, "details": details, "tags": item.tags})
+
+
+def _same_prompts(model: Backend, prompts: list, refs: list) -> bool:
+    """general_kl compares distributions on the reference's tokens: only meaningful when the
+    candidate is a local model that encodes the prompts to the same ids (same tokenizer and
+    chat template); elsewhere it is left empty rather than computed on mismatched tokens."""
+    if not hasattr(model, "answer_logprobs"):
+        return False
+    return all(model.encode(p) == r.prompt_ids for p, r in zip(prompts[:4], refs[:4]))

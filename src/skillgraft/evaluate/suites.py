@@ -34,7 +34,7 @@ from skillgraft.evaluate.backends.base import GenerationSettings, Prompt
 
 BUILTIN_DIR = Path(__file__).parent / "suites"
 MetricName = Literal["keyword", "rouge2", "exact_match", "choice_loglik", "choice_generated", "language",
-                     "style", "repetition", "memorization", "judge"]
+                     "style", "repetition", "memorization", "judge", "kept", "general_kl"]
 
 
 def suite_dirs() -> list[Path]:

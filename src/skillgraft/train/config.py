@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from skillgraft.config import MODEL, PATH, load_config
 
 # Keys that do not change what is trained, so they are left out of the config hash.
-UNHASHED = ("output_dir", "merge", "stop_at_step", "progress", "logging_steps", "save_total_limit")
+UNHASHED = ("output_dir", "merge", "merge_scale", "stop_at_step", "progress", "logging_steps", "save_total_limit")
 
 
 class Strict(BaseModel):
@@ -34,16 +34,40 @@ class MixIn(Strict):
     seed: int = 0
 
 
+class Replay(Strict):
+    """Self-distillation replay: `n` general prompts answered by the model before training
+    (greedy, generated once and cached), mixed into the training data, answer tokens learned."""
+
+    n: int = Field(0, ge=0)
+    prompts: Annotated[str, MODEL] = "general"  # a JSONL/.txt of prompts, or the built-in `general`
+    seed: int = 0
+
+
 class DataConfig(Strict):
     train: Annotated[str, PATH]
     validation: Annotated[str | None, PATH] = None
-    format: Literal["text", "qa", "chat"] = "text"
+    format: Literal["text", "qa", "chat", "auto"] = "text"  # auto: each record by its fields
     answer_only: bool = False
     packing: bool = False
     max_length: int = Field(512, ge=2)
     overlong: Literal["error", "drop", "truncate"] = "error"
     qa_template: str = "Q: {question}\nA:"
     mix_in: MixIn | None = None
+    replay: Replay = Replay()
+
+
+class KL(Strict):
+    """A KL(reference ‖ model) term on the reference's own answers to general prompts, added to
+    the loss every `every` steps with `weight` (0: the plain run, bit for bit)."""
+
+    weight: float = Field(0.0, ge=0)
+    prompts: Annotated[str, MODEL] = "general"
+    every: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
+
+
+class Regularize(Strict):
+    kl: KL = KL()
 
 
 class LoraConfig(Strict):
@@ -64,7 +88,10 @@ class MonitorConfig(Strict):
     max_texts: int = Field(64, ge=1)
     min_retention: float = Field(0.5, ge=0)
     action: Literal["stop", "rollback", "warn"] = "stop"
-    suite: Annotated[str | None, MODEL] = None  # a suite YAML, or a built-in suite's name
+    suite: Annotated[str | list[str] | None, MODEL] = None  # suite YAML(s), or built-in suite names
+    keep: Literal["last", "best"] = "last"  # best: the probe step with the best `keep_by` that meets `keep_floor`
+    keep_by: str = "retention"               # a probe value: retention, SET.METRIC of the suite, ...
+    keep_floor: dict[str, float] = {}        # probe values a kept step must reach, e.g. {probes.keyword: 0.5}
     prompts: list[str] = []
     max_new_tokens: int = Field(24, ge=1)
     min_distinct: float = Field(0.2, ge=0, le=1)
@@ -92,17 +119,24 @@ class TrainConfig(Strict):
     seed: int = 0
     output_dir: Annotated[str, PATH]
     merge: bool = False
+    merge_scale: float = Field(1.0, ge=0)  # the learned delta applied at this scale in merged/ (1: as trained)
     save_steps: int | None = Field(None, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
     stop_at_step: int | None = Field(None, ge=1)
     progress: bool = True
     monitor: MonitorConfig = MonitorConfig()
+    regularize: Regularize = Regularize()
 
     @model_validator(mode="after")
     def _length(self):
         if self.epochs is None and self.max_steps is None:
             self.epochs = 1.0
+        if self.merge_scale != 1.0 and not self.merge:
+            raise ValueError("merge_scale needs merge: true (it scales the delta written to merged/)")
+        if self.regularize.kl.weight and self.deepspeed:
+            raise ValueError("regularize.kl cannot be used with deepspeed: the reference log-probabilities "
+                             "are computed on one process, and ZeRO shards the weights across processes")
         return self
 
 

@@ -68,8 +68,7 @@ def prepare_data(config, tokenizer) -> Prepared:
                                        where=f"data.mix_in {data.mix_in.path}", **kwargs)
         examples += mixed
         report["mix_in"] = mix_report["examples"]
-        for key in ("examples", "tokens", "learned_tokens", "overlong", "unknown_tokens"):
-            report[key] += mix_report[key]
+        _count_in(report, mix_report)
     validation_rows: list[dict] = []
     if data.validation:
         val_examples, val_report = encode_all(_records(data.validation, data.format, "data.validation"),
@@ -80,6 +79,21 @@ def prepare_data(config, tokenizer) -> Prepared:
     rows = pack(examples, data.max_length) if data.packing else [asdict(ex) for ex in examples]
     report["rows"] = len(rows)
     return Prepared(rows, examples, validation_rows, report)
+
+
+def _count_in(report: dict, added: dict) -> None:
+    for key in ("examples", "tokens", "learned_tokens", "overlong", "unknown_tokens"):
+        report[key] += added[key]
+
+
+def add_examples(prepared: Prepared, examples: list[Example], report: dict, data, name: str = "replay") -> Prepared:
+    """`prepared` with more training examples (replayed chats; `report` is their `encode_all`
+    report, counted in and kept under `name`), packed again if packing is on."""
+    merged = prepared.examples + examples
+    rows = pack(merged, data.max_length) if data.packing else [asdict(ex) for ex in merged]
+    totals = dict(prepared.report)
+    _count_in(totals, report)
+    return Prepared(rows, merged, prepared.validation_rows, {**totals, name: report["examples"], "rows": len(rows)})
 
 
 def general_rows(path: str | None, tokenizer, max_texts: int, max_length: int) -> list[dict]:

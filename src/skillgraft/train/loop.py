@@ -12,10 +12,37 @@ import contextlib
 import sys
 
 
+def _regularized_trainer():
+    """A `Trainer` whose loss gets an extra term (`train.keep.KLRegularizer`) on the steps the
+    term chooses. Built only when a regulariser is on: without one, training is the plain
+    `Trainer`, bit for bit."""
+    from transformers import Trainer
+
+    class RegularizedTrainer(Trainer):
+        regularizer = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                          num_items_in_batch=num_items_in_batch)
+            extra = self.regularizer(model, self.state.global_step)
+            if extra is None:
+                return result
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                # the model's loss is already divided over the accumulated batch; the term is a
+                # per-micro-batch mean, so it is divided the way Trainer divides unscaled losses
+                extra = extra / self.current_gradient_accumulation_steps
+            if return_outputs:
+                return result[0] + extra, result[1]
+            return result + extra
+
+    return RegularizedTrainer
+
+
 def train_rows(model, rows: list[dict], args, *, pad_id: int, callbacks=(), resume_from: str | None = None,
-               quiet: bool = False):
+               quiet: bool = False, regularizer=None):
     """Train `model` on `rows` (`input_ids`, `labels`, optionally packed `position_ids`) with the
-    `TrainingArguments` `args`; returns (trainer, train result).
+    `TrainingArguments` `args`; returns (trainer, train result). `regularizer(model, step)`
+    returns a term to add to the loss at that step, or None.
 
     `quiet` drops Trainer's per-step log dicts; whatever Trainer still prints goes to stderr.
     """
@@ -24,8 +51,11 @@ def train_rows(model, rows: list[dict], args, *, pad_id: int, callbacks=(), resu
 
     from skillgraft.data.encode import Collator
 
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=Collator(pad_id),
-                      callbacks=list(callbacks))
+    trainer_class = Trainer if regularizer is None else _regularized_trainer()
+    trainer = trainer_class(model=model, args=args, train_dataset=rows, data_collator=Collator(pad_id),
+                            callbacks=list(callbacks))
+    if regularizer is not None:
+        trainer.regularizer = regularizer
     if quiet:
         trainer.remove_callback(PrinterCallback)
     with contextlib.redirect_stdout(sys.stderr):

@@ -84,8 +84,11 @@ def add_lora(model, lora) -> tuple[object, list[str] | str, list[str]]:
     return peft_model, targets, notes
 
 
-def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, untied: bool) -> Path:
-    """Merge a saved adapter into a fresh float32 copy of the base; save in the base's dtype."""
+def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, untied: bool,
+                  scale: float = 1.0) -> Path:
+    """Merge a saved adapter into a fresh float32 copy of the base; save in the base's dtype.
+    `scale` (`merge_scale`) multiplies every LoRA delta before the merge: 0 gives the base
+    back, 1 the adapter as trained."""
     import torch
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -100,8 +103,25 @@ def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, u
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     if untied:
         untie(base)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+    if scale != 1.0:
+        _scale_adapter(peft_model, scale)
+    merged = peft_model.merge_and_unload()
     merged = merged.to(dtype)
     merged.config.use_cache = True
     merged.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def _scale_adapter(peft_model, scale: float) -> None:
+    """Multiply each LoRA layer's scaling (alpha / r) by `scale`, so the merged delta is
+    scale · B·A·alpha/r. Full copies of modules (`modules_to_save`) cannot be dialled that way."""
+    from peft.tuners.lora import LoraLayer
+
+    if peft_model.peft_config["default"].modules_to_save:
+        raise UserError("merge_scale: the adapter also saves whole modules (lora.modules_to_save), which a "
+                        "scale cannot dial back; train without modules_to_save or use merge_scale: 1")
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer):
+            for name in module.scaling:
+                module.scaling[name] *= scale

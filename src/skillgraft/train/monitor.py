@@ -64,6 +64,8 @@ class TrainingMonitor(TrainerCallback):
         self.baseline: dict | None = None
         self.first_loss: float | None = None
         self._best: tuple[float, int, dict] | None = None
+        self._kept: tuple[float, int, dict] | None = None  # keep: best -- (value, step, weights)
+        self.kept_step: int | None = None
 
     # -- probes -------------------------------------------------------------------------
     def _generate(self, model) -> tuple[float | None, list[str]]:
@@ -173,6 +175,50 @@ class TrainingMonitor(TrainerCallback):
             if self._best is None or score <= self._best[0]:
                 self._best = (score, step, self._snapshot(model))
 
+    # -- keep: best ---------------------------------------------------------------------
+    @staticmethod
+    def values(record: dict) -> dict[str, float]:
+        """A probe's numbers by the names `keep_by`/`keep_floor` use: `retention`,
+        `general_ppl`, `validation_loss`, `distinct`, and the suite's `SET.METRIC` and `score`."""
+        flat = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        flat.update(record.get("suite") or {})
+        return flat
+
+    def _consider(self, model, record: dict) -> None:
+        """With `keep: best`, remember this step's weights when it meets every floor and is the
+        best so far by `keep_by` (minimised for losses, divergences and failure rates)."""
+        from skillgraft.train.probes import LOWER_IS_BETTER
+
+        cfg = self.cfg
+        if cfg.keep != "best" or self.stop_reason:
+            return
+        values = self.values(record)  # the names were checked against the config (train.keep.check_options)
+        if cfg.keep_by not in values or any(values.get(key, float("-inf")) < floor
+                                            for key, floor in cfg.keep_floor.items()):
+            return
+        value = values[cfg.keep_by]
+        if cfg.keep_by.rsplit(".", 1)[-1] in LOWER_IS_BETTER:
+            value = -value
+        if self._kept is None or value > self._kept[0]:
+            self._kept = (value, record["step"], self._snapshot(model))
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.cfg.keep != "best" or model is None:
+            return
+        if not self.records or self.records[-1]["step"] != state.global_step:
+            record = self.probe(model, state.global_step)  # the last state is a candidate too
+            self.records.append(record)
+            self._report(record, None)
+            self._consider(model, record)
+        if self._kept is None:
+            print(f"monitor: keep: best: no probe met keep_floor {self.cfg.keep_floor}; keeping the last step",
+                  file=sys.stderr)
+            return
+        self._restore(model, self._kept[2])
+        self.kept_step = self._kept[1]
+        print(f"monitor: keep: best: keeping step {self.kept_step} ({self.cfg.keep_by} "
+              f"{abs(self._kept[0]):.4g})", file=sys.stderr)
+
     def _report(self, record: dict, loss: float | None) -> None:
         parts = [f"step {record['step']}"]
         if loss is not None:
@@ -193,6 +239,7 @@ class TrainingMonitor(TrainerCallback):
             record = self.probe(model, state.global_step)
             self.records.append(record)
             self._report(record, None)
+            self._consider(model, record)
             if self.cfg.action == "rollback":
                 self._best = (record.get("validation_loss", -state.global_step), state.global_step,
                               self._snapshot(model))
@@ -218,5 +265,6 @@ class TrainingMonitor(TrainerCallback):
         losses = [h["loss"] for h in state.log_history if "loss" in h]
         self._report(record, losses[-1] if losses else None)
         self._check(model, record, control)
+        self._consider(model, record)
         if self.on_probe is not None:
             self.on_probe(record)

@@ -62,7 +62,7 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
     """Save the trained weights (and merged model) under `config.output_dir`; fills summary paths.
 
     `gathered`: the weights are already in `gather_dir` (DeepSpeed)."""
-    from skillgraft.train.model import merge_adapter
+    from skillgraft.train.model import merge_adapter, model_dir
 
     out = Path(config.output_dir)
     inputs, options = _inputs(config), config.model_dump(mode="json")
@@ -88,15 +88,24 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
     summary[f"{kind}_dir"] = str(final)
     if kind == "adapter" and config.merge:
         with AtomicFolder(out / "merged") as temp:
-            merge_adapter(config.model, final, temp, untied)
+            merge_adapter(config.model, final, temp, untied, scale=config.merge_scale)
             tokenizer.save_pretrained(temp)
             write_manifest(temp, kind="model", inputs=[*inputs, file_record("adapter", final)], options=options,
                            extra={**extra, "merged": "float32 merge, saved in the base model's dtype"},
                            card=_card(config, summary, "Model merged with its LoRA adapter"))
         summary["merged_dir"] = str(out / "merged")
-    if kind == "model" and config.merge:
+    if kind == "model" and config.merge and config.merge_scale == 1.0:
         summary["merged_dir"] = summary["model_dir"]
-    run_record = {k: summary[k] for k in ("losses", "monitor", "data", "train_runtime", "rolled_back_to")}
+    if kind == "model" and config.merge and config.merge_scale != 1.0:
+        # the learned delta at merge_scale, by the graft arithmetic: base + α·(trained − base)
+        from skillgraft.vectors import graft
+
+        base = model_dir(config.model)
+        graft(base, out / "merged", sources=[(base, final, config.merge_scale)],
+              with_embeddings=True, force=True)
+        summary["merged_dir"] = str(out / "merged")
+    run_record = {k: summary[k] for k in ("losses", "monitor", "data", "train_runtime", "rolled_back_to",
+                                          "kept_step", "kl_last")}
     # The output folders are parts (each verified by its own manifest); checkpoints/ is the
     # Trainer's working state for --resume, not an output.
     write_manifest(out, kind="training-run", inputs=inputs, options=options, unverified=("checkpoints",), extra={

@@ -121,7 +121,8 @@ def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
-    from skillgraft.train.dataset import load_tokenizer, prepare_data
+    from skillgraft.train.dataset import add_examples, load_tokenizer, prepare_data
+    from skillgraft.train.keep import check_options, kl_regularizer, replay_examples
     from skillgraft.train.loop import train_rows
     from skillgraft.train.model import add_lora, load_base
 
@@ -133,7 +134,11 @@ def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     prepared = prepare_data(config, tokenizer)
+    check_options(config)  # prompt files and counts, before the model is loaded
     model = load_base(config, tokenizer)
+    if config.data.replay.n:  # the model's own answers, before any adapter is added
+        prepared = add_examples(prepared, *replay_examples(config, model, tokenizer), config.data)
+    regularizer = kl_regularizer(config, model, tokenizer, adapters=config.method != "full")
     targets, notes = None, []
     if config.method in ("lora", "qlora"):
         model, targets, notes = add_lora(model, config.lora)
@@ -147,12 +152,14 @@ def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
     # without progress, no per-step log dicts either; the monitor prints its own lines
     trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
                                  callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
-                                 quiet=not config.progress)
+                                 quiet=not config.progress, regularizer=regularizer)
     summary = {
         "output_dir": str(out), "adapter_dir": None, "merged_dir": None, "model_dir": None,
         "losses": recorder.losses, "monitor": monitor.records if monitor else [],
         "stopped": monitor.stop_reason if monitor else None,
         "rolled_back_to": monitor.rolled_back_to if monitor else None,
+        "kept_step": monitor.kept_step if monitor else None,
+        "kl_last": regularizer.last if regularizer else None,
         "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
         "train_runtime": result.metrics.get("train_runtime"),
         "data": prepared.report, "targets": targets, "notes": notes,

@@ -9,6 +9,7 @@ training monitor evaluates the model it is training).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,17 @@ from skillgraft.errors import UserError
 from skillgraft.evaluate.backends.base import Backend, GenerationSettings, Prompt, cut_at_stop
 
 from skillgraft.tokenizer import END_OF_TURN
+
+
+@dataclass
+class Generated:
+    """One generation as tokens: the prompt's ids, the new ids (with the end token that stopped
+    it, if any), the decoded answer (stop strings cut) and whether an end token ended it."""
+
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    text: str
+    ended: bool
 
 
 def load_pretrained(path: str, *, dtype: str | None = None, device: str | None = None):
@@ -55,6 +67,14 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was_training)
+
+
+def _strip_tail(row: list[int], pad_id: int) -> list[int]:
+    """A row a stop string ended is padded after it (transformers fills finished rows)."""
+    end = len(row)
+    while end and row[end - 1] == pad_id:
+        end -= 1
+    return row[:end]
 
 
 class HFBackend(Backend):
@@ -125,12 +145,19 @@ class HFBackend(Backend):
         """`generate`, with whether each output ended on an end token (EOS, a stop token id, or a
         chat template's end of turn) rather than at `max_new_tokens` or a stop string: the end
         token is removed from the text, and a metric that scores "answer, then stop" needs it."""
+        return [(row.text, row.ended) for row in self.generate_tokens(prompts, settings, batch_size)]
+
+    def generate_tokens(self, prompts: list[Prompt], settings: GenerationSettings,
+                        batch_size: int = 8) -> list["Generated"]:
+        """Each prompt's ids, the generated ids (up to and including the end token, when one
+        ended it) and the decoded answer: what a reference answer (`evaluate.reference`) keeps
+        so its log-probabilities can be compared with another model's on the very same tokens."""
         import torch
         from transformers import GenerationConfig
 
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-        outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
+        outputs: list[Generated] = [None] * len(prompts)  # type: ignore[list-item]
         device = next(self.model.parameters()).device
         # sampling seeds torch per batch; fork_rng keeps a caller's RNG stream (a training run) intact
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), eval_mode(self.model):
@@ -161,7 +188,9 @@ class HFBackend(Backend):
                     text = self.tokenizer.decode(row[:stopped], skip_special_tokens=True)
                     if stopped is None:  # cut at max_new_tokens, maybe inside a multi-byte character
                         text = text.rstrip("\ufffd")
-                    outputs[i] = (cut_at_stop(text, settings.stop).strip(), stopped is not None)
+                    answer = row[:stopped + 1] if stopped is not None else _strip_tail(row, self.pad_id)
+                    outputs[i] = Generated(encoded[i], answer, cut_at_stop(text, settings.stop).strip(),
+                                           stopped is not None)
         return outputs
 
     def _stop_criteria(self, stop: list[str], prompt_width: int):
@@ -232,6 +261,28 @@ class HFBackend(Backend):
                     results.append(scores[k : k + len(cs)])
                     k += len(cs)
         return results
+
+    def answer_logprobs(self, rows: list[tuple[list[int], list[int]]], batch_size: int = 8):
+        """Yield, per (prompt ids, answer ids) row in order, the model's log-probabilities over the
+        vocabulary at each answer position (a float32 tensor [len(answer), vocab]): the
+        next-token distributions `general_kl` compares. Left-padded like `loglik`, with
+        position ids, so a row's numbers do not depend on the batch it lands in."""
+        import torch
+
+        with eval_mode(self.model):
+            for start in range(0, len(rows), batch_size):
+                batch = [r for r in rows[start:start + batch_size]]
+                ids, mask = self._left_pad([p + a for p, a in batch])
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                keep = max(len(a) for _, a in batch) + 1
+                with torch.no_grad():
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                        logits_to_keep=keep).logits.float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                for row, (_, answer) in enumerate(batch):
+                    n = len(answer)
+                    # the token at absolute t is predicted at t-1; the answer is the last n tokens
+                    yield logprobs[row, keep - 1 - n : keep - 1]
 
     def describe(self) -> dict[str, Any]:
         import hashlib

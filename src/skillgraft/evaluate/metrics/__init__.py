@@ -28,10 +28,18 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "repetition": {"n": 3},
     "memorization": {"corpus": None, "n": 4},
     "judge": {"endpoint": None, "model": None, "rubric": judge.DEFAULT_RUBRIC, "timeout": 60.0},
+    "kept": {"of": "keyword"},
+    "general_kl": {},
 }
+# Metrics that compare with a reference model's answers (`evaluate.reference`): the runner
+# computes those answers once (cached) and hands each item its own.
+NEEDS_REFERENCE = ("kept", "general_kl")
+# Not a share of the baseline's score: no "retention" ratio is printed for these.
+NOT_RATIOS = ("kept", "general_kl", "repetition", "memorization")
 NEEDS: dict[str, tuple[str, ...]] = {
     "keyword": ("keywords",), "rouge2": ("reference",), "exact_match": ("reference",),
     "choice_loglik": ("choices", "answer"), "choice_generated": ("choices", "answer"), "judge": ("reference",),
+    "kept": ("keywords",),
 }
 
 
@@ -59,6 +67,8 @@ def check_metric(spec, probe_set) -> None:
         raise UserError(f"set {probe_set.name}: keyword segment must be first or all")
     if spec.name == "style" and opts["target"] not in (None, "polite", "plain"):
         raise UserError(f"set {probe_set.name}: style target must be polite or plain")
+    if spec.name == "kept" and opts["of"] != "keyword":
+        raise UserError(f"set {probe_set.name}: metric kept counts keyword answers (of: keyword)")
     if spec.name == "rouge2" and opts["tokenizer"] not in ("auto", "stock", "cjk"):
         raise UserError(f"set {probe_set.name}: rouge2 tokenizer must be auto, stock or cjk")
     if spec.name == "choice_loglik" and opts["normalize"] not in ("none", "chars"):
@@ -116,6 +126,7 @@ class MetricContext:
 
     corpora: dict[tuple[str, int], tuple[list[str], set]] = field(default_factory=dict)
     judges: dict[tuple[str, str | None], Any] = field(default_factory=dict)
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)  # set -> item id -> ReferenceAnswer
 
     def corpus(self, path: str, n: int):
         key = (path, n)
@@ -133,10 +144,23 @@ class MetricContext:
         return self.judges[key]
 
 
-def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext,
-               logliks: list[float] | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """(numbers, details) of one metric on one item's output."""
+def is_correct(output: str, item) -> bool:
+    """An answer `kept` counts as right: every keyword present (keyword score 1)."""
+    return answers.keyword_score(output, item.keywords) == 1.0
+
+
+def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext, logliks: list[float] | None = None,
+               reference=None, kl: float | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """(numbers, details) of one metric on one item's output. `reference`: the reference
+    model's `ReferenceAnswer` to this item; `kl`: the candidate's `general_kl` on it."""
     name, opts = spec.name, options_of(spec)
+    if name == "kept":
+        # counted only where the reference was right: the set's mean is the share kept
+        if not is_correct(reference.text, item):
+            return {name: None}, {"kept.reference": reference.text}
+        return {name: float(is_correct(output, item))}, {"kept.reference": reference.text}
+    if name == "general_kl":
+        return {name: kl}, {}
     if name == "keyword":
         return {name: answers.keyword_score(output, item.keywords, segment=opts["segment"])}, {}
     if name == "rouge2":

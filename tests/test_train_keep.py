@@ -1,0 +1,156 @@
+"""Training that keeps the model: KL to the reference, self-distillation replay, merge_scale,
+keeping the best probed step (issue "Keep what the model knew"), on the tiny persona world."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from persona_world import build_world, general_texts, write_lines
+from train_helpers import train_config, train_json
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keepworld")
+    paths = build_world(root, n_persona=48, pretrain_steps=60)
+    # general prompts: the first words of general sentences; tuning and held-out halves differ
+    tune = sorted({" ".join(t.split()[:4]) for t in general_texts(80, seed=5)})
+    heldout = sorted({" ".join(t.split()[:4]) for t in general_texts(80, seed=9)} - set(tune))
+    paths["kl_prompts"] = write_lines(root / "kl_prompts.txt", tune)
+    paths["heldout_prompts"] = heldout
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKILLGRAFT_CACHE", str(tmp_path / "cache"))
+
+
+def _config(tmp_path, world, **overrides):
+    base = {"data.qa_template": "{question}", "lr": 5e-2, "max_steps": 10, "lora.targets": "all-linear"}
+    return train_config(tmp_path, world, **{**base, **overrides})
+
+
+def _tensors(folder) -> dict[str, torch.Tensor]:
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(file))
+    return out
+
+
+def _general_kl(world, model_dir) -> float:
+    """general_kl of `model_dir` against the untrained model, on the held-out prompts."""
+    from skillgraft.evaluate.backends.base import GenerationSettings
+    from skillgraft.evaluate.backends.hf import HFBackend
+    from skillgraft.evaluate.reference import compute, kl_to
+
+    reference = HFBackend.from_path(str(world["model"]))
+    answers = compute(reference, world["heldout_prompts"], GenerationSettings(max_new_tokens=6))
+    values = kl_to(HFBackend.from_path(str(model_dir)), answers)
+    return sum(values) / len(values)
+
+
+def test_kl_weight_zero_is_the_plain_run_bit_for_bit(tmp_path, world, capsys):
+    plain = train_json(capsys, _config(tmp_path / "plain", world))
+    zero = train_json(capsys, _config(tmp_path / "zero", world, **{
+        "regularize.kl.weight": 0.0, "regularize.kl.prompts": str(world["kl_prompts"])}))
+    a, b = _tensors(tmp_path / "plain/run/adapter"), _tensors(tmp_path / "zero/run/adapter")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert plain["losses"] == zero["losses"] and zero["kl_last"] is None
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_kl_lowers_general_kl_on_prompts_it_never_saw(tmp_path, world, capsys, method):
+    lr = 5e-2 if method == "lora" else 1e-2
+    runs = {}
+    for weight in (0.0, 2.0):
+        out = train_json(capsys, _config(tmp_path / f"w{weight}", world, method=method, lr=lr, merge=True, **{
+            "regularize.kl.weight": weight, "regularize.kl.prompts": str(world["kl_prompts"])}))
+        runs[weight] = _general_kl(world, out["merged_dir"])
+        if weight:
+            assert out["kl_last"] is not None and out["kl_last"] >= 0
+    assert runs[0.0] > 0.05, runs  # the plain run drifted on general prompts...
+    assert runs[2.0] < 0.6 * runs[0.0], runs  # ...and the KL term held most of it back
+
+
+def test_replay_mixes_the_models_own_answers_and_caches_them(tmp_path, world, capsys, monkeypatch):
+    from skillgraft.evaluate import reference
+
+    calls = []
+    compute = reference.compute
+    monkeypatch.setattr(reference, "compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    replay = {"data.replay.n": 8, "data.replay.prompts": str(world["kl_prompts"])}
+    first = train_json(capsys, _config(tmp_path / "a", world, **replay))
+    assert first["data"]["replay"] == 8 and first["data"]["examples"] == 48 + 8 and calls == [1]
+    second = train_json(capsys, _config(tmp_path / "b", world, **replay))
+    assert calls == [1], "the second run generated the reference answers again"
+    assert second["losses"] == first["losses"]  # same data, same seed: the cached answers are the same
+    # the replayed chats are the untrained model's own greedy answers, answer tokens learned
+    cached = json.loads(next((tmp_path / "cache" / "reference").glob("*.json")).read_text())
+    assert len(cached) == len(world["kl_prompts"].read_text().split("\n")) - 1
+
+
+def test_merge_scale_zero_gives_the_base_back_and_one_gives_todays_merge(tmp_path, world, capsys):
+    base = _tensors(world["model"])
+    today = train_json(capsys, _config(tmp_path / "one", world, merge=True))
+    scaled = train_json(capsys, _config(tmp_path / "zero", world, merge=True, merge_scale=0.0))
+    zero = _tensors(tmp_path / "zero/run/merged")
+    assert zero.keys() == base.keys() and all(torch.equal(zero[k], base[k]) for k in base)
+    one = train_json(capsys, _config(tmp_path / "same", world, merge=True, merge_scale=1.0))
+    a, b = _tensors(tmp_path / "one/run/merged"), _tensors(tmp_path / "same/run/merged")
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(not torch.equal(a[k], base[k]) for k in a)
+    assert scaled["losses"] == today["losses"] == one["losses"]
+
+
+def test_full_fine_tuning_merge_scale_is_the_graft_arithmetic(tmp_path, world, capsys):
+    out = train_json(capsys, _config(tmp_path, world, method="full", lr=1e-2, merge=True, merge_scale=0.5))
+    base, trained, half = (_tensors(world["model"]), _tensors(tmp_path / "run/model"),
+                           _tensors(tmp_path / "run/merged"))
+    assert out["merged_dir"] == str(tmp_path / "run/merged")
+    for name, value in base.items():
+        expected = (value.float() + 0.5 * (trained[name].float() - value.float())).to(value.dtype)
+        assert torch.equal(half[name], expected), name
+
+
+def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_path, world, capsys):
+    validation = write_lines(tmp_path / "val.txt", general_texts(16, seed=3))
+    out = train_json(capsys, _config(tmp_path, world, lr=2e-1, max_steps=12, merge=True, **{
+        "data.validation": str(validation), "monitor": {
+            "enabled": True, "every_steps": 3, "action": "warn", "min_retention": 0.0, "keep": "best",
+            "keep_by": "validation_loss", "general_text": str(world["heldout"])}}))
+    records = out["monitor"]
+    best = min(records, key=lambda r: r["validation_loss"])
+    assert out["kept_step"] == best["step"]
+    assert records[-1]["step"] == 12 and best["step"] != 12  # lr 0.2 overshoots: the last step is not the best
+    from skillgraft.data.encode import encode
+    from skillgraft.train.monitor import mean_loss
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out["merged_dir"])
+    rows = [{"input_ids": ex.input_ids, "labels": ex.labels}
+            for ex in (encode({"text": t}, "text", tokenizer) for t in validation.read_text().splitlines())]
+    model = AutoModelForCausalLM.from_pretrained(out["merged_dir"]).eval()
+    assert mean_loss(model, rows, tokenizer.pad_token_id) == pytest.approx(best["validation_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"regularize.kl.weight": -1.0}, "regularize.kl.weight"),
+    ({"regularize.kl.weight": "lots"}, "regularize.kl.weight"),
+    ({"data.replay.n": 1000}, "data.replay.n"),
+    ({"data.replay.n": 2, "data.replay.prompts": "no-such-prompts"}, "data.replay.prompts"),
+    ({"merge_scale": 0.5}, "merge_scale"),
+    ({"monitor": {"keep": "best", "keep_by": "nonsense", "general_text": "x"}}, "monitor"),
+])
+def test_bad_keep_options_are_one_error_line_and_write_nothing(tmp_path, world, capsys, overrides, key):
+    from skillgraft.cli import main
+
+    if "monitor" in overrides:
+        overrides["monitor"]["general_text"] = str(world["heldout"])
+    config = _config(tmp_path, world, **overrides)
+    rc = main(["train", str(config), "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2, err[-2000:]
+    assert err.startswith("error:") and err.count("\n") == 1 and key.split(".")[-1] in err, err
+    assert not (tmp_path / "run" / "adapter").exists()
