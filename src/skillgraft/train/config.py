@@ -63,7 +63,7 @@ class KL(Strict):
     weight: float = Field(0.0, ge=0)
     prompts: Annotated[str, MODEL] = "general"
     every: int = Field(1, ge=1)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(2, ge=1)  # prompts per KL term: 2 keeps a LoRA step within ~1.5x (docs/benchmarks.md)
 
 
 class Regularize(Strict):
