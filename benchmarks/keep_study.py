@@ -48,6 +48,10 @@ RUNS = {
     "persona-kl": ("persona", KL),
     "persona-replay": ("persona", {**REPLAY, "max_steps": 53}),
     "persona-kl-replay": ("persona", {**KL, **REPLAY, "max_steps": 53}),
+    "k5-qa": ("knowledge", {"data.train": "QA", "data.format": "auto", "data.answer_only": True,
+                            "max_steps": 120}),
+    "k5-full": ("knowledge", {"method": "full", "lr": 1e-4}),
+    "k5-full-kl": ("knowledge", {"method": "full", "lr": 1e-4, **KL}),
     "cp": ("cp", {}),
 }
 GRAFTS = {f"cp+{name}": name for name in RUNS if name.startswith("persona")}
@@ -67,9 +71,10 @@ def prepare(work: Path, model: Path, seed: int) -> dict[str, Path]:
     suites = corpus.write_suites(work / "suites")
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    if not (data / "k5.jsonl").is_file():
-        sh(["skillgraft", "data", "augment", str(corpus.DATA / "facts.jsonl"), "-o", str(data / "k5.jsonl"),
-            "--styles", ",".join(corpus.STYLES)], data / "augment.log")
+    for name, extra in (("k5", ()), ("k5-qa", ("qa-pairs",))):
+        if not (data / f"{name}.jsonl").is_file():
+            sh(["skillgraft", "data", "augment", str(corpus.DATA / "facts.jsonl"), "-o", str(data / f"{name}.jsonl"),
+                "--styles", ",".join((*corpus.STYLES, *extra))], data / "augment.log")
     corpus.write_jsonl(data / "persona.jsonl", corpus.persona_records())
     corpus.write_jsonl(data / "cp.jsonl", corpus.cp_texts(40, 1000 + seed))
     configs = {}
@@ -88,6 +93,8 @@ def train(name: str, work: Path, files: dict[str, Path]) -> None:
     out = work / "runs" / name
     if (out / "skillgraft.json").is_file():
         return
+    if overrides.get("data.train") == "QA":  # the k=5 texts plus the facts' own QA pairs
+        overrides = {**overrides, "data.train": str(work / "data" / "k5-qa.jsonl")}
     sets = [f"output_dir={out}"] + [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     started = time.time()
     sh(["skillgraft", "train", str(files[study]), "--json", *[a for s in sets for a in ("--set", s)]],
@@ -106,8 +113,28 @@ def graft(name: str, work: Path, base: Path) -> Path:
     return out
 
 
+def dial(name: str, work: Path, base: Path) -> Path:
+    """`RUN@SCALE`: the run's adapter merged at `merge_scale` SCALE (the function `train` merges
+    with), a dial turned after training without training again."""
+    from skillgraft.train.model import merge_adapter
+
+    run, scale = name.split("@")
+    out = work / "dials" / name
+    if not (out / "config.json").is_file():
+        record = json.loads((work / "runs" / run / "adapter" / "skillgraft.json").read_text())
+        merge_adapter(str(base), work / "runs" / run / "adapter", out, bool(record.get("untied_lm_head")),
+                      scale=float(scale))
+        import shutil
+
+        for file in (work / "runs" / run / "merged").glob("*"):
+            if file.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+                shutil.copy(file, out / file.name)
+    return out
+
+
 def evaluate(name: str, model_dir: Path, work: Path, files: dict[str, Path], base: Path) -> None:
-    study = "persona" if name in GRAFTS else RUNS[name][0] if name in RUNS else "knowledge"
+    run = name.split("@")[0]
+    study = "persona" if name in GRAFTS else RUNS[run][0] if run in RUNS else "knowledge"
     suites = {"untrained": ["knowledge", "persona", "cp"], "cp": ["persona", "cp"]}.get(name, [study])
     if name in GRAFTS:
         suites = ["persona", "cp"]
@@ -157,19 +184,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    parser.add_argument("--dial", default="", help="comma-separated RUN@SCALE: a finished run merged at that scale")
     args = parser.parse_args()
+    import torch
+
     from skillgraft.lab.real.model import converted_model, default_cache
 
+    torch.set_num_threads(1)  # the dials merge in this process, beside the jobs' own processes
     work = args.work.resolve()
     (work / "runs").mkdir(parents=True, exist_ok=True)
     model = converted_model(default_cache())
     files = prepare(work, model, args.seed)
     # the first KL run generates the reference answers every later KL/replay run reads from the cache
     names = args.only.split(",") if args.only else ["k5-kl", *[n for n in RUNS if n != "k5-kl"]]
+    dials = [d for d in args.dial.split(",") if d]
     started = time.time()
 
     def trained(n: str) -> Path:
-        return work / "runs" / n / ("model" if n == "cp" else "merged")
+        full = n == "cp" or RUNS[n][1].get("method") == "full"
+        return work / "runs" / n / ("model" if full else "merged")
 
     with ThreadPoolExecutor(args.jobs) as pool:
         jobs = [pool.submit(evaluate, "untrained", model, work, files, model)]
@@ -178,9 +211,11 @@ def main() -> None:
         for job in jobs:
             job.result()
         grafts = [g for g in GRAFTS if GRAFTS[g] in names and "cp" in names]
-        for job in [pool.submit(lambda g=g: evaluate(g, graft(g, work, model), work, files, model)) for g in grafts]:
+        later = [pool.submit(lambda g=g: evaluate(g, graft(g, work, model), work, files, model)) for g in grafts]
+        later += [pool.submit(lambda d=d: evaluate(d, dial(d, work, model), work, files, model)) for d in dials]
+        for job in later:
             job.result()
-    text = table(work, ["untrained", *names, *grafts])
+    text = table(work, ["untrained", *names, *grafts, *dials])
     (work / "table.md").write_text(text + f"\n\n({time.time() - started:.0f} s, seed {args.seed})\n")
     print(text)
 

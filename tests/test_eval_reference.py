@@ -100,3 +100,27 @@ def test_eval_computes_the_reference_once_and_scores_against_the_first_model(tmp
 def test_a_reference_that_cannot_be_formed_is_one_error_line(tmp_path, run_cli):
     rc, out, err = run_cli("eval", "lab:cp", "--suite", _suite(tmp_path), "--reference", "http://127.0.0.1:9/v1")
     assert rc == 2 and err.startswith("error: reference") and err.count("\n") == 1, err
+
+
+def test_one_model_without_a_reference_leaves_kept_empty_instead_of_comparing_it_with_itself(tmp_path):
+    from skillgraft.evaluate.runner import run_suite
+
+    notes = []
+    result = run_suite(["lab:cp"], _suite(tmp_path), log=notes.append)
+    scores = result["scores"]["lab:cp"]["s"]
+    assert scores["kept"] is None and scores["general_kl"] is None and scores["keyword"] is not None
+    assert any("reference" in note for note in notes)
+
+
+def test_a_sweep_trial_scores_kept_against_the_model_its_recipe_started_from(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from skillgraft.evaluate.runner import run_suite
+    from skillgraft.sweep.trial import evaluate
+
+    monkeypatch.setenv("SKILLGRAFT_CACHE", str(tmp_path / "cache"))
+    suite = _suite(tmp_path)
+    entries = [SimpleNamespace(measure=None, suite=str(suite), set="s", metric=m) for m in ("kept", "general_kl")]
+    values = evaluate(entries, "lab:cp", SimpleNamespace(kind="train", model="lab:skilled"))
+    expected = run_suite(["lab:cp"], suite, reference="lab:skilled", log=None)["scores"]["lab:cp"]["s"]
+    assert values == [expected["kept"], expected["general_kl"]] and values[1] > 0.1

@@ -154,3 +154,29 @@ def test_bad_keep_options_are_one_error_line_and_write_nothing(tmp_path, world, 
     assert rc == 2, err[-2000:]
     assert err.startswith("error:") and err.count("\n") == 1 and key.split(".")[-1] in err, err
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_format_auto_trains_documents_and_their_qa_pairs_as_chats(tmp_path):
+    """`data augment --styles ...,qa-pairs` + `data.format: auto`: documents learn every token,
+    QA pairs learn only the answer, rendered with the model's own chat template."""
+    from transformers import AutoTokenizer
+
+    from skillgraft.checkpoint.kinds import local_model
+    from skillgraft.data.augment import augment
+    from skillgraft.data.encode import IGNORE, encode_all
+    from skillgraft.data.records import check_format
+
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps({"id": "f", "title": "T", "text": "soko kure likes .",
+                                 "qa": [{"question": "soko what likes ?", "answer": "kure"}]}) + "\n")
+    records = augment(facts, ["qa", "qa-pairs"])
+    assert [r["style"] for r in records] == ["original", "qa", "qa-pairs"]
+    assert records[2] == {"question": "soko what likes ?", "answer": "kure", "style": "qa-pairs", "fact": "f"}
+    check_format(records, "auto", facts)
+    tokenizer = AutoTokenizer.from_pretrained(local_model("lab:base").path)
+    examples, report = encode_all(records, "auto", tokenizer, max_length=128, answer_only=True)
+    document, qa = examples[0], examples[2]
+    assert IGNORE not in document.labels[1:]  # a document: every token learned
+    learned = tokenizer.decode([t for t in qa.labels if t != IGNORE])
+    assert "kure" in learned and "soko" not in learned  # a QA pair: the answer only
+    assert "<|im_start|>" in tokenizer.decode(qa.input_ids)  # through the chat template

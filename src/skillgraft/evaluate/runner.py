@@ -71,7 +71,8 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
     `batch_size` changes speed only: greedy outputs do not depend on it.
 
     `reference`: the model `kept` and `general_kl` compare with (a spec as in `models`, or
-    the `references` of an earlier call); default: the first model.
+    the `references` of an earlier call); default: the first model when there are several
+    (with one model and no reference, those metrics are left empty).
     """
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -86,8 +87,15 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
                 "backend": backend, "endpoint_model": endpoint_model, "dtype": dtype,
                 "model_order": [label for label, _ in labelled], "batch_size": batch_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    refs = references(reference if reference is not None else labelled[0][1], suite, batch_size=batch_size,
-                      dtype=dtype, device=device, log=log)
+    if reference is None and len(labelled) == 1:
+        # one model and no reference: kept / general_kl would compare it with itself
+        refs = References()
+        if any(m.name in NEEDS_REFERENCE for s in suite.sets for m in s.metrics):
+            log("note: kept and general_kl need a reference model (--reference BASE, or the base first); "
+                "left empty")
+    else:
+        refs = references(reference if reference is not None else labelled[0][1], suite, batch_size=batch_size,
+                          dtype=dtype, device=device, log=log)
     if refs:
         settings["reference"] = refs.describe
     partial = PartialLog(f"{output}.partial.jsonl" if output else None, settings_key(settings), log)

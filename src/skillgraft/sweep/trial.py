@@ -49,7 +49,10 @@ def evaluate(entries, model_dir: str, recipe) -> list[float]:
             values.append(float(MEASURES[entry.measure](model_dir, recipe, **entry.options)))
             continue
         if entry.suite not in suites:
-            suites[entry.suite] = run_suite({"trial": model_dir}, entry.suite, log=None)["scores"]["trial"]
+            # kept / general_kl compare with the model the recipe started from
+            start = recipe.target if recipe.kind == "graft" else recipe.model
+            suites[entry.suite] = run_suite({"trial": model_dir}, entry.suite, reference=start,
+                                            log=None)["scores"]["trial"]
         value = suites[entry.suite].get(entry.set, {}).get(entry.metric)
         values.append(math.nan if value is None else float(value))
     return values

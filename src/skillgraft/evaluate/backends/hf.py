@@ -237,41 +237,28 @@ class HFBackend(Backend):
         import torch
 
         results: list[list[float]] = []
-        with eval_mode(self.model):
-            for start in range(0, len(contexts), batch_size):
-                pairs = [self.continuation_ids(ctx, self._delimited(ctx, c))
-                         for ctx, cs in zip(contexts[start:start + batch_size], choices[start:start + batch_size])
-                         for c in cs]
-                ids, mask = self._left_pad([ctx + cont for ctx, cont in pairs])
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                keep = max(len(cont) for _, cont in pairs) + 1
-                with torch.no_grad():
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                        logits_to_keep=keep).logits.float()
-                logprobs = torch.log_softmax(logits, dim=-1)  # positions width-keep .. width-1
-                scores = []
-                for row, (_, cont) in enumerate(pairs):
-                    n = len(cont)
-                    # token at absolute t is predicted at t-1; the last n tokens are the continuation
-                    predicted = logprobs[row, keep - 1 - n : keep - 1]
-                    target = torch.tensor(cont, device=predicted.device)
-                    scores.append(float(predicted.gather(-1, target[:, None]).sum()))
-                k = 0
-                for cs in choices[start:start + batch_size]:
-                    results.append(scores[k : k + len(cs)])
-                    k += len(cs)
+        for start in range(0, len(contexts), batch_size):
+            pairs = [self.continuation_ids(ctx, self._delimited(ctx, c))
+                     for ctx, cs in zip(contexts[start:start + batch_size], choices[start:start + batch_size])
+                     for c in cs]
+            scores = [float(logprobs.gather(-1, torch.tensor(cont, device=logprobs.device)[:, None]).sum())
+                      for (_, cont), logprobs in zip(pairs, self.answer_logprobs(pairs, batch_size=len(pairs)))]
+            k = 0
+            for cs in choices[start:start + batch_size]:
+                results.append(scores[k : k + len(cs)])
+                k += len(cs)
         return results
 
     def answer_logprobs(self, rows: list[tuple[list[int], list[int]]], batch_size: int = 8):
         """Yield, per (prompt ids, answer ids) row in order, the model's log-probabilities over the
         vocabulary at each answer position (a float32 tensor [len(answer), vocab]): the
-        next-token distributions `general_kl` compares. Left-padded like `loglik`, with
+        next-token distributions `general_kl` compares and `loglik` sums. Left-padded, with
         position ids, so a row's numbers do not depend on the batch it lands in."""
         import torch
 
         with eval_mode(self.model):
             for start in range(0, len(rows), batch_size):
-                batch = [r for r in rows[start:start + batch_size]]
+                batch = rows[start:start + batch_size]
                 ids, mask = self._left_pad([p + a for p, a in batch])
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 keep = max(len(a) for _, a in batch) + 1

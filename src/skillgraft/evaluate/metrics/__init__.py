@@ -154,6 +154,8 @@ def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext, loglik
     """(numbers, details) of one metric on one item's output. `reference`: the reference
     model's `ReferenceAnswer` to this item; `kl`: the candidate's `general_kl` on it."""
     name, opts = spec.name, options_of(spec)
+    if name in NEEDS_REFERENCE and reference is None:
+        return {name: None}, {}  # no reference model to compare with
     if name == "kept":
         # counted only where the reference was right: the set's mean is the share kept
         if not is_correct(reference.text, item):
