@@ -202,6 +202,24 @@ def resolve_paths(config: BaseModel, root: Path, overridden: list[str], prefix: 
                     resolve_paths(entry, root, overridden, f"{key}.{index}.")
 
 
+def named_files(config: BaseModel, prefix: str = "") -> dict[str, str]:
+    """{dotted key: path} of every PATH/MODEL field of `config` that names an existing file (not
+    a folder): the data, suites and prompts a run reads, whose content decides its result."""
+    found: dict[str, str] = {}
+    for name, field in type(config).model_fields.items():
+        value, key = getattr(config, name), f"{prefix}{name}"
+        marker = next((m for m in field.metadata if isinstance(m, PathMarker)), None)
+        values = value if isinstance(value, list) else [value]
+        if marker is not None:
+            for index, entry in enumerate(values):
+                if isinstance(entry, str) and entry and Path(entry).is_file():
+                    found[key if len(values) == 1 else f"{key}.{index}"] = entry
+        for index, entry in enumerate(values):
+            if isinstance(entry, BaseModel):
+                found.update(named_files(entry, f"{key}." if len(values) == 1 and value is entry else f"{key}.{index}."))
+    return found
+
+
 def _set_on_command_line(key: str, overridden: list[str]) -> bool:
     return any(key == done or key.startswith(f"{done}.") for done in overridden)
 

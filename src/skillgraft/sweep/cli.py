@@ -58,13 +58,17 @@ def print_summary(result: dict) -> None:
 @click.option("--timeout", type=float, default=None, metavar="S", help="Stop starting trials after S seconds.")
 @click.option("--keep", is_flag=True, help="Keep every trial's model output (default: only the best / the front).")
 @click.option("--new", is_flag=True, help="Delete the study (and its trials/) and start afresh.")
+@click.option("--allow-changed-data", is_flag=True, help="Continue a study although a data, suite or prompt file "
+              "its recipe names changed since it started (default: refused).")
 @json_option
-def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new, as_json):
+def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new,
+                allow_changed_data, as_json):
     """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""
     from skillgraft.sweep.study import run_sweep
 
     study, url = run_sweep(config, list(overrides), out, storage=storage, name=study_name, n_trials=n_trials,
-                           workers=workers, timeout=timeout, keep=keep, new=new)
+                           workers=workers, timeout=timeout, keep=keep, new=new,
+                           allow_changed_data=allow_changed_data)
     result = summary(study, out, url)
     emit_json(result) if as_json else print_summary(result)
 

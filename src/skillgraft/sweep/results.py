@@ -31,10 +31,11 @@ def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
     return all(v >= 0 for v in better) and any(v > 0 for v in better)
 
 
-def front(study) -> list:
-    """The best feasible trial (one objective) or the non-dominated feasible trials (several)."""
+def front(study, done: list | None = None) -> list:
+    """The best feasible trial (one objective) or the non-dominated feasible trials (several),
+    of `done` (completed trials read once by the caller) or of the study's completed trials."""
     directions = [d.name.lower() for d in study.directions]
-    trials = [t for t in completed(study) if feasible(t)]
+    trials = [t for t in (completed(study) if done is None else done) if feasible(t)]
     if not trials:
         return []
     if len(directions) == 1:
@@ -60,9 +61,11 @@ def format_params(params: dict) -> str:
 
 
 def tidy_outputs(study, out: Path) -> None:
-    """Delete the model outputs of completed trials that are neither best nor on the front."""
-    keep = {t.number for t in front(study)}
-    for trial in completed(study):
+    """Delete the model outputs of completed trials that are neither best nor on the front,
+    judged on one read of the trials (a trial completing meanwhile is judged next time)."""
+    done = completed(study)
+    keep = {t.number for t in front(study, done)}
+    for trial in done:
         folder = trial_dir(out, trial.number)
         if trial.number not in keep and (folder / "output").exists():
             drop_output(folder)

@@ -98,12 +98,30 @@ def _serialised_sqlite(engine) -> None:
 
 
 def recorded_config(sweep: Sweep) -> dict:
-    """What identifies a study: the config without run-length keys, and the base recipe's content."""
+    """What identifies a study: the config without run-length keys, the base recipe's content,
+    and the sha256 of every file they name (`files`: data, suites and their items, prompts)."""
     config = sweep.config.model_dump(mode="json")
     for key in UNCHECKED:
         config.pop(key, None)
     config["base"] = sweep.base_tree
+    config["files"] = file_hashes(sweep)
     return config
+
+
+def file_hashes(sweep: Sweep) -> dict[str, str]:
+    """{what: sha256} of the files the base recipe names and of the objectives' suites (YAML and
+    item files), so a resumed study notices a changed data or suite file."""
+    from skillgraft.checkpoint.folder import sha256_file
+    from skillgraft.config import named_files
+    from skillgraft.evaluate.suites import load_suite, resolve_suite_path
+
+    files = {f"base.{key}": path for key, path in named_files(sweep.recipe({}, "check")).items()}
+    for index, entry in enumerate([*sweep.config.objectives, *sweep.config.constraints]):
+        if entry.suite is not None:
+            files[f"suite.{entry.suite}"] = str(resolve_suite_path(entry.suite))
+            for probe_set in load_suite(entry.suite).sets:
+                files[f"suite.{entry.suite}.{probe_set.name}"] = probe_set.source
+    return {key: sha256_file(path) for key, path in sorted(files.items())}
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -119,28 +137,44 @@ def changed_keys(old: dict, new: dict) -> list[str]:
     return sorted(key for key in set(a) | set(b) if a.get(key, "<absent>") != b.get(key, "<absent>"))
 
 
-def make_sampler(sweep: Sweep, worker: int):
-    """The configured sampler; each worker gets its own seed (seed + worker index), so two
-    workers never propose the same first points."""
+def sampler_seed(seed: int, worker: int, done: int) -> int:
+    """The seed of a worker's sampler: `seed + worker` in a new study; in a study that already
+    holds `done` trials, a seed mixed from all three, so a resumed run draws a fresh stream
+    instead of proposing its first run's start-up points again. The same config run the
+    same sequence of invocations (and trial counts) proposes the same trials."""
+    if done == 0:
+        return seed + worker
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, worker, done]).generate_state(1)[0])
+
+
+def make_sampler(sweep: Sweep, worker: int, done: int = 0):
+    """The configured sampler; each worker gets its own seed (`sampler_seed`), so two workers
+    never propose the same first points, nor a resumed run its predecessor's."""
     import optuna
 
     from skillgraft.sweep.space import grid
 
-    spec, seed = sweep.config.sampler, sweep.config.seed + worker
+    spec, seed = sweep.config.sampler, sampler_seed(sweep.config.seed, worker, done)
     constraints = {"constraints_func": lambda t: t.user_attrs.get("result", {}).get("constraints", [])} \
         if sweep.config.constraints else {}
     try:
+        if spec.name == "grid":  # visits each grid point once by itself
+            return optuna.samplers.GridSampler(grid(sweep.config.space), seed=seed, **spec.options)
         if spec.name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **constraints, **spec.options)
-        if spec.name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, **constraints, **spec.options)
-        if spec.name == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **constraints, **spec.options)
-        if spec.name == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **spec.options)
-        return optuna.samplers.GridSampler(grid(sweep.config.space), seed=seed, **spec.options)
+            base = optuna.samplers.TPESampler(seed=seed, **constraints, **spec.options)
+        elif spec.name == "nsga2":
+            base = optuna.samplers.NSGAIISampler(seed=seed, **constraints, **spec.options)
+        elif spec.name == "gp":
+            base = optuna.samplers.GPSampler(seed=seed, **constraints, **spec.options)
+        else:
+            base = optuna.samplers.RandomSampler(seed=seed, **spec.options)
     except (TypeError, ValueError, ImportError) as exc:
         raise UserError(f"{sweep.source}: sampler: {exc}") from None
+    from skillgraft.sweep.fresh import FreshSampler
+
+    return FreshSampler(base, list(grid(sweep.config.space, steps_only=False)), seed)
 
 
 def make_pruner(sweep: Sweep):
@@ -159,8 +193,10 @@ def make_pruner(sweep: Sweep):
         raise UserError(f"{sweep.source}: pruner: {exc}") from None
 
 
-def prepare_study(sweep: Sweep, out: Path, url: str | None, name: str, *, new: bool) -> str:
-    """Create the study, or check that the existing one was started with this config; returns the URL."""
+def prepare_study(sweep: Sweep, out: Path, url: str | None, name: str, *, new: bool,
+                  allow_changed_data: bool = False) -> str:
+    """Create the study, or check that the existing one was started with this config and the same
+    files (`allow_changed_data`: the files may differ); returns the URL."""
     import optuna
 
     quiet_optuna()
@@ -176,10 +212,14 @@ def prepare_study(sweep: Sweep, out: Path, url: str | None, name: str, *, new: b
         exists = False
     if exists:
         old = optuna.load_study(study_name=name, storage=storage).user_attrs.get(CONFIG_ATTR)
+        if old is not None and (allow_changed_data or "files" not in old):  # (studies before file hashes)
+            old, wanted = {**old, "files": None}, {**wanted, "files": None}
         if old is not None and old != wanted:
             keys = changed_keys(old, wanted)
+            files = any(key.startswith("files.") for key in keys)
             raise UserError(f"{sweep.source}: the config changed since study {name!r} in {shown(url)} was started "
-                            f"(changed: {', '.join(keys)}); rerun with the same config, or pass --new to start afresh")
+                            f"(changed: {', '.join(keys)}); rerun with the same config, or pass --new to start afresh"
+                            + ("; --allow-changed-data continues with the changed files" if files else ""))
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions)
         study.set_user_attr(CONFIG_ATTR, wanted)
@@ -192,8 +232,12 @@ def load(sweep: Sweep, url: str, name: str, worker: int = 0):
     import optuna
 
     quiet_optuna()
-    return optuna.load_study(study_name=name, storage=open_storage(url, sweep.config.heartbeat),
-                             sampler=make_sampler(sweep, worker), pruner=make_pruner(sweep))
+    study = optuna.load_study(study_name=name, storage=open_storage(url, sweep.config.heartbeat),
+                              sampler=make_sampler(sweep, worker), pruner=make_pruner(sweep))
+    done = len(study.get_trials(deepcopy=False))
+    if done:
+        study.sampler = make_sampler(sweep, worker, done)
+    return study
 
 
 def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, timeout: float | None,
@@ -201,17 +245,24 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
     """Run `n_trials` trials (and any queued retries first) in this process."""
     from optuna.storages import fail_stale_trials
 
+    from skillgraft.sweep.recovery import fail_dead_local, mark_interrupted, requeue_interrupted
     from skillgraft.sweep.results import tidy_outputs
-    from skillgraft.sweep.trial import mark_interrupted, run_trial
+    from skillgraft.sweep.trial import run_trial
 
     study = load(sweep, url, name, worker)
+    fail_dead_local(study)
     fail_stale_trials(study)
     mark_interrupted(study)
 
+    ran = []
+
     def after(study, frozen):
+        ran.append(frozen)
         state = frozen.state.name
         values = "" if frozen.values is None else " " + " ".join(f"{v:.4g}" for v in frozen.values)
-        print(f"sweep: trial {frozen.number} {state}{values}", file=sys.stderr, flush=True)
+        error = frozen.user_attrs.get("result", {}).get("error")
+        print(f"sweep: trial {frozen.number} {state}{values}" + (f": {error}" if error and state == "FAIL" else ""),
+              file=sys.stderr, flush=True)
         if not keep:
             tidy_outputs(study, out)
 
@@ -221,25 +272,18 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
     except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
         requeue_interrupted(study)
         raise
+    none_completed(ran)
 
 
-def requeue_interrupted(study) -> None:
-    """Queue the trials this process was running when Ctrl-C came (failed, no result yet) again
-    with the same parameters, through the callback a stale heartbeat uses."""
-    import os
-    import socket
-
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+def none_completed(ran: list) -> None:
+    """A run whose every trial failed is an error (exit 2), with the first trial's reason:
+    otherwise a bug that fails every trial looks like a finished sweep."""
     from optuna.trial import TrialState
 
-    from skillgraft.sweep.trial import mark_interrupted
-
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        folder = Path(trial.user_attrs.get("trial", {}).get("dir", "."))
-        if trial.user_attrs.get("trial", {}).get("host") == me and not (folder / "result.json").exists():
-            RetryHeartbeatStaleTrialCallback(max_retry=3)(study, trial)
-    mark_interrupted(study)
+    if ran and not any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ran):
+        first = ran[0]
+        reason = first.user_attrs.get("result", {}).get("error") or "no error recorded"
+        raise UserError(f"none of the {len(ran)} trial(s) of this run completed; trial {first.number}: {reason}")
 
 
 def _worker(args: tuple) -> None:
@@ -286,7 +330,8 @@ def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str,
 
 
 def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None, name: str | None,
-              n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool):
+              n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool,
+              allow_changed_data: bool = False):
     """`sweep run`: prepare (or resume) the study, run the trials, return the study."""
     from skillgraft.sweep.config import load_sweep
 
@@ -297,7 +342,7 @@ def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None
     sweep = load_sweep(path, overrides)
     out = Path(out).resolve()   # trials compare their paths with the recipe's resolved output
     name = name or out.name
-    url = prepare_study(sweep, out, storage, name, new=new)
+    url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)
     n = n_trials if n_trials is not None else sweep.config.n_trials
     if workers == 1:
         optimize(sweep, out, url, name, n, timeout=timeout, keep=keep)

@@ -115,24 +115,30 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
         ran = time.perf_counter()
         scores = evaluate([*config.objectives, *config.constraints], model_dir, recipe)
     except optuna.TrialPruned as exc:
-        _finish(folder, {**record, "state": "PRUNED", "reason": str(exc)}, keep_output=False)
+        finish(folder, {**record, "state": "PRUNED", "reason": str(exc)}, keep_output=False)
         raise
     except Exception as exc:
-        _finish(folder, {**record, "state": "FAIL", "error": f"{type(exc).__name__}: {exc}"}, keep_output=False)
+        finish(folder, {**record, "state": "FAIL", "error": f"{type(exc).__name__}: {exc}"}, keep_output=False)
         trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     evaluated = time.perf_counter()
+    missing = [entry.name for entry, v in zip([*config.objectives, *config.constraints], scores) if math.isnan(v)]
+    if missing:  # Optuna would record FAIL for a NaN: the trial fails everywhere, saying why
+        error = f"no value for {', '.join(missing)} (the suite left it empty, or the measure gave NaN)"
+        finish(folder, {**record, "state": "FAIL", "error": error}, keep_output=False)
+        trial.set_user_attr("result", {"error": error})
+        raise ValueError(error)
     objectives = scores[:len(config.objectives)]
     constraints = constraint_values(config.constraints, scores[len(config.objectives):])
     timing = {"recipe_seconds": ran - start, "eval_seconds": evaluated - ran}
     trial.set_user_attr("result", {**timing, "constraints": constraints,
                                    "constraint_values": scores[len(config.objectives):]})
-    _finish(folder, {**record, "state": "COMPLETE", "values": objectives, "constraints": constraints,
+    finish(folder, {**record, "state": "COMPLETE", "values": objectives, "constraints": constraints,
                      "model": str(Path(model_dir).relative_to(folder)), **timing}, keep_output=True)
     return objectives if len(objectives) > 1 else objectives[0]
 
 
-def _finish(folder: Path, result: dict, *, keep_output: bool) -> None:
+def finish(folder: Path, result: dict, *, keep_output: bool) -> None:
     if not keep_output:
         remove_output(folder)
     write_file_atomic(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
@@ -155,19 +161,6 @@ def remove_output(folder: Path) -> bool:
         return False  # another worker got there first
     shutil.rmtree(doomed, ignore_errors=True)
     return True
-
-
-def mark_interrupted(study) -> None:
-    """Trials that failed without a result (their process was killed) get one, and lose their
-    half-written output; the recipe stays."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        folder = Path(trial.user_attrs.get("trial", {}).get("dir", ""))
-        if trial.user_attrs.get("trial") and folder.is_dir() and not (folder / "result.json").exists():
-            _finish(folder, {"number": trial.number, "params": trial.params, "rebuild": rebuild_command(folder),
-                             "state": "FAIL", "error": "interrupted (killed, or Ctrl-C); queued again"},
-                    keep_output=False)
 
 
 def drop_output(folder: Path) -> None:

@@ -1,0 +1,132 @@
+"""A search you can trust: resume without repeats, failures that say so everywhere, one snapshot
+for tidying, changed files refused on resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from sweep_helpers import trials, write_sweep  # noqa: E402
+
+SPACE = {"vectors.0.scale": {"type": "float", "low": 0.0, "high": 2.0, "step": 0.05},
+         "exclude": {"type": "categorical", "choices": [["embed_tokens", "lm_head"], ["embed_tokens", "lm_head", "norm"]]}}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
+def test_a_resumed_study_never_proposes_a_point_it_already_ran(tmp_path, sampler):
+    """Three invocations of three trials each on one study, proposals from the sweep's own
+    sampler set-up (`load`), values told at once: no parameter set twice."""
+    from skillgraft.sweep.config import load_sweep
+    from skillgraft.sweep.space import suggest
+    from skillgraft.sweep.study import load, prepare_study
+
+    path = write_sweep(tmp_path / "s.yaml", space=SPACE, sampler={"name": sampler})
+    sweep = load_sweep(path)
+    url = prepare_study(sweep, tmp_path / "run", None, "run", new=False)
+    seen = []
+    for invocation in range(3):
+        study = load(sweep, url, "run")
+        for _ in range(3):
+            trial = study.ask()
+            values = suggest(trial, sweep.config.space)
+            seen.append(json.dumps(values, sort_keys=True))
+            study.tell(trial, float(values["vectors.0.scale"]))
+    assert len(set(seen)) == len(seen), seen
+
+
+def test_the_first_run_of_a_study_keeps_its_seed_and_a_resumed_one_draws_anew():
+    from skillgraft.sweep.study import sampler_seed
+
+    assert [sampler_seed(7, w, 0) for w in (0, 1)] == [7, 8]  # documented sweeps replay as before
+    later = {sampler_seed(7, w, done) for w in (0, 1) for done in (3, 6)}
+    assert len(later) == 4 and not later & {7, 8}
+    assert sampler_seed(7, 1, 6) == sampler_seed(7, 1, 6)  # same sequence, same trials
+
+
+def _nan_measure(model_dir, recipe, above: float = -1.0) -> float:
+    """NaN where the trial's scale is above `above`, else the scale."""
+    scale = recipe.vectors[0].scale
+    return math.nan if scale > above else scale
+
+
+@pytest.fixture
+def nan_measure(monkeypatch):
+    from skillgraft.sweep import measures
+
+    monkeypatch.setitem(measures.MEASURES, "nan_above", _nan_measure)
+
+
+def test_a_nan_objective_fails_the_trial_everywhere_and_an_all_failed_run_exits_2(run_cli, tmp_path, nan_measure):
+    path = write_sweep(tmp_path / "s.yaml", objectives=[{"measure": "nan_above", "direction": "maximize"}])
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "2")
+    assert status == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: none of the 2 trial(s) of this run completed; trial 0: no value for nan_above"), err
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["FAIL", "FAIL"]
+    for folder in sorted((tmp_path / "run" / "trials").iterdir()):
+        result = json.loads((folder / "result.json").read_text())
+        assert result["state"] == "FAIL" and "no value for nan_above" in result["error"]
+        assert not (folder / "output").exists()
+
+
+@pytest.mark.parametrize("bound", ["min", "max"])
+def test_a_nan_constraint_fails_the_trial_and_leaves_the_front_alone(run_cli, tmp_path, nan_measure, bound):
+    path = write_sweep(tmp_path / "s.yaml", constraints=[{"measure": "nan_above", "options": {"above": 1.0},
+                                                           bound: 0.5 if bound == "min" else 5.0}],
+                       enqueue=[{"vectors.0.scale": 1.0}, {"vectors.0.scale": 1.5}])
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "2", "--json")
+    assert status == 0, err[-2000:]
+    result = json.loads(out)
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["COMPLETE", "FAIL"]
+    assert [entry["number"] for entry in result["best"]] == [0]
+    failed = json.loads((tmp_path / "run" / "trials" / "0001" / "result.json").read_text())
+    assert failed["state"] == "FAIL" and "nan_above" in failed["error"]
+
+
+def test_tidying_judges_one_snapshot_of_the_trials(tmp_path):
+    """A trial that completes between two reads of storage must not lose its (best) output."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    from skillgraft.sweep.results import tidy_outputs
+    from skillgraft.sweep.trial import trial_dir
+
+    def trial(number, value):
+        return SimpleNamespace(number=number, values=[value], state=TrialState.COMPLETE, user_attrs={})
+
+    reads = [[trial(0, 0.5)], [trial(0, 0.5), trial(1, 0.9)]]
+
+    class Study:
+        directions = [StudyDirection.MAXIMIZE]
+
+        def get_trials(self, deepcopy=False, states=None):
+            return reads.pop(0) if len(reads) > 1 else reads[0]
+
+    for number in (0, 1):
+        (trial_dir(tmp_path, number) / "output").mkdir(parents=True)
+    tidy_outputs(Study(), tmp_path)
+    assert (trial_dir(tmp_path, 0) / "output").exists()  # the best of the snapshot it judged
+    assert (trial_dir(tmp_path, 1) / "output").exists()  # not in that snapshot: judged next time
+
+
+def test_a_changed_suite_file_is_refused_on_resume(run_cli, tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": str(i), "prompt": f"x{i}", "keywords": "kure"}) + "\n"
+                             for i in range(3)))
+    (tmp_path / "suite.yaml").write_text("name: t\ngeneration: {max_new_tokens: 2}\n"
+                                         "sets:\n  - {name: s, items: items.jsonl, metrics: [keyword]}\n")
+    path = write_sweep(tmp_path / "s.yaml", objectives=[{"suite": "suite.yaml", "set": "s", "metric": "keyword"}])
+    run = ["sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "1"]
+    status, _, err = run_cli(*run)
+    assert status == 0, err[-2000:]
+    items.write_text(items.read_text().replace("kure", "pona"))
+    status, _, err = run_cli(*run)
+    assert status == 2 and err.startswith("error:") and "files.suite." in err and "--allow-changed-data" in err, err
+    status, _, err = run_cli(*run, "--allow-changed-data")
+    assert status == 0, err[-2000:]
+    assert len(trials(tmp_path / "run")) == 2
