@@ -42,6 +42,7 @@ REPLAY = {"data.replay.n": 60}
 RUNS = {
     "k5": ("knowledge", {}),
     "k5-kl": ("knowledge", KL),
+    "k5-kl0.2": ("knowledge", {"regularize.kl.weight": 0.2}),
     "k5-replay": ("knowledge", {**REPLAY, "max_steps": 120}),
     "k5-kl-replay": ("knowledge", {**KL, **REPLAY, "max_steps": 120}),
     "persona": ("persona", {}),

@@ -115,7 +115,7 @@ def test_tied_lm_head_needs_a_decision(tmp_path, capsys):
     # the embeddings stay the base's; only the (now separate) lm_head moved
     assert torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
     assert not torch.allclose(merged.lm_head.weight, base.lm_head.weight)
-    skipped = train_json(capsys, config, "--set", "lora.tied_lm_head=skip", "--set", "merge=false")
+    skipped = train_json(capsys, config, "--force", "--set", "lora.tied_lm_head=skip", "--set", "merge=false")
     assert "lm_head" not in skipped["targets"]
 
 
@@ -150,7 +150,7 @@ def test_mix_in_adds_n_unrelated_texts(tmp_path, world, capsys):
     out = train_json(capsys, train_config(tmp_path, world, max_steps=2, **{"data.mix_in": {
         "path": str(world["general"]), "n": 10, "seed": 1}}))
     assert out["data"]["mix_in"] == 10 and out["data"]["examples"] == 48 + 10
-    err = _error(capsys, ["train", str(train_config(tmp_path, world, **{"data.mix_in": {
+    err = _error(capsys, ["train", str(train_config(tmp_path / "b", world, **{"data.mix_in": {
         "path": str(world["general"]), "n": 1000}}))])
     assert "data.mix_in" in err and "only 60 texts" in err
 

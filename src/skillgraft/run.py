@@ -7,7 +7,6 @@ file that `run` accepts means exactly what the verb would do with the same optio
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -81,8 +80,6 @@ def run_recipe_file(recipe: BaseModel, *, out: str | None, force: bool, quiet: b
 
     if out:
         recipe.output_dir = out
-    if force:
-        print("note: --force has no effect on a training run (it writes its own output_dir)", file=sys.stderr)
-    summary = train(recipe)
+    summary = train(recipe, force=force)
     print_summary(summary, as_json)
     return summary

@@ -35,8 +35,10 @@ def print_summary(summary: dict, as_json: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key, dotted for nested keys (lora.r=32); the value is YAML (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
+@click.option("--force", is_flag=True, help="Replace an earlier run in output_dir (only what skillgraft train "
+              "wrote there).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def train_command(config, overrides, resume, as_json):
+def train_command(config, overrides, resume, force, as_json):
     """Fine-tune a model (LoRA, QLoRA or full) with transformers Trainer, per a YAML config
     (see recipes/; relative paths in it are relative to its folder)."""
     from skillgraft.checkpoint.resolve import resolve_model
@@ -46,7 +48,7 @@ def train_command(config, overrides, resume, as_json):
     resolve_model(loaded.model, "model")  # a missing model fails before transformers is imported
     from skillgraft.train.run import train
 
-    summary = train(loaded, resume=resume)
+    summary = train(loaded, resume=resume, force=force)
     print_summary(summary, as_json)
 
 

@@ -13,7 +13,33 @@ import shutil
 from pathlib import Path
 
 from skillgraft.checkpoint import AtomicFolder, Card, file_record, write_manifest
+from skillgraft.errors import UserError
 from skillgraft.train.config import TrainConfig, config_hash
+
+
+# What `skillgraft train` writes into output_dir (hidden entries: partial folders and their locks)
+RUN_ENTRIES = ("adapter", "merged", "model", "checkpoints", "skillgraft.json", "README.md")
+
+
+def claim_output_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """The output contract of every writing verb, for a training run: a folder holding other
+    files is refused; an earlier run's folder needs `--force` (which removes what skillgraft
+    train wrote there) or `--resume` (which continues it). Called before any model is loaded."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder")
+    entries = [p for p in out.iterdir()] if out.is_dir() else []
+    if not entries or resume:
+        return
+    foreign = sorted(p.name for p in entries if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        raise UserError(f"output_dir {out} holds files skillgraft train did not write ({', '.join(foreign[:3])}); "
+                        "choose another output_dir")
+    if not force:
+        raise UserError(f"output_dir {out} holds an earlier training run; pass --force to replace it, or --resume "
+                        "to continue it")
+    for path in entries:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _inputs(config: TrainConfig) -> list[dict]:
@@ -104,6 +130,10 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
         graft(base, out / "merged", sources=[(base, final, config.merge_scale)],
               with_embeddings=True, force=True)
         summary["merged_dir"] = str(out / "merged")
+    written = {Path(summary[k]).name for k in ("adapter_dir", "merged_dir", "model_dir") if summary[k]}
+    for stale in ("adapter", "merged", "model"):  # a resumed run's folder may hold an earlier run's parts
+        if stale not in written and (out / stale).is_dir():
+            shutil.rmtree(out / stale)
     run_record = {k: summary[k] for k in ("losses", "monitor", "data", "train_runtime", "rolled_back_to",
                                           "kept_step", "kl_last")}
     # The output folders are parts (each verified by its own manifest); checkpoints/ is the

@@ -115,9 +115,10 @@ def _monitor(config: TrainConfig, tokenizer, prepared, on_probe=None):
                            validation_rows=prepared.validation_rows, prompts=prompts, suite=suite, on_probe=on_probe)
 
 
-def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
-    """Run training per `config`; return the summary `train --json` prints. `on_probe(record)`
-    sees each of the monitor's probes during training (a sweep reports them to Optuna's pruner)."""
+def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_probe=None) -> dict:
+    """Run training per `config`; return the summary `train --json` prints. An output_dir holding
+    an earlier run needs `force` (replace it) or `resume`. `on_probe(record)` sees each of the
+    monitor's probes during training (a sweep reports them to Optuna's pruner)."""
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
@@ -131,10 +132,13 @@ def train(config: TrainConfig, *, resume: bool = False, on_probe=None) -> dict:
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
     checkpoint = _resume_checkpoint(ckpt_dir, config) if resume else None
+    from skillgraft.train.outputs import claim_output_dir
+
+    check_options(config)  # prompt files and counts, before the model is loaded
+    claim_output_dir(out, resume=resume, force=force)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     prepared = prepare_data(config, tokenizer)
-    check_options(config)  # prompt files and counts, before the model is loaded
     model = load_base(config, tokenizer)
     if config.data.replay.n:  # the model's own answers, before any adapter is added
         prepared = add_examples(prepared, *replay_examples(config, model, tokenizer), config.data)
