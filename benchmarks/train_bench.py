@@ -10,7 +10,7 @@
 3. KL regularisation (`regularize.kl`, LoRA): seconds per step with and without it, the
    same run otherwise (its reference answers are generated before training and cached, so
    they are not in `train_runtime`; the first run's generation time is printed). Goal: <= 1.5x.
-   And replay: a second run with `data.replay` generates nothing (the cache is hit).
+   And the reference answers (replay and KL): a second run generates none (the cache is hit).
 
 Tokens/s counts real (non-pad) training tokens over the Trainer's own `train_runtime`, so
 model loading and data preparation are excluded for both sides. Runs alternate between
@@ -103,8 +103,10 @@ def kl_seconds_per_step(model_dir: Path, data: Path, prompts: Path, weight: floa
     return summary["train_runtime"] / steps
 
 
-def replay_generations(model_dir: Path, data: Path, prompts: Path, out: Path) -> tuple[int, float]:
-    """(reference generations, seconds) of one replay run."""
+def reference_generations(model_dir: Path, data: Path, prompts: Path, out: Path) -> tuple[int, float]:
+    """(reference-answer generations, seconds) of one short KL run: the answers replay and KL
+    train on come from one cache (`evaluate.reference`), so a second run should generate none.
+    (The tiny random model never ends an answer, which replay needs; KL uses them as they are.)"""
     from skillgraft.evaluate import reference
 
     calls, compute = [], reference.compute
@@ -113,8 +115,8 @@ def replay_generations(model_dir: Path, data: Path, prompts: Path, out: Path) ->
         start = time.time()
         ours({"model": str(model_dir), "method": "lora", "lr": 2e-4, "max_steps": 2, "batch_size": 8, "seed": 0,
               "output_dir": str(out), "progress": False, "save_steps": 10**6,
-              "data": {"train": str(data), "max_length": 256, "qa_template": "{question}",
-                       "replay": {"n": 16, "prompts": str(prompts)}},
+              "data": {"train": str(data), "max_length": 256, "qa_template": "{question}"},
+              "regularize": {"kl": {"weight": 1.0, "prompts": str(prompts)}},
               "lora": {"r": 16, "alpha": 32, "targets": "attn-qv"}, "monitor": {"enabled": False}})
         return len(calls), time.time() - start
     finally:
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--kl-only", action="store_true", help="Only part 3 (KL cost, replay cache).")
     args = parser.parse_args()
 
     import torch
@@ -158,26 +161,29 @@ def main() -> None:
     tokens = trained_tokens(lengths, args.steps, batch)
 
     # warm-up (lazy imports, allocator, first-call kernels), not measured
-    plain_trainer_runtime(model_dir, texts, 5, batch, root / "warm_p")
+    if not args.kl_only:
+        plain_trainer_runtime(model_dir, texts, 5, batch, root / "warm_p")
     ours_runtime(model_dir, data, 5, batch, root / "warm_o")
     import os
 
     os.environ["SKILLGRAFT_CACHE"] = str(root / "cache")  # the first replay/KL run generates, later ones read
     prompts = write_lines(root / "prompts.txt", [" ".join(t.split()[:3]) for t in tweets(64, seed=7)])
-    first_gen = replay_generations(model_dir, data, prompts, root / "replay1")
-    second_gen = replay_generations(model_dir, data, prompts, root / "replay2")
+    first_gen = reference_generations(model_dir, data, prompts, root / "replay1")
+    second_gen = reference_generations(model_dir, data, prompts, root / "replay2")
     results = {"plain": [], "plain_log1": [], "ours": [], "nopack": [], "pack": [], "kl0": [], "kl1": []}
     for rep in range(args.repeats):
+        for weight in (0.0, 1.0):
+            results[f"kl{weight:g}"].append(kl_seconds_per_step(model_dir, data, prompts, weight, args.steps, batch,
+                                                                root / f"kl{weight:g}-{rep}"))
+        if args.kl_only:
+            continue
         results["plain"].append(tokens / plain_trainer_runtime(model_dir, texts, args.steps, batch, root / f"p{rep}"))
         results["plain_log1"].append(tokens / plain_trainer_runtime(model_dir, texts, args.steps, batch,
                                                                     root / f"l{rep}", logging_steps=1))
         results["ours"].append(tokens / ours_runtime(model_dir, data, args.steps, batch, root / f"o{rep}"))
         results["nopack"].append(packing_tokens_per_s(model_dir, data, False, 2, batch, root / f"n{rep}"))
         results["pack"].append(packing_tokens_per_s(model_dir, data, True, 2, batch, root / f"k{rep}"))
-        for weight in (0.0, 1.0):
-            results[f"kl{weight:g}"].append(kl_seconds_per_step(model_dir, data, prompts, weight, args.steps, batch,
-                                                                root / f"kl{weight:g}-{rep}"))
-    med = {k: statistics.median(v) for k, v in results.items()}
+    med = {k: statistics.median(v) if v else float("nan") for k, v in results.items()}
     lengths = [len(t.split()) for t in texts]
     print(f"\ntiny llama hidden={args.hidden}, {args.threads} thread(s), batch {batch}, {args.repeats} repeats "
           f"(median); tweets: {len(texts)} texts of {min(lengths)}-{max(lengths)} words")
@@ -191,7 +197,7 @@ def main() -> None:
     print(f"{'skillgraft train, packing (2 epochs)':44}{med['pack']:>12.0f}{med['pack'] / med['nopack']:>8.2f}  >= 1.5")
     print(f"{'LoRA step, no KL (s/step)':44}{med['kl0']:>12.4f}{1.0:>8.2f}")
     print(f"{'LoRA step, regularize.kl weight 1 (s/step)':44}{med['kl1']:>12.4f}{med['kl1'] / med['kl0']:>8.2f}  <= 1.5")
-    print(f"replay: first run {first_gen[0]} reference generation(s) ({first_gen[1]:.1f} s), "
+    print(f"reference answers: first run {first_gen[0]} generation(s) ({first_gen[1]:.1f} s), "
           f"second run {second_gen[0]} ({second_gen[1]:.1f} s)  goal: second run 0")
     print("all runs (tokens/s; kl: s/step): " + "; ".join(f"{k}: {', '.join(f'{x:.0f}' for x in v)}" for k, v in results.items()))
 
