@@ -140,7 +140,9 @@ class References(dict):
     """{set name: {item id: ReferenceAnswer}} for the sets whose metrics need a reference,
     with `describe` (what the reference was) for the results' settings."""
 
-    describe: dict[str, Any] = {}
+    def __init__(self):
+        super().__init__()
+        self.describe: dict[str, Any] = {}
 
 
 def references(spec: Any, suite: Suite, *, batch_size: int = 8, dtype: str | None = None, device: str | None = None,

@@ -28,7 +28,7 @@ def claim_output_dir(out: Path, *, resume: bool, force: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a folder")
-    entries = [p for p in out.iterdir()] if out.is_dir() else []
+    entries = list(out.iterdir()) if out.is_dir() else []
     if not entries or resume:
         return
     foreign = sorted(p.name for p in entries if p.name not in RUN_ENTRIES and not p.name.startswith("."))
@@ -122,13 +122,12 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
         summary["merged_dir"] = str(out / "merged")
     if kind == "model" and config.merge and config.merge_scale == 1.0:
         summary["merged_dir"] = summary["model_dir"]
-    if kind == "model" and config.merge and config.merge_scale != 1.0:
+    elif kind == "model" and config.merge:
         # the learned delta at merge_scale, by the graft arithmetic: base + α·(trained − base)
         from skillgraft.vectors import graft
 
         base = model_dir(config.model)
-        graft(base, out / "merged", sources=[(base, final, config.merge_scale)],
-              with_embeddings=True, force=True)
+        graft(base, out / "merged", sources=[(base, final, config.merge_scale)], with_embeddings=True, force=True)
         summary["merged_dir"] = str(out / "merged")
     written = {Path(summary[k]).name for k in ("adapter_dir", "merged_dir", "model_dir") if summary[k]}
     for stale in ("adapter", "merged", "model"):  # a resumed run's folder may hold an earlier run's parts
