@@ -100,7 +100,7 @@ def train(name: str, work: Path, files: dict[str, Path]) -> None:
     started = time.time()
     sh(["skillgraft", "train", str(files[study]), "--json", *[a for s in sets for a in ("--set", s)]],
        work / "runs" / f"{name}.log")
-    (work / "runs" / f"{name}.seconds").write_text(f"{time.time() - started:.1f}\n")
+    (work / "runs" / f"{name}.seconds").write_text(f"{time.time() - started:.1f}\n")  # with loading, generation
 
 
 def graft(name: str, work: Path, base: Path) -> Path:
@@ -160,8 +160,8 @@ def scores(work: Path, name: str) -> dict[str, float | None]:
                 for metric, value in metrics.items():
                     if "." not in metric or metric == "style.marker.persona":
                         row[f"{set_name}.{metric}"] = value
-    seconds = work / "runs" / f"{name}.seconds"
-    row["seconds"] = float(seconds.read_text()) if seconds.is_file() else None
+    run = work / "runs" / name / "skillgraft.json"  # Trainer's train_runtime: training alone
+    row["seconds"] = json.loads(run.read_text())["run"]["train_runtime"] if run.is_file() else None
     return row
 
 

@@ -199,7 +199,8 @@ def main() -> None:
     print(f"{'LoRA step, regularize.kl weight 1 (s/step)':44}{med['kl1']:>12.4f}{med['kl1'] / med['kl0']:>8.2f}  <= 1.5")
     print(f"reference answers: first run {first_gen[0]} generation(s) ({first_gen[1]:.1f} s), "
           f"second run {second_gen[0]} ({second_gen[1]:.1f} s)  goal: second run 0")
-    print("all runs (tokens/s; kl: s/step): " + "; ".join(f"{k}: {', '.join(f'{x:.0f}' for x in v)}" for k, v in results.items()))
+    print("all runs (tokens/s; kl: s/step): " + "; ".join(
+        f"{k}: {', '.join(f'{x:.4f}' if k.startswith('kl') else f'{x:.0f}' for x in v)}" for k, v in results.items()))
 
 
 if __name__ == "__main__":
