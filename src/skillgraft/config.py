@@ -209,14 +209,13 @@ def named_files(config: BaseModel, prefix: str = "") -> dict[str, str]:
     for name, field in type(config).model_fields.items():
         value, key = getattr(config, name), f"{prefix}{name}"
         marker = next((m for m in field.metadata if isinstance(m, PathMarker)), None)
-        values = value if isinstance(value, list) else [value]
-        if marker is not None:
-            for index, entry in enumerate(values):
-                if isinstance(entry, str) and entry and Path(entry).is_file():
-                    found[key if len(values) == 1 else f"{key}.{index}"] = entry
-        for index, entry in enumerate(values):
-            if isinstance(entry, BaseModel):
-                found.update(named_files(entry, f"{key}." if len(values) == 1 and value is entry else f"{key}.{index}."))
+        listed = isinstance(value, list)
+        for index, entry in enumerate(value if listed else [value]):
+            where = f"{key}.{index}" if listed else key
+            if marker is not None and isinstance(entry, str) and entry and Path(entry).is_file():
+                found[where] = entry
+            elif isinstance(entry, BaseModel):
+                found.update(named_files(entry, f"{where}."))
     return found
 
 

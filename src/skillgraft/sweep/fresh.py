@@ -1,7 +1,7 @@
 """A sampler wrapper that never proposes a parameter set the study has already run.
 
 Optuna's samplers may propose a point twice: a random start-up draw in a small discrete space
-(82 points: nine draws repeat one about a third of the time), or, before `study.sampler_seed`
+(82 points: nine draws repeat one about a third of the time), or, before `sweep.study.sampler_seed`
 mixed the trial count in, a resumed study re-drawing its first run's start-up points exactly.
 A repeated trial costs a whole training run and tells nothing new. The wrapper looks at the
 last parameter a trial asks for (the space's order is fixed): when the values so far plus

@@ -53,12 +53,14 @@ def open_storage(url: str, heartbeat: int):
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+    from skillgraft.sweep.recovery import MAX_RETRY
+
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     try:
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
         if sqlite:
             _serialised_sqlite(storage.engine)
         return storage
