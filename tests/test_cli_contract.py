@@ -25,6 +25,14 @@ def all_commands(group: click.Group, prefix=()):
 COMMANDS = list(all_commands(cli))
 
 
+@pytest.mark.parametrize("path", [(), *[p for p, c in COMMANDS if isinstance(c, click.Group)]],
+                         ids=lambda p: " ".join(("skillgraft", *p)))
+def test_a_group_without_a_verb_prints_its_help_and_exits_0(path, run_cli):
+    status, out, err = run_cli(*path)
+    assert (status, err) == (0, "")
+    assert out.startswith(f"Usage: skillgraft {' '.join(path)}".rstrip() + " ") and "Commands:" in out
+
+
 def test_verbs_are_listed_in_the_order_users_meet_them():
     assert list(cli.commands)[:5] == ["extract", "graft", "inspect", "verify", "run"]
 
@@ -49,6 +57,20 @@ def test_help_starts_without_torch():
     code = "import sys, skillgraft.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_extract_and_graft_run_without_transformers(model_trio, tmp_path):
+    """The graft core's promise (README, Layout): torch and the standard library, never transformers."""
+    trio = model_trio("llama", "bfloat16")
+    code = ("import sys\nfrom skillgraft.cli import main\n"
+            f"assert main(['extract', {str(trio['base'])!r}, {str(trio['skilled'])!r}, '-o', {str(tmp_path / 'v')!r}, "
+            "'--quiet']) == 0\n"
+            f"assert main(['graft', {str(trio['cp'])!r}, {str(tmp_path / 'v')!r}, '-o', {str(tmp_path / 'g')!r}, "
+            "'--quiet']) == 0\n"
+            "print(sorted(m for m in ('transformers', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]
 
 
 def test_a_bad_scale_is_named_as_such(model_trio, run_cli, tmp_path):

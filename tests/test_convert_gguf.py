@@ -146,6 +146,8 @@ def test_converted_folder_equals_transformers_gguf_load(run_cli, tmp_path, quant
     assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"skillgraft.json"}
     status, _, err = run_cli("verify", out)
     assert status == 0, err
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o644 for p in out.iterdir()}
+    assert "\n# converted\n" in (out / "README.md").read_text()   # the published name, not the temporary one
 
 
 def test_bad_inputs_are_one_error_line_and_publish_nothing(run_cli, tmp_path):
@@ -170,3 +172,21 @@ def test_bad_inputs_are_one_error_line_and_publish_nothing(run_cli, tmp_path):
     expect_error(run_cli, ["convert", "gguf", good, "-o", out], "not empty", "--force")
     assert not list(tmp_path.glob(".out.partial-*"))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("failure", [AssertionError("block size mismatch"), RuntimeError("bad quant data"),
+                                     MemoryError()])
+def test_a_dequantisation_failure_is_one_error_line(run_cli, tmp_path, monkeypatch, failure):
+    """gguf's dequantiser fails inside transformers' loader (damaged blocks, a machine out of
+    memory): one `error:` line naming the file, nothing published."""
+    good = write_gguf(tmp_path / "good.gguf", quantize=True)
+
+    def broken(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(gguf, "dequantize", broken)
+    out = tmp_path / "out"
+    needles = ["not enough memory", "dequantised in memory"] if isinstance(failure, MemoryError) else \
+        ["transformers cannot load this GGUF", type(failure).__name__, str(failure)]
+    expect_error(run_cli, ["convert", "gguf", good, "-o", out], "good.gguf", *needles, out=out)
+    assert not list(tmp_path.glob(".out*"))

@@ -46,6 +46,21 @@ def test_template_cli_is_deterministic(tmp_path, capsys):
     assert styles == ["original", "qa", "article", "interview", "textbook"]
 
 
+def test_original_as_a_style_writes_the_k1_file_and_the_summary_counts_by_style(tmp_path, capsys):
+    facts = _write_facts(tmp_path / "facts.jsonl")
+    assert main(["data", "augment", str(facts), "-o", str(tmp_path / "k1.jsonl"), "--styles", "original"]) == 0
+    assert capsys.readouterr().out.startswith("1 records (1 original) → ")
+    records = [json.loads(line) for line in (tmp_path / "k1.jsonl").read_text().splitlines()]
+    assert records == [{"text": FACT["text"], "style": "original", "fact": "zorb"}]
+    assert main(["data", "augment", str(facts), "-o", str(tmp_path / "k3.jsonl"), "--styles", "original,qa,qa-pairs",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["by_style"] == {"original": 1, "qa": 1, "qa-pairs": 2} and summary["records"] == 4
+    rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "x.jsonl"), "--styles", "original",
+               "--no-original"])
+    assert rc == 2 and "contradict" in capsys.readouterr().err and not (tmp_path / "x.jsonl").exists()
+
+
 def test_translation_needs_an_llm(tmp_path, capsys):
     facts = _write_facts(tmp_path / "facts.jsonl")
     rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--styles", "qa,translate:ja"])

@@ -124,3 +124,17 @@ def test_malformed_jsonl_and_yaml(tmp_path):
     path.write_text("name: demo\ngeneration: {max_new_tokens: 0}\nsets: [{name: s, items: probes/items.jsonl, metrics: [repetition]}]\n")
     with pytest.raises(UserError, match="generation.max_new_tokens"):
         load_suite(path)
+
+
+def test_a_misspelt_key_is_named_before_the_field_it_hides_and_a_missing_file_says_where(tmp_path, monkeypatch):
+    """`setname:` for `name:` is two problems to pydantic (unknown key, missing field); the unknown
+    key comes first, with its did-you-mean. A missing probe file is named by its full path
+    (relative to the suite's folder, wherever the command runs)."""
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: demo\nsets: [{nme: s, items: probes/items.jsonl, metrics: [repetition]}]\n")
+    with pytest.raises(UserError, match=r"sets.0.nme: unknown key \(did you mean 'name'\?\)"):
+        load_suite(path)
+    path.write_text("name: demo\nsets: [{name: s, items: probes/gone.jsonl, metrics: [repetition]}]\n")
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(UserError, match=rf"probe file {tmp_path}/probes/gone.jsonl: not found"):
+        load_suite(path)

@@ -75,6 +75,37 @@ def test_vectors_from_other_tools_are_recognised_by_their_weights(made, run_cli,
     expect_error(run_cli, ["graft", trio["cp"], foreign_model, "-o", tmp_path / "no"], "norm weights average")
 
 
+def offset_norms(folder: Path, dest: Path) -> Path:
+    """A copy whose norm scales are stored as offsets from 1 (w − 1, as Gemma and some other
+    families store them), written as another tool writes it: its norms read as a delta's."""
+    strip_provenance(folder, dest)
+    for shard in dest.glob("*.safetensors"):
+        tensors = load_file(shard)
+        save_file({n: t - 1 if "norm" in n else t for n, t in tensors.items()}, shard, metadata={"format": "pt"})
+    return dest
+
+
+def test_a_model_with_offset_norm_scales_is_a_target(made, run_cli, tmp_path):
+    trio, vec, _ = made
+    target = offset_norms(trio["cp"], tmp_path / "offset-model")
+    status, out, err = run_cli("inspect", target, "--json")
+    assert json.loads(out)["kind"] == "vector"   # what its weights alone say
+    status, _, err = run_cli("graft", target, vec, "-o", tmp_path / "offset-grafted", "--quiet")
+    assert status == 0, err
+    assert "as a delta's do, but its config.json names LlamaForCausalLM and it has a tokenizer: taken as a model" in err
+    status, _, err = run_cli("extract", target, trio["skilled"], "-o", tmp_path / "vec2", "--quiet")
+    assert status == 0, err
+    bare = tmp_path / "bare"   # no tokenizer: nothing but the weights to go by; --assume-model says what it is
+    shutil.copytree(target, bare, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*", "vocab*"))
+    expect_error(run_cli, ["graft", bare, vec, "-o", tmp_path / "o"], "target", "reads as a vector",
+                 "--assume-model", out=tmp_path / "o")
+    status, _, err = run_cli("graft", bare, vec, "-o", tmp_path / "o", "--assume-model", "--quiet")
+    assert status == 0 and "note:" not in err, err
+    # a declared vector stays a vector whatever its folder holds
+    expect_error(run_cli, ["graft", vec, vec, "-o", tmp_path / "o2", "--assume-model"], "is a vector",
+                 out=tmp_path / "o2")
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--include", "self_atn"], "--include 'self_atn' matches no tensor"),
     (["--exclude", "."], "--exclude '.' excludes every tensor"),
@@ -131,9 +162,9 @@ def test_force_swap_interrupted_between_renames_is_put_back(made, run_cli, tmp_p
     before = json.loads((grafted / "skillgraft.json").read_text())["created"]
     real_rename, calls = os.rename, []
 
-    def flaky(src, dst):
+    def flaky(src, dst):  # the new folder's rename into place fails, after the old one moved aside
         calls.append((src, dst))
-        if len(calls) == 2:
+        if str(dst) == str(grafted) and ".partial-" in str(src):
             raise OSError(28, "No space left on device")
         return real_rename(src, dst)
 
@@ -141,6 +172,7 @@ def test_force_swap_interrupted_between_renames_is_put_back(made, run_cli, tmp_p
     status, _, err = run_cli("graft", trio["cp"], vec, "-o", grafted, "--force", "--quiet")
     monkeypatch.undo()
     assert status == 2 and "cannot publish" in err
+    assert any(".old-" in str(dst) for _, dst in calls)  # the old folder had been moved aside
     assert json.loads((grafted / "skillgraft.json").read_text())["created"] == before
     assert not list(tmp_path.glob(".grafted.*"))
 

@@ -4,14 +4,55 @@ id is neither cached nor reachable."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
+import socket
+import threading
+import types
 
 import pytest
 import torch
 
 from hub_cache import add_to_cache
 from test_graft import state
+
+
+@contextlib.contextmanager
+def counting_server():
+    """A local port that accepts connections, counts them and hangs up: where the Hub would be."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    state = types.SimpleNamespace(count=0, url=f"http://127.0.0.1:{listener.getsockname()[1]}", stop=False)
+
+    def serve():
+        while not state.stop:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            state.count += 1
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.stop = True
+        thread.join()
+        listener.close()
+
+
+def hub_reachable_at(monkeypatch, url: str) -> None:
+    """Point huggingface_hub at `url` with its own offline switch off (it reads both at import;
+    the tests' conftest turns it offline), so only skillgraft's own offline check can keep
+    it from the network."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
 
 
 @pytest.fixture
@@ -68,9 +109,10 @@ def test_eval_and_train_read_hub_ids(hub, tmp_path):
 
 def test_uncached_id_offline_is_one_fast_error_line(hub, run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.perf_counter()
-    status, out, err = run_cli("graft", "mistralai/Mistral-7B-v0.1", "org/nothing", "-o", tmp_path / "o")
-    assert time.perf_counter() - started < 2.0
+    with counting_server() as attempts:  # where the Hub would be: offline means no attempt at all
+        hub_reachable_at(monkeypatch, attempts.url)   # were the network used, it would be used here
+        status, out, err = run_cli("graft", "mistralai/Mistral-7B-v0.1", "org/nothing", "-o", tmp_path / "o")
+    assert attempts.count == 0
     assert status == 2 and out == "" and err.count("\n") == 1, err
     assert err.startswith("error: target mistralai/Mistral-7B-v0.1 is not in the Hugging Face cache")
     assert "hf download mistralai/Mistral-7B-v0.1" in err and "--offline" in err
@@ -78,11 +120,14 @@ def test_uncached_id_offline_is_one_fast_error_line(hub, run_cli, tmp_path, monk
 
 def test_unreachable_hub_is_one_fast_error_line(hub, run_cli, tmp_path, monkeypatch):
     """Network allowed but the Hub unreachable (a closed port here): still one line, quickly."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    started = time.perf_counter()
-    status, _, err = run_cli("extract", "org/base", "someone/uncached@v1", "-o", tmp_path / "o")
-    assert time.perf_counter() - started < 5.0
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)   # huggingface_hub reads both at import
+    with counting_server() as attempts:   # a Hub that hangs up on every request
+        monkeypatch.setattr(constants, "ENDPOINT", attempts.url)
+        status, _, err = run_cli("extract", "org/base", "someone/uncached@v1", "-o", tmp_path / "o")
+    assert 1 <= attempts.count <= 2, attempts.count   # no retry loop (each retry waits seconds)
     assert status == 2 and err.count("\n") == 1, err
     assert "someone/uncached@v1 is neither a local folder nor in the Hugging Face cache" in err
     assert "hf download someone/uncached --revision v1" in err
@@ -108,7 +153,39 @@ def test_train_with_an_uncached_id_fails_fast(tmp_path, run_cli, monkeypatch):
     config = tmp_path / "c.yaml"
     (tmp_path / "t.txt").write_text("hello\n")
     config.write_text("model: nobody/nothing\ndata: {train: t.txt}\noutput_dir: run\n")
-    started = time.perf_counter()
-    status, _, err = run_cli("train", config)
-    assert time.perf_counter() - started < 5.0
+    with counting_server() as attempts:
+        hub_reachable_at(monkeypatch, attempts.url)   # were the network used, it would be used here
+        status, _, err = run_cli("train", config)
+    assert attempts.count == 0
     assert status == 2 and err.count("\n") == 1 and "hf download nobody/nothing" in err
+
+
+def test_a_partial_snapshot_names_what_is_missing_and_the_fetch_command(hub, run_cli, tmp_path, monkeypatch):
+    """huggingface_hub returns a cached snapshot whatever it holds: one with only the configs
+    (or weights but no tokenizer) is refused with the files it lacks and `hf download`."""
+    trio, _ = hub
+    cache = tmp_path / "hub"
+    configs_only, no_tokenizer = tmp_path / "configs-only", tmp_path / "no-tokenizer"
+    for folder, keep in ((configs_only, lambda p: p.suffix == ".json" and "tokenizer" not in p.name),
+                         (no_tokenizer, lambda p: "tokenizer" not in p.name)):
+        folder.mkdir()
+        for path in trio["base"].iterdir():
+            if path.is_file() and keep(path):
+                (folder / path.name).write_bytes(path.read_bytes())
+    add_to_cache(cache, "org/partial", configs_only)
+    add_to_cache(cache, "org/notok", no_tokenizer)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status, out, err = run_cli("graft", "org/partial", "org/skilled", "-o", tmp_path / "o")
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    shards = sorted(p.name for p in trio["base"].glob("*.safetensors"))
+    assert "org/partial: the cached snapshot" in err and f"is incomplete (no {shards[0]}" in err
+    assert "hf download org/partial" in err and not (tmp_path / "o").exists()
+    status, _, err = run_cli("inspect", "org/notok")
+    assert status == 2 and "is incomplete (no tokenizer" in err and "hf download org/notok" in err
+    # a blob deleted from the cache (a cache cleanup) leaves a dangling link: also a gap
+    commit = add_to_cache(cache, "org/sharded", trio["base"])
+    snapshot = cache / "models--org--sharded" / "snapshots" / commit
+    (snapshot / shards[-1]).resolve().unlink()
+    status, _, err = run_cli("inspect", "org/sharded")
+    assert status == 2 and f"incomplete (no {shards[-1]})" in err
+    assert run_cli("inspect", "org/base")[0] == 0  # a whole snapshot is used as before

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_bad_input import expect_error
 
+from skillgraft.errors import UserError
 from skillgraft.lab.real import corpus
 from skillgraft.lab.real.plan import FAST, Plan
 from skillgraft.lab.real.study import goals, rows_of, summarise
@@ -248,21 +249,50 @@ def test_cells_run_inputs_first_then_the_vector_and_a_failed_study_keeps_its_fin
     from skillgraft.lab.real import cells as X
     from skillgraft.lab.real import study
 
-    ran = []
+    ran, fail = [], {("k5", 1)}
 
     def fake(cell, plan, ctx, inputs=None):
         ran.append(f"{cell.name}-{cell.seed}")
-        if (cell.name, cell.seed) == ("k5", 1):
+        if (cell.name, cell.seed) in fail:
             raise RuntimeError("boom")
-        row = {"cell": cell.name, "study": cell.study, "seed": cell.seed}
+        row = {"cell": cell.name, "study": cell.study, "seed": cell.seed, "retention_en.keyword": 0.5}
         return {"rows": [row], "items": [], "weights": str(tmp_path / cell.name)}
 
     monkeypatch.setattr(X, "execute", fake)
+    out, kept = tmp_path / "out", tmp_path / "out.finished-cells"
     with pytest.raises(RuntimeError, match="boom"):
-        study.run_study(FAST, [0, 1], tmp_path / "model", tmp_path / "out", jobs=1, quiet=True)
+        study.run_study(FAST, [0, 1], tmp_path / "model", out, jobs=1, quiet=True)
     # the vector cell of a seed runs as soon as its inputs exist, before the knowledge cells
     assert ran[:6] == ["persona-0", "cp-0", "vector-0", "persona-1", "cp-1", "vector-1"]
     assert ran[-1] == "k5-1"
-    assert not (tmp_path / "out").exists()
-    kept = sorted(p.name for p in (tmp_path / "out.finished-cells").iterdir())
-    assert len(kept) == len(ran) - 1 and "vector-seed1.json" in kept and "k5-seed1.json" not in kept
+    assert not out.exists()
+    cells = sorted(p.name for p in kept.glob("*-seed*.json"))
+    assert len(cells) == len(ran) - 1 and "vector-seed1.json" in cells and "k5-seed1.json" not in cells
+    first_run = list(ran)
+
+    # a plain rerun neither reuses nor deletes them
+    with pytest.raises(UserError, match="pass --resume"):
+        study.run_study(FAST, [0, 1], tmp_path / "model", out, jobs=1, quiet=True)
+    with pytest.raises(UserError, match="plan differ"):  # other budgets: the cells cannot be reused
+        study.run_study(Plan(), [0, 1], tmp_path / "model", out, jobs=1, quiet=True, resume=True)
+
+    # resumed: only what did not finish runs, plus the inputs of a vector cell that did not
+    # (their weights were not kept); a failure after the last cell (the goals) still keeps them
+    (kept / "vector-seed1.json").unlink()
+    fail.clear()
+    ran.clear()
+    monkeypatch.setattr(study, "goals", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        study.run_study(FAST, [0, 1], tmp_path / "model", out, jobs=1, quiet=True, resume=True)
+    every = {f"{c.name}-{c.seed}" for s in (0, 1) for c in FAST.cells(s)} | {"untrained-0"}
+    assert sorted(ran) == sorted((every - set(first_run)) | {"k5-1", "persona-1", "cp-1", "vector-1"})
+    assert not out.exists() and len(list(kept.glob("*-seed*.json"))) == len(every)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(X, "execute", fake)
+    ran.clear()
+    payload = study.run_study(FAST, [0, 1], tmp_path / "model", out, jobs=1, quiet=True, resume=True)
+    assert ran == [] and len(payload["resumed_cells"]) == len(every)
+    assert not kept.exists()  # published: the cells live in OUT/cells
+    assert len(list((out / "cells").glob("*-seed*.json"))) == len(every)
+    assert json.loads((out / "results.json").read_text())["resumed_cells"] == payload["resumed_cells"]

@@ -8,8 +8,8 @@ import pytest
 
 from skillgraft.lab.demo import SHIPPED, shipped_available, shipped_seed
 
-# Measured: on the same machine and torch build, two builds with one seed are bit-identical.
-# Across CPUs/torch builds float reductions may differ, so the check allows a small drift.
+# Across CPUs and torch builds float reductions may differ (the kernel pin caps them at AVX2,
+# not other libraries' choices), so the check allows a small drift and no more.
 ATOL = 1e-4
 
 
@@ -25,12 +25,9 @@ def test_lab_build_reproduces_shipped_checkpoints(tmp_path):
     record = build(tmp_path / "lab", seed, quiet=True)
     shipped_record = json.loads((SHIPPED / "lab.json").read_text())
     assert record["reliability"] == shipped_record["reliability"]
-    exact = True
     for name in MODELS:
         ours = load_file(tmp_path / "lab" / name / "model.safetensors")
         theirs = load_file(SHIPPED / name / "model.safetensors")
         assert ours.keys() == theirs.keys()
         for key in theirs:
-            exact &= torch.equal(ours[key], theirs[key])
             torch.testing.assert_close(ours[key], theirs[key], atol=ATOL, rtol=0)
-    print(f"bit-identical: {exact}")

@@ -27,6 +27,12 @@ def test_search_finds_the_known_optimum_region(run_cli, tmp_path):
     assert 0.75 <= best["params"]["vectors.0.scale"] <= 1.3 and best["values"][0] >= 0.85, result
     study = trials(tmp_path / "run")
     assert max(t.values[0] for t in study) == best["values"][0]
+    # one progress line per trial: which of the run's, its value, the best so far, the time left
+    lines = [line for line in err.splitlines() if line.startswith("sweep: ")]
+    assert len(lines) == 14 and lines[0].startswith("sweep: 1/14 trial 0 COMPLETE ")
+    assert all(" | best " in line for line in lines) and "left" in lines[0] and "left" not in lines[-1]
+    best_so_far = max(t.values[0] for t in study)
+    assert lines[-1].endswith(f"| best {best_so_far:.4g} (#{best['number']})")
     # only the best trial keeps its model; every trial keeps its recipe
     kept = sorted(p.parent.name for p in (tmp_path / "run" / "trials").glob("*/output"))
     assert kept == [f"{best['number']:04d}"]
@@ -36,8 +42,9 @@ def test_search_finds_the_known_optimum_region(run_cli, tmp_path):
 def test_run_dispatches_a_sweep_file_as_sweep_run(run_cli, tmp_path, monkeypatch):
     path = write_sweep(tmp_path / "s.yaml")
     monkeypatch.chdir(tmp_path)   # -o relative to the current directory, as the docs' commands give it
-    status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", "run", "--json")
+    status, out, err = run_cli("run", path, "--set", "n_trials=2", "-o", "run", "--json", "--quiet")
     assert status == 0, err[-2000:]
+    assert "sweep:" not in err   # --quiet: no progress lines
     assert json.loads(out)["trials"] == {"COMPLETE": 2}
     states = [json.loads(p.read_text())["state"] for p in (tmp_path / "run").glob("trials/*/result.json")]
     assert states == ["COMPLETE", "COMPLETE"], states

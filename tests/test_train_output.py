@@ -2,6 +2,9 @@
 refused, an earlier run needs --force or --resume, and no stale part is listed in a new run."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from persona_world import build_world
 from train_helpers import train_config, train_json
@@ -55,3 +58,41 @@ def test_a_resumed_run_lists_no_stale_part(tmp_path, world, capsys):
     assert out["steps"] == 4 and out["merged_dir"] is None
     record = json.loads((tmp_path / "run" / "skillgraft.json").read_text())
     assert record["parts"] == ["adapter"] and not (tmp_path / "run" / "merged").exists()
+
+
+def test_an_empty_or_malformed_data_file_fails_before_any_model_is_loaded(tmp_path):
+    """Checked in a second, not after the model (and transformers) loaded: the model named
+    here does not even exist, and transformers is never imported."""
+    code = ("import sys\nfrom skillgraft.cli import main\nstatus = main(sys.argv[1:])\n"
+            "print(status, 'transformers' in sys.modules)")
+    for name, content, needle in (("empty.jsonl", "\n", "holds no examples"),
+                                  ("broken.jsonl", '{"text": "a"}\n{oops\n', "line 2 is not valid JSON"),
+                                  ("chat.jsonl", '{"text": "a"}\n', "messages")):
+        (tmp_path / name).write_text(content)
+        config = tmp_path / f"{name}.yaml"
+        fmt = "chat" if name == "chat.jsonl" else "text"
+        config.write_text(f"model: {tmp_path / 'no-such-model'}\ndata: {{train: {name}, format: {fmt}}}\n"
+                          f"output_dir: run\n")
+        done = subprocess.run([sys.executable, "-c", code, "train", str(config)], capture_output=True, text=True)
+        assert done.stdout.split() == ["2", "False"], (name, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and name in done.stderr and needle in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_and_resume_says_why(tmp_path, world, capsys, monkeypatch):
+    """The Trainer creates `checkpoints/` at once; stopped before its first save, a run leaves
+    neither it nor an empty output_dir, and `--resume` says there was no save to resume."""
+    from skillgraft.cli import main
+    from skillgraft.train import loop
+
+    def interrupted(model, rows, args, **kwargs):
+        Path(args.output_dir).mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train_rows", interrupted)   # imported by train() when it runs
+    config = train_config(tmp_path, world, max_steps=4, save_steps=2)
+    assert main(["train", str(config)]) == 130
+    assert not (tmp_path / "run").exists()
+    capsys.readouterr()
+    err = _error(capsys, "train", config, "--resume")
+    assert "no checkpoint to resume from" in err and "save_steps=2" in err and "without --resume" in err

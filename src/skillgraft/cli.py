@@ -19,6 +19,8 @@ from skillgraft.clikit import CONTEXT, Verbs, command, emit_json, force_option, 
 from skillgraft.errors import UserError
 
 INTERRUPTED = 130   # exit status after Ctrl-C (128 + SIGINT)
+# click ≥ 8.2 raises this (a UsageError) for a group called without a verb under standalone_mode=False
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 TERMINATED = 143    # exit status after SIGTERM (128 + 15)
 
 
@@ -64,7 +66,7 @@ def run_command(config, overrides, out, force, check, quiet, as_json):
     if check:
         emit_json(recipe.model_dump(mode="json")) if as_json else print(recipe.model_dump_json(indent=2))
     elif recipe.kind == "sweep":
-        run_sweep_file(config, list(overrides), out=out, as_json=as_json)
+        run_sweep_file(config, list(overrides), out=out, as_json=as_json, quiet=quiet)
     else:
         run_recipe_file(recipe, out=out, force=force, quiet=quiet, as_json=as_json)
 
@@ -154,6 +156,9 @@ def _run(args: list[str]) -> int:
             return INTERRUPTED
         print("error: aborted", file=sys.stderr)
         return 2
+    except NO_ARGS_IS_HELP as exc:  # `skillgraft`, `skillgraft data`: help, as asked for
+        print(exc.ctx.get_help() if exc.ctx else cli.get_help(click.Context(cli, info_name="skillgraft")))
+        return 0
     except click.UsageError as exc:
         path = exc.ctx.command_path if exc.ctx else ""
         hint = f" (see `{path} --help`)" if " " in path else ""

@@ -99,6 +99,11 @@ def assume_vector_option(f):
                         "weights look like a model's (vectors written by other tools).")(f)
 
 
+def assume_model_option(f):
+    return click.option("--assume-model", is_flag=True, help="Take TARGET, BASE and SKILLED folders as models even "
+                        "when their norm weights look like a delta's (norm scales stored as offsets from 1).")(f)
+
+
 def write_options(f):
     """What every verb that writes a checkpoint folder takes, in one place."""
     for decorator in (json_option, quiet_option, allow_pickle_option, allow_nonfinite_option,

@@ -130,7 +130,10 @@ def validate(tree: dict, model: type[Config], source: str) -> Config:
 
 def describe_error(exc: ValidationError, model: type[BaseModel]) -> str:
     """`key.path: message (did you mean ...)` for the first error, and how many more."""
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # an unknown key first: a misspelt key is also reported as the right key missing, and only
+    # the unknown key's message can say which key was meant
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [part for part in first["loc"] if isinstance(part, int) or not _is_union_tag(part)]
     key = ".".join(str(part) for part in loc) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")

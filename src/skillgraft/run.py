@@ -49,7 +49,8 @@ def load_recipe_file(path: str | Path, overrides: list[str]) -> BaseModel:
     return load_train_config(path, overrides)
 
 
-def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, as_json: bool) -> dict:
+def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, as_json: bool,
+                   quiet: bool = False) -> dict:
     """A sweep file run as `skillgraft sweep run FILE -o OUT` with its defaults (one worker,
     the config's n_trials, SQLite in OUT); rerunning continues the study."""
     if not out:
@@ -58,7 +59,7 @@ def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, a
     from skillgraft.sweep.study import run_sweep
 
     study, url = run_sweep(str(path), list(overrides), Path(out), storage=None, name=None, n_trials=None,
-                           workers=1, timeout=None, keep=False, new=False)
+                           workers=1, timeout=None, keep=False, new=False, quiet=quiet)
     result = summary(study, Path(out), url)
     emit_json(result) if as_json else print_summary(result)
     return result

@@ -12,12 +12,20 @@ unchecked, publishes gibberish. The kind is read from, in order:
    norm tensors (say, a vector extracted with `--exclude norm`) stays "unknown" and is taken
    as the role asks. Vectors written by other tools that read as models can be forced with
    `--assume-vector`.
+
+The norm reading is only a guess: some families store norm scales as offsets from 1 (Gemma,
+known by name; others are not), and a synthetic checkpoint may have any scales. So where a
+model is expected, a folder whose norms read as a delta's is still taken as a model when it
+looks like one to transformers (a `config.json` naming an architecture, and a tokenizer),
+with a note; `--assume-model` takes it without the note. Only a declared kind (manifest or
+safetensors metadata) is never overridden.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +70,10 @@ def classify(folder: Path, checkpoint=None) -> FolderKind:
 def _from_norms(checkpoint) -> FolderKind:
     names = [n for n in checkpoint.names if _NORM.search(n) and len(checkpoint.tensors[n].shape) == 1
              and checkpoint.tensors[n].is_float][:NORM_SAMPLE]
-    if not names or str(checkpoint.model_type or "").startswith("gemma"):  # gemma stores norm scales as 1 + w
+    if not names:
         return FolderKind("unknown", "no norm weights to judge by")
+    if str(checkpoint.model_type or "").startswith("gemma"):
+        return FolderKind("unknown", "its norm weights are offsets from 1 (gemma), which cannot tell")
     scale = sum(float(checkpoint.read(n).float().abs().mean()) for n in names) / len(names)
     if scale >= MODEL_NORM:
         return FolderKind("model", f"its norm weights average |w| = {scale:.2f}, as a model's do")
@@ -72,12 +82,48 @@ def _from_norms(checkpoint) -> FolderKind:
     return FolderKind("unknown", f"its norm weights average |w| = {scale:.2g}")
 
 
-def require_model(checkpoint, role: str) -> None:
-    """Refuse a vector or adapter where a model belongs (graft target, extract inputs, --delta)."""
+def declared(found: FolderKind) -> bool:
+    """The kind was written down (manifest or safetensors metadata), not guessed from weights."""
+    return found.evidence.startswith((f"its {MANIFEST}", "its safetensors metadata"))
+
+
+def model_config(folder: Path) -> str | None:
+    """The architecture a folder's config.json names when it also has a tokenizer (what
+    transformers needs to load it as a model), else None."""
+    from skillgraft.checkpoint.resolve import TOKENIZER_FILES
+
+    try:
+        architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not architectures or not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    return str(architectures[0])
+
+
+def require_model(checkpoint, role: str, assume_model: bool = False) -> None:
+    """Refuse a vector or adapter where a model belongs (graft target, extract inputs, --delta).
+
+    A kind guessed from the norm weights alone never refuses a folder that `assume_model` or
+    its config and tokenizer say is a model (see the module doc)."""
     found = classify(checkpoint.path, checkpoint)
+    if found.kind == "vector" and not declared(found):
+        if assume_model:
+            return
+        architecture = model_config(checkpoint.path)
+        if architecture is not None:
+            print(f"note: {role} {checkpoint.source}: {found.evidence}, but its config.json names {architecture} "
+                  f"and it has a tokenizer: taken as a model (--assume-model says so without this note)",
+                  file=sys.stderr)
+            return
+        raise UserError(f"{role} {checkpoint.source} reads as a vector ({found.evidence}) and has no config.json "
+                        f"architecture with a tokenizer: if it is a model whose norm scales are stored as offsets, "
+                        f"pass --assume-model; if it is a vector, graft it onto a model with "
+                        f"`skillgraft graft MODEL {checkpoint.source} -o OUT`")
     if found.kind == "vector":
         raise UserError(f"{role} {checkpoint.source} is a vector (weight differences, by {found.evidence}), not a "
                         f"model: graft it onto a model with `skillgraft graft MODEL {checkpoint.source} -o OUT`")
+    _note_unclear(found, role, checkpoint.source, "a model")
     if found.kind == "adapter":
         raise UserError(f"{role} {checkpoint.source} is a LoRA adapter, not a model: merge it into its base first "
                         "(a training config with `merge: true` writes the merged model)")
@@ -88,11 +134,19 @@ def require_vector(checkpoint, role: str = "vector", assume_vector: bool = False
     found = classify(checkpoint.path, checkpoint)
     if found.kind == "adapter":
         raise UserError(f"{role} {checkpoint.source} is a LoRA adapter, not a vector (weight differences)")
-    declared = found.evidence.startswith(("its skillgraft.json", "its safetensors metadata"))
-    if found.kind == "model" and (declared or not assume_vector):
-        hint = "" if declared else " (--assume-vector takes it as a vector anyway)"
+    written = declared(found)
+    if found.kind == "model" and (written or not assume_vector):
+        hint = "" if written else " (--assume-vector takes it as a vector anyway)"
         raise UserError(f"{role} {checkpoint.source} is a full model (by {found.evidence}), not a vector: did you "
                         f"mean --delta BASE SKILLED, or `skillgraft extract BASE SKILLED -o VECTOR` first?{hint}")
+    _note_unclear(found, role, checkpoint.source, "a vector")
+
+
+def _note_unclear(found: FolderKind, role: str, source: str, taken_as: str) -> None:
+    """A norm reading between a model's and a delta's: say what was seen and what was assumed."""
+    if found.kind == "unknown" and found.evidence.startswith("its norm weights average"):
+        print(f"note: {role} {source}: {found.evidence}, between a model's (~1) and a delta's (~0); taken as "
+              f"{taken_as}, as its place on the command line says", file=sys.stderr)
 
 
 def refuse_vector_folder(folder: Path, role: str = "model") -> None:

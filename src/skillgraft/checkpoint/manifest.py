@@ -18,6 +18,7 @@ from pathlib import Path
 from skillgraft import __version__
 from skillgraft.checkpoint.card import CARD, Card, render_card
 from skillgraft.checkpoint.folder import WEIGHT_SUFFIXES, sha256_file
+from skillgraft.checkpoint.publish import published_name
 from skillgraft.errors import UserError
 
 MANIFEST = "skillgraft.json"
@@ -57,7 +58,7 @@ def write_manifest(folder: Path, *, kind: str, inputs: list[dict], options: dict
     command = ["skillgraft", *sys.argv[1:]] if Path(sys.argv[0]).name.startswith("skillgraft") else None
     inputs = [entry for entry in inputs if entry is not None]
     if kind in LOADABLE:
-        card = card or Card(title=folder.name)
+        card = card or Card(title=published_name(folder))
         text = render_card(card, kind=kind, inputs=inputs, options=options, skipped=(extra or {}).get("skipped"),
                            command=command, version=__version__)
         (folder / CARD).write_text(text, encoding="utf-8")

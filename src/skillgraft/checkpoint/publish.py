@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -55,10 +56,15 @@ def check_output(out: Path, inputs: list[Path], *, force: bool, option: str = "-
 
 
 class AtomicFolder:
-    """Context manager: yields a temporary folder, publishes it to `out` on success."""
+    """Context manager: yields a temporary folder, publishes it to `out` on success.
 
-    def __init__(self, out: str | Path, *, temp: str | Path | None = None):
+    `force`: an `out` that exists at publication is replaced (the verb's `--force`, checked
+    against its contents by `check_output` first); without it an `out` that appeared while
+    this run was writing is never replaced, and the run fails with nothing published."""
+
+    def __init__(self, out: str | Path, *, force: bool = False, temp: str | Path | None = None):
         self.out = Path(out)
+        self.force = force
         self.id = uuid.uuid4().hex[:8]
         self.temp = Path(temp) if temp is not None else self.out.parent / f".{self.out.name}.partial-{self.id}"
         self.lock_path = self.temp.with_name(self.temp.name + ".lock")
@@ -86,7 +92,11 @@ class AtomicFolder:
                     raise UserError(f"cannot write {self.out} ({exc.strerror or exc}); nothing was published") from None
                 return False
             try:
-                _publish(self.temp, self.out, self.id)
+                share_modes(self.temp)
+                _publish(self.temp, self.out, self.id, self.force)
+            except UserError:
+                shutil.rmtree(self.temp, ignore_errors=True)
+                raise
             except OSError as err:
                 shutil.rmtree(self.temp, ignore_errors=True)
                 raise UserError(f"cannot publish {self.out} ({err.strerror or err})") from None
@@ -95,10 +105,21 @@ class AtomicFolder:
             self._unlock()
 
     def _lock(self) -> None:
-        self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv, "output": str(self.out)}
-        os.write(self._lock_fd, json.dumps(owner).encode())
+        """The lock file appears under its name already locked: it is written and flocked under
+        a name no cleanup looks at, then renamed into place, so a concurrent run's
+        `remove_stale_partials` can never find it unlocked, take it and delete it."""
+        fd, staging = tempfile.mkstemp(prefix=self.lock_path.name + ".", dir=self.lock_path.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv, "output": str(self.out)}
+            os.write(fd, json.dumps(owner).encode())
+            os.chmod(staging, FILE_MODE)
+            os.rename(staging, self.lock_path)
+        except BaseException:
+            os.close(fd)
+            Path(staging).unlink(missing_ok=True)
+            raise
+        self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -108,12 +129,42 @@ class AtomicFolder:
             self._lock_fd = None
 
 
-def _publish(temp: Path, out: Path, run_id: str) -> None:
+DIR_MODE = 0o755
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-[0-9a-f]{8}$")
+
+
+def published_name(folder: Path) -> str:
+    """The name `folder` will have once published (a model card's title written inside the
+    hidden temporary folder must not be `.OUT.partial-1a2b3c4d`)."""
+    match = _PARTIAL.match(Path(folder).name)
+    return match["name"] if match else Path(folder).name
+
+
+def share_modes(folder: Path) -> None:
+    """Files 0644 and folders 0755, whatever wrote them: some writers (safetensors through
+    transformers' save_pretrained) create their files 0600, which another user of a shared
+    model folder could not read."""
+    os.chmod(folder, DIR_MODE)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
+
+
+def _publish(temp: Path, out: Path, run_id: str, force: bool) -> None:
     """Rename `temp` to `out`; an existing `out` (--force) is swapped out first and deleted
     after, or put back if the second rename fails."""
     if not out.exists():
-        os.rename(temp, out)
-        return
+        try:
+            os.rename(temp, out)
+            return
+        except OSError as exc:  # another run published `out` between the check and the rename
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+    empty = out.is_dir() and not any(out.iterdir())
+    if not force and not empty:
+        raise UserError(f"{out} appeared while this run was writing it (another run?); nothing was published: "
+                        "pass --force to replace it")
     old = out.parent / f".{out.name}.old-{run_id}"
     os.rename(out, old)
     try:

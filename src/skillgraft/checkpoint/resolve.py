@@ -85,7 +85,11 @@ def _from_hub(spec: str, repo_id: str, revision: str | None, role: str) -> Resol
         folder = None
     except HFValidationError as exc:
         raise UserError(f"{role} {spec}: not a valid Hugging Face id ({exc})") from None
-    if folder is None:
+    gaps = snapshot_gaps(Path(folder)) if folder is not None else []
+    if gaps and offline():
+        raise UserError(f"{role} {spec}: the cached snapshot {folder} is incomplete (no {'; no '.join(gaps)}) and the "
+                        f"network is off (--offline / HF_HUB_OFFLINE=1); fetch it whole with `{fetch}`")
+    if folder is None or gaps:  # not cached, or cached in part (huggingface_hub does not check): fetch the rest
         if offline():
             raise UserError(f"{role} {spec} is not in the Hugging Face cache ({_cache_dir()}) and the network is "
                             f"off (--offline / HF_HUB_OFFLINE=1); fetch it with `{fetch}` or pass a local folder")
@@ -97,12 +101,52 @@ def _from_hub(spec: str, repo_id: str, revision: str | None, role: str) -> Resol
                             "or gated; log in with `hf auth login` if you have access)") from None
         except RevisionNotFoundError:
             raise UserError(f"{role} {spec}: the Hub has no revision {revision!r} for {repo_id}") from None
-        except (LocalEntryNotFoundError, OSError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, (LocalEntryNotFoundError, OSError)) and not _network_error(exc):
+                raise
             raise UserError(f"{role} {spec} is neither a local folder nor in the Hugging Face cache "
                             f"({_cache_dir()}), and the Hub cannot be reached ({_first_line(exc)}); "
                             f"fetch it with `{fetch}` where there is network, or pass a local folder") from None
     folder = Path(folder)
+    gaps = snapshot_gaps(folder)
+    if gaps:
+        raise UserError(f"{role} {spec}: the snapshot {folder} is incomplete (no {'; no '.join(gaps)}); fetch it "
+                        f"whole with `{fetch}` (skillgraft reads safetensors weights only)")
     return ResolvedModel(folder, spec, repo_id, revision, folder.name)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def snapshot_gaps(folder: Path) -> list[str]:
+    """What a Hub snapshot lacks to be read as a model (config, every weight file its index
+    lists, a tokenizer) or as a PEFT adapter (adapter config and weights); [] when whole.
+
+    huggingface_hub returns a cached snapshot whatever it holds, so one fetched in part (only
+    the configs, an interrupted download, a blob deleted by a cache cleanup) is caught here
+    instead of failing later with "no model.safetensors" or grafting without vocabulary
+    alignment because the tokenizer is missing."""
+    def present(name: str) -> bool:
+        return (folder / name).is_file()  # False for a link to a missing blob
+
+    if present("adapter_config.json"):
+        return [] if present("adapter_model.safetensors") else ["adapter_model.safetensors"]
+    gaps = [] if present("config.json") else ["config.json"]
+    index = folder / "model.safetensors.index.json"
+    if present(index.name):
+        import json
+
+        try:
+            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        except (OSError, ValueError):
+            shards = []
+            gaps.append(f"readable {index.name}")
+        gaps += [shard for shard in shards if not present(shard)]
+    elif not any(p.name.endswith(".safetensors") and p.is_file() for p in folder.iterdir()):
+        gaps.append("safetensors weights (model.safetensors or a sharded index)")
+    if not any(present(name) for name in TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        gaps.append("tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+    return gaps
 
 
 def _cache_dir() -> str:
@@ -111,6 +155,15 @@ def _cache_dir() -> str:
         return os.environ["HF_HUB_CACHE"]
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
     return os.path.expanduser(os.path.join(home, "hub"))
+
+
+# Where huggingface_hub's HTTP client (httpx, httpx2 in newer releases, requests in older)
+# raises a transport error that is not an OSError: a reset connection, a broken response.
+_HTTP_CLIENTS = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "h11"}
+
+
+def _network_error(exc: BaseException) -> bool:
+    return any(cls.__module__.split(".")[0] in _HTTP_CLIENTS for cls in type(exc).__mro__)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import group
+from skillgraft.clikit import group, quiet_option
 
 convert = group("convert", "Turn other model formats into checkpoint folders.")
 
@@ -21,17 +21,19 @@ convert = group("convert", "Turn other model formats into checkpoint folders.")
               help="float32 keeps the dequantised values exactly; bfloat16 halves the size.")
 @click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
-def gguf_command(gguf_file, out, dtype, force, as_json):
+@quiet_option
+def gguf_command(gguf_file, out, dtype, force, as_json, quiet):
     """Convert a GGUF model (any quantisation transformers can dequantise) into a folder plain
     `from_pretrained` loads."""
     from skillgraft.convert.gguf import convert_gguf
 
-    result = convert_gguf(gguf_file, out, dtype=dtype, force=force)
+    result = convert_gguf(gguf_file, out, dtype=dtype, force=force, quiet=quiet)
     if as_json:
         print(json.dumps(result))
     else:
         source = result["inputs"][0]
-        print(f"wrote {out} ({source['architecture']}, {source['quantization']} → {dtype})", file=sys.stderr)
+        if not quiet:
+            print(f"wrote {out} ({source['architecture']}, {source['quantization']} → {dtype})", file=sys.stderr)
 
 
 def register(cli: click.Group) -> None:

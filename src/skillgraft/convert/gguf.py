@@ -11,6 +11,8 @@ work (one `error:` line), a plain folder without the `quantization_config` (so
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +55,9 @@ def read_info(path: Path) -> GGUFInfo:
         raise UserError(f"{path}: no such file")
     try:
         reader = GGUFReader(path)
-    except (ValueError, IndexError, OSError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001
         # gguf raises ValueError for a bad magic, IndexError/ValueError when the tensor data
-        # the header announces runs past the end of the file
+        # the header announces runs past the end of the file, others for a damaged table
         raise UserError(f"{path}: not a readable GGUF file (truncated or not GGUF: {exc})") from None
     architecture = _field(reader, "general.architecture")
     if not architecture:
@@ -78,7 +80,25 @@ def check_supported(info: GGUFInfo, path: Path) -> None:
                         f"(it can: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
 
 
-def _load(path: Path, dtype: str):
+@contextlib.contextmanager
+def _dequantise_bar(quiet: bool):
+    """transformers' GGUF loader draws its own tqdm bar whatever its progress-bar switch says;
+    make it one that clears itself when done (or failed), only on a terminal, never with --quiet,
+    so a failure leaves one `error:` line."""
+    import transformers.modeling_gguf_pytorch_utils as loader
+    from tqdm.auto import tqdm
+
+    original = getattr(loader, "tqdm", None)
+    if original is not None:
+        loader.tqdm = functools.partial(tqdm, leave=False, disable=True if quiet else None)
+    try:
+        yield
+    finally:
+        if original is not None:
+            loader.tqdm = original
+
+
+def _load(path: Path, dtype: str, quiet: bool):
     """Model and tokenizer as transformers builds them from the GGUF (dequantised)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,11 +107,34 @@ def _load(path: Path, dtype: str):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                     dtype=getattr(torch, dtype))
-    except (ValueError, KeyError, OSError, NotImplementedError) as exc:
-        raise UserError(f"{path}: transformers cannot load this GGUF ({str(exc).splitlines()[0]})") from None
+        with _dequantise_bar(quiet):
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                         dtype=getattr(torch, dtype))
+    except MemoryError:
+        raise UserError(f"{path}: not enough memory to convert it: the whole model is dequantised in memory "
+                        f"(about {_needed_gb(path, dtype):.1f} GB at {dtype}); free memory or use --dtype bfloat16"
+                        ) from None
+    except Exception as exc:  # noqa: BLE001 - a user's file inside a third-party loader: any failure is the file's
+        raise UserError(f"{path}: transformers cannot load this GGUF ({_first_line(exc)})") from None
     return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _needed_gb(path: Path, dtype: str) -> float:
+    """The converted weights' size: every parameter at `dtype` (the header's tensor shapes)."""
+    import numpy as np
+
+    try:
+        from gguf import GGUFReader
+
+        params = sum(int(np.prod(t.shape)) for t in GGUFReader(path).tensors)
+    except Exception:  # noqa: BLE001 - only an estimate for a message
+        return float("nan")
+    return params * (4 if dtype == "float32" else 2) / 1e9
 
 
 def _drop_quantization(model) -> None:
@@ -105,7 +148,8 @@ def _drop_quantization(model) -> None:
     model.config.use_cache = True
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "float32", force: bool = False) -> dict:
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "float32", force: bool = False,
+                 quiet: bool = False) -> dict:
     """Write the GGUF model as a checkpoint folder (safetensors, config, tokenizer, chat
     template, `skillgraft.json`); returns the manifest plus `output`.
 
@@ -119,9 +163,9 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "fl
     check_supported(info, path)
     check_output(out, [path], force=force)
     digest = sha256_file(path)
-    model, tokenizer = _load(path, dtype)
+    model, tokenizer = _load(path, dtype, quiet)
     _drop_quantization(model)
-    with AtomicFolder(out) as temp:
+    with AtomicFolder(out, force=force) as temp:
         model.save_pretrained(temp)
         tokenizer.save_pretrained(temp)
         manifest = write_manifest(

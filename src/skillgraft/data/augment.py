@@ -24,6 +24,9 @@ from skillgraft.data.records import read_records
 from skillgraft.errors import UserError
 
 TEMPLATE_STYLES = ("qa", "article", "interview", "textbook")
+# Not a rewrite either: the fact's own text (`--styles original` alone writes the k=1 file
+# every study needs as its control; with other styles it is the same as the default --original).
+ORIGINAL = "original"
 # Not a rewrite: each of the fact's own QA pairs as a {question, answer} record, which a
 # training config with `data.format: auto` learns as a chat turn (answer tokens only).
 QA_PAIRS = "qa-pairs"
@@ -46,7 +49,8 @@ def style_prompt(style: str, text: str) -> str:
     elif style in STYLE_PROMPTS:
         head = STYLE_PROMPTS[style]
     else:
-        raise UserError(f"--styles: unknown style {style!r}; choose from {', '.join(TEMPLATE_STYLES)}, translate:LANG")
+        raise UserError(f"--styles: unknown style {style!r}; choose from {ORIGINAL}, {', '.join(TEMPLATE_STYLES)}, "
+                        f"{QA_PAIRS}, translate:LANG")
     return f"{head}\n\n{text}"
 
 
@@ -79,8 +83,8 @@ def template_rewrite(fact: dict, style: str, number: int = 1) -> str:
         head = f"Lesson: {title}\n" if title else ""
         review = "\n".join(f"{i}. {q}\n   Answer: {a}" for i, (q, a) in enumerate(pairs, 1))
         return f"{head}{text}\n\nReview questions:\n{review}".strip()
-    raise UserError(f"--styles: the template rewriter knows {', '.join(TEMPLATE_STYLES)}; "
-                    f"{style!r} needs an LLM rewriter (--rewriter openai or local)")
+    raise UserError(f"--styles: the template rewriter knows {ORIGINAL}, {', '.join(TEMPLATE_STYLES)} and "
+                    f"{QA_PAIRS}; {style!r} needs an LLM rewriter (--rewriter openai or local)")
 
 
 class CachedRewriter:
@@ -157,6 +161,10 @@ def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter 
         raise UserError(f"{facts_path}: no facts in the file")
     if not styles:
         raise UserError("--styles: give at least one style")
+    if ORIGINAL in styles and not include_original:
+        raise UserError("--styles original and --no-original contradict each other: drop one")
+    include_original = include_original or ORIGINAL in styles
+    styles = [style for style in styles if style != ORIGINAL]
     out: list[dict] = []
     for number, fact in enumerate(facts, 1):
         if not str(fact.get("text", "")).strip() and (rewriter is not None or include_original):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -67,7 +68,8 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
               help="Output JSONL of {text, style, fact} records (qa-pairs: {question, answer, style, fact}).")
 @click.option("--styles", default="qa,article,interview,textbook", show_default=True,
               help="Comma-separated: qa, article, interview, textbook, translate:LANG; qa-pairs adds the "
-                   "facts' own QA pairs as question/answer records (train them with data.format: auto).")
+                   "facts' own QA pairs as question/answer records (train them with data.format: auto); "
+                   "original alone writes only the facts' own texts (a k=1 file).")
 @click.option("--rewriter", type=click.Choice(["template", "openai", "local"]), default="template",
               show_default=True, help="Templates (offline), an OpenAI-compatible endpoint, or a local model.")
 @click.option("--endpoint", default=None, help="OpenAI-compatible base URL for --rewriter openai, "
@@ -95,12 +97,14 @@ def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_ke
                              api_key_env=api_key_env, max_new_tokens=max_new_tokens, temperature=temperature)
     records = augment(facts, style_list, llm, include_original=original)
     write_jsonl(out, records)
-    summary = {"output": str(out), "records": len(records), "styles": style_list, "rewriter": rewriter,
-               "llm_calls": llm.calls if llm else 0, "cache_hits": llm.hits if llm else 0}
+    by_style = dict(Counter(record["style"] for record in records))
+    summary = {"output": str(out), "records": len(records), "by_style": by_style, "styles": style_list,
+               "rewriter": rewriter, "llm_calls": llm.calls if llm else 0, "cache_hits": llm.hits if llm else 0}
     if as_json:
         _echo_json(summary)
     else:
-        print(f"{len(records)} texts ({', '.join(style_list)}) → {out}"
+        counts = ", ".join(f"{n} {style}" for style, n in by_style.items())
+        print(f"{len(records)} records ({counts}) → {out}"
               + (f"; LLM calls {llm.calls}, cache hits {llm.hits}" if llm else ""))
 
 

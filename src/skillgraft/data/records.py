@@ -17,7 +17,8 @@ def read_records(path: str | Path, what: str = "data") -> list[dict]:
     """Load records from a `.txt` (one text per non-empty line) or `.jsonl`/`.json` file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what}: file not found: {path}")
+        where = "" if path.is_absolute() else f" (looked for {path.resolve()})"
+        raise UserError(f"{what}: file not found: {path}{where}")
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".txt":
         return [{"text": line} for line in raw.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from skillgraft.clikit import command
+from skillgraft.clikit import command, quiet_option
 from skillgraft.errors import UserError
 
 BACKENDS = click.Choice(["auto", "transformers", "endpoint", "vllm"])
@@ -61,7 +61,8 @@ def model_options(f):
 @command("eval")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("-s", "--suite", required=True, help="Suite YAML, or a built-in name (retention, arithmetic, lab).")
-@click.option("-o", "--output", default=None, help="Results JSON (an interrupted run resumes from OUTPUT.partial.jsonl).")
+@click.option("-o", "--out", "--output", "output", default=None,
+              help="Results JSON (an interrupted run resumes from OUT.partial.jsonl).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON on stdout (the table goes to stderr).")
 @model_options
 @click.option("--device", default=None, help="Torch device, e.g. cuda:0.")
@@ -71,8 +72,9 @@ def model_options(f):
               help="The model `kept` and `general_kl` compare with (default: the first MODEL); its answers are "
                    "computed once and cached.")
 @click.option("--lm-eval", default=None, metavar="TASKS", help="Also run lm-evaluation-harness TASKS (comma-separated).")
+@quiet_option
 def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, endpoint_model, backend, batch_size,
-                 device, sample, seed, reference, lm_eval):
+                 device, sample, seed, reference, lm_eval, quiet):
     """Score MODELs (folders, Hugging Face ids, lab:NAME or http(s)://…/v1 endpoints) on a suite:
     the same prompts, the same decoding; a table and the results JSON."""
     from skillgraft.evaluate.results import write_json_atomic
@@ -84,12 +86,14 @@ def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, en
         require_lm_eval()
     results = run_suite(list(models), suite, output=output, batch_size=batch_size, backend=backend,
                         endpoint_model=endpoint_model, dtype=dtype, device=device,
-                        generation=generation_overrides(max_new_tokens, chat, seed, sample), reference=reference)
+                        generation=generation_overrides(max_new_tokens, chat, seed, sample), reference=reference,
+                        **({"log": None} if quiet else {}))
     if lm_eval:
         results["lm_eval"] = _lm_eval(models, lm_eval, batch_size, dtype, device)
         if output:
             write_json_atomic(output, results)
-    print_table(results, sys.stderr if as_json else sys.stdout)
+    if not (as_json and quiet):
+        print_table(results, sys.stderr if as_json else sys.stdout)
     if output and not as_json:
         print(f"results: {output}")
     if as_json:

@@ -146,7 +146,9 @@ def load_items(path: str | Path) -> list[Item]:
     """Read a JSONL probe file; each error names the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"probe file {path}: not found")
+        where = "" if path.is_absolute() else f" (looked for {path.resolve()}; relative paths in a suite are " \
+            "relative to its folder)"
+        raise UserError(f"probe file {path}: not found{where}")
     items: list[Item] = []
     seen: set[str] = set()
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

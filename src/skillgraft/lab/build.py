@@ -100,7 +100,7 @@ def build(out_dir: Path, seed: int = 0, *, force: bool = False, quiet: bool = Fa
         hf_logging.disable_progress_bar()   # save_pretrained's "Writing model shards" bars
     out_dir = Path(out_dir)
     check_output(out_dir, [], force=force, option="--out")
-    with AtomicFolder(out_dir) as tmp:   # never leaves a half-built folder behind
+    with AtomicFolder(out_dir, force=force) as tmp:   # never leaves a half-built folder behind
         record = _build_into(tmp, seed, quiet=quiet, command=command)
     if not quiet:
         print(f"[lab] built {', '.join(MODELS)} in {record['seconds']} s -> {out_dir}", file=sys.stderr)

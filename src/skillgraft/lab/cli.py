@@ -20,7 +20,7 @@ lab = group("lab", "The lab world: tiny two-language models that show a skill ve
 
 
 @lab.command("build", context_settings=CONTEXT)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("lab-models"), show_default=True,
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("lab-models"), show_default=True,
               help="Folder to write base, cp, skilled, nonskill, upper and lab.json into (published by rename).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the world, the initialisation and the data order.")
@@ -49,7 +49,7 @@ def demo_options(f):
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random-direction control and the evaluation sample."),
         click.option("--force", is_flag=True, help="Replace --out if it is an earlier demo folder."),
-        click.option("--out", type=click.Path(path_type=Path), default=None,
+        click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
                      help="Keep the vectors, grafted models and generations here (published by rename)."),
     ):
         f = decorator(f)

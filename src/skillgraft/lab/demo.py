@@ -183,7 +183,7 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
     set_threads()
     stream = sys.stderr if as_json else sys.stdout
     world = W.make_world(shipped_seed(root))
-    with AtomicFolder(out_dir) if out_dir is not None else tempfile.TemporaryDirectory(
+    with AtomicFolder(out_dir, force=force) if out_dir is not None else tempfile.TemporaryDirectory(
             prefix="skillgraft-lab-demo-") as work:
         work = Path(work)
         print(f"[lab demo] extracting and grafting in {work}", file=sys.stderr)

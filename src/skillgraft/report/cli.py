@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command
+from skillgraft.clikit import command, quiet_option
 from skillgraft.errors import UserError
 from skillgraft.evaluate.cli import generation_overrides, model_options, print_table
 
@@ -20,24 +20,28 @@ from skillgraft.evaluate.cli import generation_overrides, model_options, print_t
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("-p", "--prompts", required=True, type=click.Path(path_type=Path),
               help="Suite YAML, items JSONL, or a text file (one prompt a line).")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="HTML report to write.")
+@click.option("-o", "--out", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="HTML report to write.")
 @click.option("--title", default="skillgraft comparison", show_default=True, help="Page title.")
 @click.option("--json", "as_json", is_flag=True, help="Print {report, scores} as JSON on stdout.")
 @model_options
+@quiet_option
 def compare_command(models, prompts, output, title, as_json, chat, max_new_tokens, dtype, endpoint_model, backend,
-                    batch_size):
+                    batch_size, quiet):
     """Side-by-side generations of MODELs on the same prompts, as a self-contained HTML page."""
     from skillgraft.evaluate.prompts import suite_from_prompts
     from skillgraft.evaluate.runner import run_suite
     from skillgraft.report import write_report
 
     if output.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--output {output}: the report is HTML; name it *.html")
+        raise UserError(f"-o {output}: the report is HTML; name it *.html")
     suite = suite_from_prompts(prompts)
     results = run_suite(list(models), suite, batch_size=batch_size, backend=backend, endpoint_model=endpoint_model,
-                        dtype=dtype, generation=generation_overrides(max_new_tokens, chat, None, None))
+                        dtype=dtype, generation=generation_overrides(max_new_tokens, chat, None, None),
+                        **({"log": None} if quiet else {}))
     write_report(results, output, title=title)
-    print_table(results, sys.stderr if as_json else sys.stdout)
+    if not (as_json and quiet):
+        print_table(results, sys.stderr if as_json else sys.stdout)
     if as_json:
         print(json.dumps({"report": str(output), "scores": results["scores"]}, ensure_ascii=False))
     else:

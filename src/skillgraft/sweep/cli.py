@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, emit_json, group, json_option
+from skillgraft.clikit import command, emit_json, group, json_option, quiet_option
 
 sweep_group = group("sweep", "Search recipe settings with Optuna; report the trade-offs found.")
 
@@ -61,14 +61,15 @@ def print_summary(result: dict) -> None:
 @click.option("--allow-changed-data", is_flag=True, help="Continue a study although a data, suite or prompt file "
               "its recipe names changed since it started (default: refused).")
 @json_option
+@quiet_option
 def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new,
-                allow_changed_data, as_json):
+                allow_changed_data, as_json, quiet):
     """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""
     from skillgraft.sweep.study import run_sweep
 
     study, url = run_sweep(config, list(overrides), out, storage=storage, name=study_name, n_trials=n_trials,
                            workers=workers, timeout=timeout, keep=keep, new=new,
-                           allow_changed_data=allow_changed_data)
+                           allow_changed_data=allow_changed_data, quiet=quiet)
     result = summary(study, out, url)
     emit_json(result) if as_json else print_summary(result)
 
@@ -95,10 +96,13 @@ def report_command(folder, storage, study_name, as_json):
 @click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
 @click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
-@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@quiet_option
 def knowledge_kit_command(seed, out, force, quiet):
     """Write the knowledge lab's injection as a training config + data (a base model for one seed),
     for recipes/sweeps/lab-knowledge.yaml."""
+    from skillgraft.lab.kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()   # the kit's base is a lab training cell: the same kernels as `lab knowledge`
     from skillgraft.sweep.knowledge_kit import write_kit
 
     print(f"kit: {write_kit(out, seed, force=force, quiet=quiet)}")

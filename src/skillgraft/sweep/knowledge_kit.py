@@ -55,7 +55,7 @@ def write_kit(out: Path, seed: int, *, force: bool = False, quiet: bool = False)
     check_output(out, [], force=force)
     set_threads()
     world = W.make_world(seed)
-    with AtomicFolder(out) as temp:
+    with AtomicFolder(out, force=force) as temp:
         if not quiet:
             print(f"[knowledge-kit] seed {seed}: training the pronoun k=5 base (stage 1 + 2)", file=sys.stderr)
         run_pretrain_cell(Cell("pronoun-k5", seed, "pretrain", 5, False), C.StudyBudget(), temp / "models",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -243,7 +244,7 @@ def load(sweep: Sweep, url: str, name: str, worker: int = 0):
 
 
 def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, timeout: float | None,
-             keep: bool, worker: int = 0) -> None:
+             keep: bool, worker: int = 0, workers: int = 1, quiet: bool = False) -> None:
     """Run `n_trials` trials (and any queued retries first) in this process."""
     from optuna.storages import fail_stale_trials
 
@@ -257,14 +258,14 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
     mark_interrupted(study)
 
     ran = []
+    started = time.time()
 
     def after(study, frozen):
         ran.append(frozen)
-        state = frozen.state.name
-        values = "" if frozen.values is None else " " + " ".join(f"{v:.4g}" for v in frozen.values)
-        error = frozen.user_attrs.get("result", {}).get("error")
-        print(f"sweep: trial {frozen.number} {state}{values}" + (f": {error}" if error and state == "FAIL" else ""),
-              file=sys.stderr, flush=True)
+        if not quiet:
+            print(progress_line(study, frozen, len(ran), n_trials, time.time() - started,
+                                f"sweep[{worker + 1}/{workers}]" if workers > 1 else "sweep"),
+                  file=sys.stderr, flush=True)
         if not keep:
             tidy_outputs(study, out)
 
@@ -275,6 +276,35 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
         requeue_interrupted(study)
         raise
     none_completed(ran)
+
+
+def progress_line(study, frozen, done: int, planned: int, seconds: float, label: str) -> str:
+    """One line per finished trial: which of this run's trials, its state and values, the best
+    value (one objective) or the front's size (several) so far, and the time left at this pace."""
+    from optuna.trial import TrialState
+
+    state = frozen.state.name
+    values = "" if frozen.values is None else " " + " ".join(f"{v:.4g}" for v in frozen.values)
+    error = frozen.user_attrs.get("result", {}).get("error")
+    line = f"{label}: {done}/{planned} trial {frozen.number} {state}{values}"
+    if error and state == "FAIL":
+        line += f": {error}"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete and len(study.directions) == 1:
+        best = study.best_trial
+        line += f" | best {best.value:.4g} (#{best.number})"
+    elif complete:
+        line += f" | front {len(study.best_trials)}"
+    left = planned - done
+    if left > 0:
+        line += f" | {seconds / done:.1f} s/trial, ~{_duration(seconds / done * left)} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def none_completed(ran: list) -> None:
@@ -290,7 +320,7 @@ def none_completed(ran: list) -> None:
 
 def _worker(args: tuple) -> None:
     """A worker process: reload the sweep (the config is the interface) and optimise."""
-    path, overrides, out, url, name, n_trials, timeout, keep, worker, threads = args
+    path, overrides, out, url, name, n_trials, timeout, keep, worker, workers, threads, quiet = args
     import torch
 
     from skillgraft.sweep.config import load_sweep
@@ -298,14 +328,14 @@ def _worker(args: tuple) -> None:
     torch.set_num_threads(threads)
     try:
         optimize(load_sweep(path, overrides), Path(out), url, name, n_trials, timeout=timeout, keep=keep,
-                 worker=worker)
+                 worker=worker, workers=workers, quiet=quiet)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 
 
 def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str, n_trials: int, workers: int, *,
-                timeout: float | None, keep: bool) -> None:
+                timeout: float | None, keep: bool, quiet: bool = False) -> None:
     """K local processes on the same storage; the N trials are split between them."""
     import os
 
@@ -313,7 +343,7 @@ def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str,
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_worker, args=((path, list(overrides), str(out), url, name, n, timeout, keep, i,
-                                                    threads),), daemon=False)
+                                                    workers, threads, quiet),), daemon=False)
              for i, n in enumerate(share) if n]
     try:
         for proc in procs:
@@ -333,7 +363,7 @@ def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str,
 
 def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None, name: str | None,
               n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool,
-              allow_changed_data: bool = False):
+              allow_changed_data: bool = False, quiet: bool = False):
     """`sweep run`: prepare (or resume) the study, run the trials, return the study."""
     from skillgraft.sweep.config import load_sweep
 
@@ -347,7 +377,7 @@ def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None
     url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)
     n = n_trials if n_trials is not None else sweep.config.n_trials
     if workers == 1:
-        optimize(sweep, out, url, name, n, timeout=timeout, keep=keep)
+        optimize(sweep, out, url, name, n, timeout=timeout, keep=keep, quiet=quiet)
     else:
-        run_workers(path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep)
+        run_workers(path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep, quiet=quiet)
     return load(sweep, url, name), url

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command
+from skillgraft.clikit import command, quiet_option
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -37,14 +38,24 @@ def print_summary(summary: dict, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
 @click.option("--force", is_flag=True, help="Replace an earlier run in output_dir (only what skillgraft train "
               "wrote there).")
+@click.option("-o", "--out", default=None, type=click.Path(path_type=Path),
+              help="Output folder (the config's output_dir; relative to the current directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def train_command(config, overrides, resume, force, as_json):
+@quiet_option
+def train_command(config, overrides, resume, force, out, as_json, quiet):
     """Fine-tune a model (LoRA, QLoRA or full) with transformers Trainer, per a YAML config
     (see recipes/; relative paths in it are relative to its folder)."""
     from skillgraft.checkpoint.resolve import resolve_model
     from skillgraft.train.config import load_train_config
+    from skillgraft.train.dataset import check_data
 
-    loaded = load_train_config(config, list(overrides))
+    overrides = list(overrides)
+    if out is not None:  # a YAML string: any path, quoted
+        overrides.append(f"output_dir={json.dumps(str(out.resolve()))}")
+    if quiet:
+        overrides.append("progress=false")
+    loaded = load_train_config(config, overrides)
+    check_data(loaded)                    # an empty or malformed file fails before any model is touched
     resolve_model(loaded.model, "model")  # a missing model fails before transformers is imported
     from skillgraft.train.run import train
 

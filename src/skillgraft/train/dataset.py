@@ -56,6 +56,17 @@ def mix_in_records(mix) -> list[dict]:
     return random.Random(mix.seed).sample(texts, mix.n)
 
 
+def check_data(config) -> None:
+    """Read every data file the config names and check its records (non-empty, well-formed, the
+    fields its format needs): a bad file fails in a second, before any model is loaded."""
+    data = config.data
+    _records(data.train, data.format, "data.train")
+    if data.validation:
+        _records(data.validation, data.format, "data.validation")
+    if data.mix_in and data.mix_in.n:
+        mix_in_records(data.mix_in)
+
+
 def prepare_data(config, tokenizer) -> Prepared:
     """Encode train (plus mix-in) and validation data; pack if asked; report counts."""
     data = config.data

@@ -96,7 +96,7 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
              "steps": summary["steps"], "config_sha256": config_hash(config)}
     kind = "model" if config.method == "full" else "adapter"
     final = out / kind
-    with AtomicFolder(final) as temp:
+    with AtomicFolder(final, force=True) as temp:  # output_dir was claimed (claim_output_dir)
         if gathered:
             for item in gather_dir(config).iterdir():
                 os.replace(item, temp / item.name)
@@ -113,7 +113,7 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
                        card=_card(config, summary, "Fully fine-tuned model" if kind == "model" else "LoRA adapter"))
     summary[f"{kind}_dir"] = str(final)
     if kind == "adapter" and config.merge:
-        with AtomicFolder(out / "merged") as temp:
+        with AtomicFolder(out / "merged", force=True) as temp:
             merge_adapter(config.model, final, temp, untied, scale=config.merge_scale)
             tokenizer.save_pretrained(temp)
             write_manifest(temp, kind="model", inputs=[*inputs, file_record("adapter", final)], options=options,

@@ -52,12 +52,22 @@ class Recorder(TrainerCallback):
                 (folder / STAMP).write_text(json.dumps({**self.stamp, "monitor_baseline": baseline}, indent=2))
 
 
+def _drop_empty(ckpt_dir: Path, created: Path | None) -> None:
+    """A run stopped before its first checkpoint leaves no empty `checkpoints/` (which
+    `--resume` would then reject) and, if it created `output_dir`, no empty folder either."""
+    if ckpt_dir.is_dir() and not any(ckpt_dir.glob("checkpoint-*")):
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if created is not None and created.is_dir() and not any(created.iterdir()):
+        created.rmdir()
+
+
 def _resume_checkpoint(ckpt_dir: Path, config: TrainConfig) -> str:
     from transformers.trainer_utils import get_last_checkpoint
 
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last is None:
-        raise UserError(f"--resume: no checkpoint to resume from in {ckpt_dir}")
+        raise UserError(f"--resume: no checkpoint to resume from in {ckpt_dir} (a run stopped before its first "
+                        f"save, every save_steps={config.save_steps or 500}, leaves none): train again without --resume")
     stamp_path = Path(last) / STAMP
     if not stamp_path.is_file():
         raise UserError(f"--resume: {last} has no {STAMP}; it was not written by skillgraft train")
@@ -122,7 +132,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
-    from skillgraft.train.dataset import add_examples, load_tokenizer, prepare_data
+    from skillgraft.train.dataset import add_examples, check_data, load_tokenizer, prepare_data
     from skillgraft.train.keep import check_options, kl_regularizer, replay_examples
     from skillgraft.train.loop import train_rows
     from skillgraft.train.model import add_lora, load_base
@@ -135,6 +145,8 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
     from skillgraft.train.outputs import claim_output_dir
 
     check_options(config)  # prompt files and counts, before the model is loaded
+    check_data(config)
+    fresh_folder = not out.exists()
     claim_output_dir(out, resume=resume, force=force)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
@@ -154,9 +166,14 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
     if checkpoint is None and ckpt_dir.is_dir() and args.process_index == 0:
         shutil.rmtree(ckpt_dir)  # a fresh run never mixes with an older run's checkpoints
     # without progress, no per-step log dicts either; the monitor prints its own lines
-    trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
-                                 callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
-                                 quiet=not config.progress, regularizer=regularizer)
+    try:
+        trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
+                                     callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
+                                     quiet=not config.progress, regularizer=regularizer)
+    except BaseException:  # Ctrl-C, SIGTERM, a failure: leave a resumable checkpoint or nothing
+        if args.process_index == 0:
+            _drop_empty(ckpt_dir, out if fresh_folder else None)
+        raise
     summary = {
         "output_dir": str(out), "adapter_dir": None, "merged_dir": None, "model_dir": None,
         "losses": recorder.losses, "monitor": monitor.records if monitor else [],

@@ -11,7 +11,7 @@ import sys
 import click
 
 from skillgraft.clikit import (
-    allow_nonfinite_option, allow_pickle_option, assume_vector_option, command, emit_json, force_option, group,
+    allow_nonfinite_option, allow_pickle_option, assume_model_option, assume_vector_option, command, emit_json, force_option, group,
     json_option, quiet_option, select_options, shard_size_option, split_scale, write_options,
 )
 from skillgraft.errors import UserError
@@ -61,8 +61,9 @@ def _size(shard_size: str) -> int:
 @click.option("-o", "--out", required=True, help="Output vector folder.")
 @select_options
 @click.option("--dtype", type=DTYPES, default="float32", show_default=True, help="How the vector is stored.")
+@assume_model_option
 @write_options
-def extract_command(base, skilled, out, include, exclude, dtype, shard_size, force, allow_arch_mismatch,
+def extract_command(base, skilled, out, include, exclude, dtype, assume_model, shard_size, force, allow_arch_mismatch,
                     allow_nonfinite, allow_pickle, quiet, as_json):
     """VECTOR = SKILLED − BASE per tensor, computed in float32.
 
@@ -72,7 +73,7 @@ def extract_command(base, skilled, out, include, exclude, dtype, shard_size, for
 
     result = extract(base, skilled, out, include=include, exclude=exclude, dtype=dtype, force=force, quiet=quiet,
                      allow_arch_mismatch=allow_arch_mismatch, allow_nonfinite=allow_nonfinite,
-                     allow_pickle=allow_pickle, shard_size=_size(shard_size))
+                     allow_pickle=allow_pickle, assume_model=assume_model, shard_size=_size(shard_size))
     report("vector", result, as_json, quiet)
 
 
@@ -104,9 +105,11 @@ def extract_command(base, skilled, out, include, exclude, dtype, shard_size, for
 @click.option("--dry-run", is_flag=True, help="Print what would be grafted, copied, skipped and scaled, and why; "
               "write nothing.")
 @assume_vector_option
+@assume_model_option
 @write_options
 def graft_command(target, vectors, out, deltas, include, exclude, method, density, seed, scale_layers,
-                  scale_modules, scale_depth, with_embeddings, chat_template_from, dry_run, assume_vector, shard_size,
+                  scale_modules, scale_depth, with_embeddings, chat_template_from, dry_run, assume_vector, assume_model,
+                  shard_size,
                   force, allow_arch_mismatch, allow_nonfinite, allow_pickle, quiet, as_json):
     """OUT = TARGET + Σ SCALE·VECTOR, summed in float32 and cast back to the target's dtype
     (or merged with another --method).
@@ -122,7 +125,8 @@ def graft_command(target, vectors, out, deltas, include, exclude, method, densit
     for base, skilled_spec in deltas:
         sources.append((base, *split_scale(skilled_spec)))
     result = graft(target, out, sources=sources, include=include, exclude=exclude, with_embeddings=with_embeddings,
-                   force=force, quiet=quiet, assume_vector=assume_vector, allow_arch_mismatch=allow_arch_mismatch,
+                   force=force, quiet=quiet, assume_vector=assume_vector, assume_model=assume_model,
+                   allow_arch_mismatch=allow_arch_mismatch,
                    allow_nonfinite=allow_nonfinite, allow_pickle=allow_pickle, shard_size=_size(shard_size),
                    chat_template_from=chat_template_from, method=method, density=density, seed=seed,
                    schedule=None if schedule.empty else schedule, dry_run=dry_run)

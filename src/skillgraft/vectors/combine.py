@@ -72,7 +72,7 @@ def combine_vectors(specs, out_dir, *, dtype: str = "float32", operation: str = 
 
     progress = Progress(f"vector {operation}", total_bytes=sum(p.nbytes for p in plan), total_tensors=len(plan),
                         quiet=quiet)
-    with AtomicFolder(out) as temp, progress:
+    with AtomicFolder(out, force=force) as temp, progress:
         def produce(planned: PlannedTensor):
             def parts(start: int, stop: int) -> list:
                 return [(vectors[i][0].read_entries(planned.name, start, stop), None, vectors[i][1])

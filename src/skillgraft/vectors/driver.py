@@ -69,7 +69,7 @@ def nothing_selected(what: str, checkpoint: Checkpoint, selection: TensorFilter,
 
 def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: str = "float32",
             force: bool = False, quiet: bool = True, allow_arch_mismatch: bool = False,
-            allow_nonfinite: bool = False, allow_pickle: bool = False,
+            allow_nonfinite: bool = False, allow_pickle: bool = False, assume_model: bool = False,
             shard_size: int = DEFAULT_SHARD_SIZE) -> dict:
     """Write the vector `skilled − base` (computed in float32, stored as `dtype`) to `out_dir`.
 
@@ -82,8 +82,8 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
         raise UserError(f"--dtype {dtype!r} is not one of float32, bfloat16, float16")
     base = Checkpoint(base_dir, allow_pickle=allow_pickle, role="base")
     skilled = Checkpoint(skilled_dir, allow_pickle=allow_pickle, role="skilled")
-    require_model(base, "base")
-    require_model(skilled, "skilled")
+    require_model(base, "base", assume_model)
+    require_model(skilled, "skilled", assume_model)
     check_same_architecture(base, skilled, allow_arch_mismatch)
     out = Path(out_dir)
     check_output(out, [base.path, skilled.path], force=force)
@@ -116,7 +116,7 @@ def extract(base_dir, skilled_dir, out_dir, *, include=(), exclude=(), dtype: st
 
     progress = Progress("extract", total_bytes=sum(skilled.tensors[t.name].nbytes for t in plan),
                         total_tensors=len(plan), quiet=quiet)
-    with AtomicFolder(out) as temp, progress:
+    with AtomicFolder(out, force=force) as temp, progress:
         def produce(planned: PlannedTensor):
             name = planned.name
 
@@ -174,6 +174,7 @@ class GraftPlan:
     options: dict
     template_plan: dict | None = None
     notes: list[str] = field(default_factory=list)
+    force: bool = False                          # --force: publication may replace an existing output
 
     def describe(self) -> dict:
         """The plan as `graft --dry-run --json` prints it."""
@@ -190,7 +191,8 @@ class GraftPlan:
 
 
 def plan_graft(target_dir, out_dir, *, sources=(), include=(), exclude=(), with_embeddings: bool = False,
-               force: bool = False, assume_vector: bool = False, allow_arch_mismatch: bool = False,
+               force: bool = False, assume_vector: bool = False, assume_model: bool = False,
+               allow_arch_mismatch: bool = False,
                allow_pickle: bool = False, chat_template_from=None, method: str = "sum",
                density: float | None = None, seed: int = 0, schedule: Schedule | None = None,
                source_schedules: list[Schedule | None] | None = None) -> GraftPlan:
@@ -199,8 +201,8 @@ def plan_graft(target_dir, out_dir, *, sources=(), include=(), exclude=(), with_
 
     check_method(method, density)
     target = Checkpoint(target_dir, allow_pickle=allow_pickle, role="target")
-    require_model(target, "target")
-    opened = open_sources(sources, allow_pickle=allow_pickle, assume_vector=assume_vector)
+    require_model(target, "target", assume_model)
+    opened = open_sources(sources, allow_pickle=allow_pickle, assume_vector=assume_vector, assume_model=assume_model)
     for source, own in zip(opened, source_schedules or []):
         source.schedule = own
     for rules in [schedule, *(source.schedule for source in opened)]:
@@ -275,11 +277,12 @@ def plan_graft(target_dir, out_dir, *, sources=(), include=(), exclude=(), with_
         raise nothing_selected("graft", target, selection, skipped, with_embeddings)
     factors = {name: [source.scale_for(name, schedule) for source in active] for name, active in work.items()}
     options = {"include": list(include), "exclude": list(exclude), "with_embeddings": with_embeddings,
-               "method": method, "density": density, "seed": seed, "assume_vector": assume_vector,
+               "method": method, "density": density, "seed": seed, "assume_vector": assume_vector, "assume_model": assume_model,
                "schedule": schedule.describe() if schedule is not None and not schedule.empty else None,
                "allow_arch_mismatch": allow_arch_mismatch,
                "chat_template_from": str(template_plan["source"].resolve()) if template_plan else None}
-    return GraftPlan(target, opened, out, layout, work, factors, skipped, tokenizers, options, template_plan, notes)
+    return GraftPlan(target, opened, out, layout, work, factors, skipped, tokenizers, options, template_plan, notes,
+                     force)
 
 
 def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool = False,
@@ -294,7 +297,7 @@ def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool 
             print(f"note: {note}", file=sys.stderr)
     special_rows: dict[str, str] = {}
     progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan.layout), quiet=quiet)
-    with AtomicFolder(out) as temp, progress:
+    with AtomicFolder(out, force=plan.force) as temp, progress:
         def produce(planned: PlannedTensor):
             name = planned.name
             if name not in work:

@@ -176,7 +176,7 @@ def vector_to_lora(vector_dir, out_dir, *, rank: int | None = None, energy: floa
         alpha_pattern={re.escape(m): r for m, r in ranks.items() if r != top},
         base_model_name_or_path=_base_path(manifest),
     )
-    with AtomicFolder(out) as temp:
+    with AtomicFolder(out, force=force) as temp:
         save_file(tensors, str(temp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         config.save_pretrained(str(temp))
         result = write_manifest(

@@ -74,6 +74,7 @@ class GraftRecipe(BaseModel):
     exclude: list[str] = Field(default_factory=list)
     with_embeddings: bool = False
     assume_vector: bool = False
+    assume_model: bool = False
     chat_template_from: Annotated[Optional[str], MODEL] = None
     shard_size: Union[int, str] = "5GB"
     force: bool = False
@@ -113,7 +114,8 @@ def graft_arguments(recipe: GraftRecipe) -> dict:
         sources=[(*source, spec.scale) for source, spec in zip(sources, recipe.vectors)],
         source_schedules=[spec.schedule.build() if spec.schedule is not None else None for spec in recipe.vectors],
         include=recipe.include, exclude=recipe.exclude, with_embeddings=recipe.with_embeddings,
-        assume_vector=recipe.assume_vector, allow_arch_mismatch=recipe.allow_arch_mismatch,
+        assume_vector=recipe.assume_vector, assume_model=recipe.assume_model,
+        allow_arch_mismatch=recipe.allow_arch_mismatch,
         allow_nonfinite=recipe.allow_nonfinite, allow_pickle=recipe.allow_pickle,
         shard_size=parse_size(recipe.shard_size), chat_template_from=recipe.chat_template_from,
         method=recipe.method, density=recipe.density, seed=recipe.seed,

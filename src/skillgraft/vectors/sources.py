@@ -97,7 +97,8 @@ def float_reason(dtype: str) -> str:
     return f"dtype {dtype} is not floating point"
 
 
-def open_sources(specs, *, allow_pickle: bool = False, assume_vector: bool = False) -> list[DeltaSource]:
+def open_sources(specs, *, allow_pickle: bool = False, assume_vector: bool = False,
+                 assume_model: bool = False) -> list[DeltaSource]:
     """`(vector, scale)` and `(base, skilled, scale)` specs, in the order given (the order of
     the float32 sum), opened and checked: vectors must be vectors, pairs must be models."""
     sources = []
@@ -110,8 +111,8 @@ def open_sources(specs, *, allow_pickle: bool = False, assume_vector: bool = Fal
         else:
             base = Checkpoint(paths[0], allow_pickle=allow_pickle, role="--delta base")
             skilled = Checkpoint(paths[1], allow_pickle=allow_pickle, role="--delta skilled")
-            require_model(base, "--delta base")
-            require_model(skilled, "--delta skilled")
+            require_model(base, "--delta base", assume_model)
+            require_model(skilled, "--delta skilled", assume_model)
             sources.append(DeltaSource(float(scale), base=base, skilled=skilled,
                                        label=f"{paths[0]} -> {paths[1]}:{float(scale):g}"))
     if not sources:

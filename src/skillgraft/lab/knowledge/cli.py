@@ -30,7 +30,7 @@ def table(rows: list[dict]) -> str:
 
 @command("knowledge")
 @click.option("--seeds", type=int, default=None, help="Number of seeds (0..N-1); default 3, or 1 with --fast.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Write results.json, generations.jsonl, plots/ and skillgraft.json here (published by rename).")
 @click.option("--fast", is_flag=True, help="Only names-in-every-sentence k=1 vs k=5 at seed 0, with the study's "
               "budgets (about 2 minutes on 2 CPU cores).")

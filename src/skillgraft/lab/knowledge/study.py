@@ -247,7 +247,7 @@ def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = F
     """
     check_out(out, force)
     start = time.time()
-    with AtomicFolder(out) if out is not None else contextlib.nullcontext() as tmp:
+    with AtomicFolder(out, force=force) if out is not None else contextlib.nullcontext() as tmp:
         per_seed = sum(len(cells) for cells in plan_cells(plan, 0))
         progress = Progress(per_seed * len(seeds), quiet, "knowledge")
         models_dir = tmp / "models" if (tmp is not None and save_models) else None

