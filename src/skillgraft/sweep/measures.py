@@ -1,7 +1,8 @@
 """Named measures: lab numbers a sweep can optimise that no suite file can express, because
 they depend on which lab world (seed) the trial's models come from.
 
-A measure is `fn(model_dir, recipe, **options) -> float`. The world seed is read from the
+A measure is `fn(model_dir, recipe, **options) -> float` (`model_dir`: a folder, or an
+in-memory trial's evaluation backend). The world seed is read from the
 lab model the recipe started from (`options.seed` in its `skillgraft.json`), so the same sweep config scores a
 held-out seed's build correctly when only the recipe's models change.
 
@@ -24,6 +25,12 @@ from pathlib import Path
 
 
 def _load(folder):
+    """A measure's model and tokenizer: a folder loaded, or those of an in-memory trial (an
+    evaluation backend on the warm target, `sweep.warm`)."""
+    from skillgraft.evaluate.backends.hf import HFBackend
+
+    if isinstance(folder, HFBackend):
+        return folder.model, folder.tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -270,7 +270,7 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
             tidy_outputs(study, out)
 
     try:
-        study.optimize(lambda trial: run_trial(trial, sweep, out), n_trials=n_trials, timeout=timeout,
+        study.optimize(lambda trial: run_trial(trial, sweep, out, keep), n_trials=n_trials, timeout=timeout,
                        callbacks=[after], catch=(Exception,), gc_after_trial=False)
     except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
         requeue_interrupted(study)

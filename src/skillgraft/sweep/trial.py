@@ -36,9 +36,10 @@ def rebuild_command(folder: Path) -> str:
     return f"skillgraft run {folder / 'recipe.yaml'}"
 
 
-def evaluate(entries, model_dir: str, recipe) -> list[float]:
-    """The value of every objective or constraint for the model in `model_dir`; a suite runs once
-    however many of its scores are asked for. A score the suite leaves empty is NaN."""
+def evaluate(entries, model_dir, recipe) -> list[float]:
+    """The value of every objective or constraint for the model in `model_dir` (a folder, or an
+    in-memory trial's evaluation backend); a suite runs once however many of its scores are
+    asked for. A score the suite leaves empty is NaN."""
     from skillgraft.evaluate.runner import run_suite
     from skillgraft.sweep.measures import MEASURES
 
@@ -68,19 +69,19 @@ def constraint_values(constraints, values: list[float]) -> list[float]:
     return out
 
 
-def _run_recipe(recipe, sweep: Sweep, on_probe) -> str:
-    """Carry out the recipe; returns the folder of the model to evaluate."""
+def _run_recipe(recipe, sweep: Sweep, on_probe):
+    """Carry out the recipe: `(model, publish)`, the model to evaluate (a folder, or a graft
+    applied in memory to the worker's warm target) and, for the latter, the function that
+    writes its folder when the trial is kept."""
     if sweep.recipe_kind == "graft":
-        from skillgraft.vectors import graft
-        from skillgraft.vectors.recipe import graft_arguments
+        from skillgraft.sweep.warm import graft_trial
 
-        graft(recipe.target, recipe.output, quiet=True, **graft_arguments(recipe))
-        return recipe.output
+        return graft_trial(recipe)
     from skillgraft.train.run import train
 
     summary = train(recipe, on_probe=on_probe)
     shutil.rmtree(Path(recipe.output_dir) / "checkpoints", ignore_errors=True)  # Trainer's working state
-    return summary["merged_dir"] or summary["model_dir"]
+    return summary["merged_dir"] or summary["model_dir"], None
 
 
 def _pruning_reporter(trial):
@@ -96,8 +97,9 @@ def _pruning_reporter(trial):
     return on_probe
 
 
-def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
-    """Optuna's objective for one trial (values in the order of `objectives`)."""
+def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float] | float:
+    """Optuna's objective for one trial (values in the order of `objectives`). An in-memory
+    graft trial writes its folder only when `keep` or when it is best / on the front so far."""
     import optuna
 
     config = sweep.config
@@ -111,9 +113,9 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
     start = time.perf_counter()
     try:
         on_probe = _pruning_reporter(trial) if config.pruner is not None else None
-        model_dir = _run_recipe(recipe, sweep, on_probe)
+        model, publish = _run_recipe(recipe, sweep, on_probe)
         ran = time.perf_counter()
-        scores = evaluate([*config.objectives, *config.constraints], model_dir, recipe)
+        scores = evaluate([*config.objectives, *config.constraints], model, recipe)
     except optuna.TrialPruned as exc:
         finish(folder, {**record, "state": "PRUNED", "reason": str(exc)}, keep_output=False)
         raise
@@ -130,12 +132,32 @@ def run_trial(trial, sweep: Sweep, out: Path) -> list[float] | float:
         raise ValueError(error)
     objectives = scores[:len(config.objectives)]
     constraints = constraint_values(config.constraints, scores[len(config.objectives):])
-    timing = {"recipe_seconds": ran - start, "eval_seconds": evaluated - ran}
+    model_dir = model if publish is None else None
+    if publish is not None and (keep or worth_keeping(trial.study, objectives, constraints)):
+        model_dir = publish()
+    timing = {"recipe_seconds": ran - start, "eval_seconds": evaluated - ran,
+              "write_seconds": time.perf_counter() - evaluated, "in_memory": publish is not None}
     trial.set_user_attr("result", {**timing, "constraints": constraints,
                                    "constraint_values": scores[len(config.objectives):]})
     finish(folder, {**record, "state": "COMPLETE", "values": objectives, "constraints": constraints,
-                     "model": str(Path(model_dir).relative_to(folder)), **timing}, keep_output=True)
+                     "model": str(Path(model_dir).relative_to(folder)) if model_dir else None, **timing},
+           keep_output=True)
     return objectives if len(objectives) > 1 else objectives[0]
+
+
+def worth_keeping(study, objectives: list[float], constraints: list[float]) -> bool:
+    """Would a completed trial with these values be best (one objective) or on the front
+    (several) among the study's completed trials now? Only such a trial's folder is written."""
+    from skillgraft.sweep.results import completed, dominates, feasible
+
+    if any(c > 0 for c in constraints):
+        return False
+    directions = [d.name.lower() for d in study.directions]
+    others = [t.values for t in completed(study) if feasible(t)]
+    if len(directions) == 1:
+        sign = 1 if directions[0] == "maximize" else -1
+        return all(sign * objectives[0] > sign * v[0] for v in others)
+    return not any(dominates(v, objectives, directions) or v == objectives for v in others)
 
 
 def finish(folder: Path, result: dict, *, keep_output: bool) -> None:

@@ -291,35 +291,16 @@ def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool 
     from skillgraft.tokenizer import apply_chat_template
 
     target, work, factors, out = plan.target, plan.work, plan.factors, plan.out
-    method, density, seed = plan.options["method"], plan.options["density"], plan.options["seed"]
     for note in plan.notes:
         if not quiet:
             print(f"note: {note}", file=sys.stderr)
     special_rows: dict[str, str] = {}
     progress = Progress("graft", total_bytes=target.total_bytes, total_tensors=len(plan.layout), quiet=quiet)
     with AtomicFolder(out, force=plan.force) as temp, progress:
-        def produce(planned: PlannedTensor):
-            name = planned.name
-            if name not in work:
-                return copied_blocks(target, name)
-            pairs = list(zip(work[name], factors[name]))
-            if method == "sum":
-                def parts(start: int, stop: int) -> list:
-                    return [(target.read_entries(name, start, stop), None, 1.0),
-                            *(source.part(name, factor, start, stop) for source, factor in pairs)]
-            else:  # target + merged == merged + target bit for bit
-                generator = generator_for(seed, name) if method in RANDOM_METHODS else None
-                merged = merge(method, [s.read_delta(name, planned.shape) for s in work[name]], factors[name],
-                               density=density, generator=generator).view(-1)
+        grafted = grafted_blocks(plan, allow_nonfinite, special_rows)
 
-                def parts(start: int, stop: int) -> list:
-                    return [(target.read_entries(name, start, stop), None, 1.0), (merged[start:stop], None, 1.0)]
-            patches = []
-            for source, factor in pairs:
-                if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:
-                    patches.append(chat_rows(target, source.skilled, name, factor, source.alignment.special))
-                    special_rows.update({f"{name}: {token}": source.label for token in patches[-1].rows})
-            return computed_blocks(planned, parts, allow_nonfinite, out, patches)
+        def produce(planned: PlannedTensor):
+            return grafted(planned) if planned.name in work else copied_blocks(target, planned.name)
 
         writer = ShardedWriter(temp, plan.layout, shard_size, metadata={"skillgraft_kind": "model"})
         hashes = stream_tensors(plan.layout, produce, writer, progress, lambda name: target.tensors[name].nbytes)
@@ -345,6 +326,63 @@ def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool 
                       summary=_graft_summary(plan)),
         )
     return {"output": str(out), **manifest}
+
+
+def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows: dict | None = None):
+    """`produce(planned)` for a tensor the plan grafts: its result block by block, in the
+    planned dtype. The one place the graft arithmetic happens, for the written folder and for
+    a model grafted in memory (`graft_in_memory`) alike, so both hold the same bits."""
+    target, work, factors, out = plan.target, plan.work, plan.factors, plan.out
+    method, density, seed = plan.options["method"], plan.options["density"], plan.options["seed"]
+    special_rows = {} if special_rows is None else special_rows
+
+    def produce(planned: PlannedTensor):
+        name = planned.name
+        pairs = list(zip(work[name], factors[name]))
+        if method == "sum":
+            def parts(start: int, stop: int) -> list:
+                return [(target.read_entries(name, start, stop), None, 1.0),
+                        *(source.part(name, factor, start, stop) for source, factor in pairs)]
+        else:  # target + merged == merged + target bit for bit
+            generator = generator_for(seed, name) if method in RANDOM_METHODS else None
+            merged = merge(method, [s.read_delta(name, planned.shape) for s in work[name]], factors[name],
+                           density=density, generator=generator).view(-1)
+
+            def parts(start: int, stop: int) -> list:
+                return [(target.read_entries(name, start, stop), None, 1.0), (merged[start:stop], None, 1.0)]
+        patches = []
+        for source, factor in pairs:
+            if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:
+                patches.append(chat_rows(target, source.skilled, name, factor, source.alignment.special))
+                special_rows.update({f"{name}: {token}": source.label for token in patches[-1].rows})
+        return computed_blocks(planned, parts, allow_nonfinite, out, patches)
+    return produce
+
+
+def graft_in_memory(plan: GraftPlan, state: dict, restore: set[str] = frozenset(),
+                    allow_nonfinite: bool = False) -> set[str]:
+    """Write the plan's result into `state` (a loaded model's `state_dict()`: its tensors share
+    the parameters' memory) instead of a folder: the grafted tensors get `grafted_blocks`' bits,
+    cast to the parameter's dtype exactly as `from_pretrained` casts a loaded file; the tensors
+    named in `restore` that this plan copies get the target's own values back. Returns the names
+    grafted (the next call's `restore`). Nothing is written to disk."""
+    import torch
+
+    grafted = grafted_blocks(plan, allow_nonfinite)
+    layout = {planned.name: planned for planned in plan.layout}
+    missing = sorted(name for name in set(plan.work) | set(restore) if name in layout and name not in state)
+    if missing:
+        raise UserError(f"the loaded target has no parameter {missing[0]!r} (of {len(missing)}); graft to a folder")
+    with torch.no_grad():
+        for name in plan.work:
+            flat, offset = state[name].view(-1), 0
+            for block in grafted(layout[name]):
+                flat[offset:offset + block.numel()].copy_(block)
+                offset += block.numel()
+        for name in set(restore) - set(plan.work):
+            if name in layout:
+                state[name].copy_(plan.target.read(name).reshape(state[name].shape))
+    return set(plan.work)
 
 
 def _graft_summary(plan: GraftPlan) -> str:
