@@ -161,3 +161,17 @@ def test_judge_prompt_and_grade_parsing():
     assert judge.parse_grade("Grade: 10") == 10.0
     assert judge.parse_grade("7/10") == 7.0
     assert judge.parse_grade("no idea") is None
+
+
+def test_score_keys_are_what_score_item_gives():
+    """The names a sweep objective may use, known before anything runs, are exactly the keys an
+    item's scores carry."""
+    from skillgraft.evaluate.metrics import MetricContext, score_item, score_keys
+    from skillgraft.evaluate.suites import Item, MetricSpec
+
+    item = Item(id="a", prompt="Say hi", reference="hi", keywords=["hi"])
+    for spec in (MetricSpec(name="style", markers={"persona": "ahoy"}, target="marker.persona"),
+                 MetricSpec(name="repetition", n=3), MetricSpec(name="keyword")):
+        scores, _ = score_item(spec, item, "Ahoy, hi there. Fair winds!", probe_set=None, ctx=MetricContext())
+        assert sorted(score_keys(spec)) == sorted(scores), spec.name
+    assert "style.marker.persona" in score_keys(MetricSpec(name="style", markers={"persona": "ahoy"}))

@@ -56,8 +56,12 @@ def test_a_value_the_recipe_refuses_fails_before_any_trial(run_cli, tmp_path):
     ({"suite": "lab", "set": "lab_skill_c", "metric": "exact_match"},
      "objectives.0.set: suite 'lab' has no set 'lab_skill_c' (did you mean 'lab_skill_b'?)"),
     ({"suite": "lab", "set": "lab_skill_b", "metric": "exact_mach"},
-     "objectives.0.metric: set 'lab_skill_b' of suite 'lab' scores no metric 'exact_mach' (did you mean "
+     "objectives.0.metric: set 'lab_skill_b' of suite 'lab' gives no score 'exact_mach' (did you mean "
      "'exact_match'?)"),
+    # the whole key, not only its first part: `kept` exists, `kept.share` never will
+    ({"suite": "retention_check", "set": "retention_check", "metric": "kept.share"},
+     "objectives.0.metric: set 'retention_check' of suite 'retention_check' gives no score 'kept.share' "
+     "(scores: keyword, kept, general_kl)"),
     ({"measure": "lab_skil_b"}, "objectives.0.measure: 'lab_skil_b' is not a named measure (did you mean "
                                 "'lab_skill_b'?)"),
 ])

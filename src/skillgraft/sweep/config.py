@@ -291,10 +291,12 @@ def _check_suite_metric(entry: Measure, where: str) -> None:
     if entry.set not in sets:
         raise UserError(f"{where}.set: suite {entry.suite!r} has no set {entry.set!r}"
                         f"{did_you_mean(entry.set, list(sets))} (sets: {', '.join(sets)})")
-    metrics = [m.name for m in sets[entry.set].metrics]
-    if entry.metric.split(".")[0] not in metrics:
-        raise UserError(f"{where}.metric: set {entry.set!r} of suite {entry.suite!r} scores no metric "
-                        f"{entry.metric!r}{did_you_mean(entry.metric, metrics)} (metrics: {', '.join(metrics)})")
+    from skillgraft.evaluate.metrics import score_keys
+
+    keys = [key for spec in sets[entry.set].metrics for key in score_keys(spec)]
+    if entry.metric not in keys:
+        raise UserError(f"{where}.metric: set {entry.set!r} of suite {entry.suite!r} gives no score "
+                        f"{entry.metric!r}{did_you_mean(entry.metric, keys)} (scores: {', '.join(keys)})")
 
 
 def check_values(sweep: Sweep) -> None:

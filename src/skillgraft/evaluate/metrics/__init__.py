@@ -149,6 +149,23 @@ def is_correct(output: str, item) -> bool:
     return answers.keyword_score(output, item.keywords) == 1.0
 
 
+def score_keys(spec) -> list[str]:
+    """Every score name `score_item` gives for this metric spec (`style.marker.persona`,
+    `repetition.distinct_2`, ...), known before anything runs: a sweep objective naming a key
+    no item would carry is refused when the sweep loads, not after its first trial."""
+    name, opts = spec.name, options_of(spec)
+    if name == "style":
+        keys = [f"style.{k}" for k in style.style_scores("", opts["markers"])]
+        return keys + (["style"] if opts["target"] else [])
+    if name == "repetition":
+        return ["repetition"] + [f"repetition.{k}" for k in repetition.repetition_scores("", int(opts["n"]))
+                                 if k != "rate"]
+    if name == "memorization":
+        return ["memorization"] + [f"memorization.{k}" for k in memorization.memorization_scores("", [], 4, set())
+                                   if k != "copied"]
+    return [name]
+
+
 def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext, logliks: list[float] | None = None,
                reference=None, kl: float | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
     """(numbers, details) of one metric on one item's output. `reference`: the reference
