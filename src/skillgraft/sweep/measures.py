@@ -81,15 +81,25 @@ def _retention(lang: str):
         from skillgraft.lab.train import lm_rows
         from skillgraft.train.monitor import mean_loss
 
+        from skillgraft.sweep.warm import folder_key
+
         start = _start(recipe)
         world = W.make_world(lab_seed(start))
         docs = W.pretrain_docs(world, n, seed=7919, mix={lang: 1.0})  # a stream no build trains on
-        losses = []
-        for folder in (resolve_model(start).path, model_dir):
-            model, tokenizer = _load(folder)
-            losses.append(mean_loss(model, lm_rows(tokenizer, docs), tokenizer.pad_token_id))
-        return math.exp(losses[0] - losses[1])
+
+        def loss(model_ref) -> float:
+            model, tokenizer = _load(model_ref)
+            return mean_loss(model, lm_rows(tokenizer, docs), tokenizer.pad_token_id)
+
+        folder = resolve_model(start).path
+        key = (str(folder), folder_key(folder), lang, n)
+        if key not in _START_LOSS:   # the same for every trial of a sweep: loaded and measured once
+            _START_LOSS[key] = loss(folder)
+        return math.exp(_START_LOSS[key] - loss(model_dir))
     return measure
+
+
+_START_LOSS: dict[tuple, float] = {}
 
 
 def _base_phrasing(model_ref: str) -> tuple[int, bool]:
