@@ -189,3 +189,10 @@ def test_a_partial_snapshot_names_what_is_missing_and_the_fetch_command(hub, run
     status, _, err = run_cli("inspect", "org/sharded")
     assert status == 2 and f"incomplete (no {shards[-1]})" in err
     assert run_cli("inspect", "org/base")[0] == 0  # a whole snapshot is used as before
+    # with the network allowed, the rest is fetched; a Hub that cannot be reached says what is missing
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with counting_server() as attempts:
+        hub_reachable_at(monkeypatch, attempts.url)
+        status, _, err = run_cli("inspect", "org/notok")
+    assert status == 2 and attempts.count >= 1 and err.count("\n") == 1, err
+    assert "org/notok is only partly in the Hugging Face cache (no tokenizer" in err and "hf download org/notok" in err

@@ -16,6 +16,7 @@ model the project ships.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -104,8 +105,9 @@ def _from_hub(spec: str, repo_id: str, revision: str | None, role: str) -> Resol
         except Exception as exc:
             if not isinstance(exc, (LocalEntryNotFoundError, OSError)) and not _network_error(exc):
                 raise
-            raise UserError(f"{role} {spec} is neither a local folder nor in the Hugging Face cache "
-                            f"({_cache_dir()}), and the Hub cannot be reached ({_first_line(exc)}); "
+            where = (f"is only partly in the Hugging Face cache (no {'; no '.join(gaps)})" if gaps else
+                     f"is neither a local folder nor in the Hugging Face cache ({_cache_dir()})")
+            raise UserError(f"{role} {spec} {where}, and the Hub cannot be reached ({_first_line(exc)}); "
                             f"fetch it with `{fetch}` where there is network, or pass a local folder") from None
     folder = Path(folder)
     gaps = snapshot_gaps(folder)
@@ -134,8 +136,6 @@ def snapshot_gaps(folder: Path) -> list[str]:
     gaps = [] if present("config.json") else ["config.json"]
     index = folder / "model.safetensors.index.json"
     if present(index.name):
-        import json
-
         try:
             shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
         except (OSError, ValueError):

@@ -298,10 +298,12 @@ def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jo
                                     jobs=jobs, keep_models=keep_models, command=command, start=start,
                                     resumed=sorted(finished))
     except BaseException:
-        if kept is not None and kept.is_dir():
-            count = len(list(kept.glob("*-seed*.json")))
+        count = len(list(kept.glob("*-seed*.json"))) if kept is not None and kept.is_dir() else 0
+        if count:
             print(f"note: the study did not finish; the rows and outputs of its {count} finished cells are kept "
                   f"in {kept}: rerun with --resume to continue", file=sys.stderr)
+        elif kept is not None and not resume:  # nothing finished: nothing to resume, no folder left
+            shutil.rmtree(kept, ignore_errors=True)
         raise
     if kept is not None:
         shutil.rmtree(kept, ignore_errors=True)  # published: the cells are in OUT/cells
