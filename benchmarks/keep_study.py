@@ -2,6 +2,7 @@
 them: `skillgraft data augment`, `skillgraft train CONFIG --set ...`, `skillgraft eval`.
 
     python benchmarks/keep_study.py WORK [--seed N] [--jobs 2] [--only NAME,NAME]
+    python benchmarks/keep_study.py WORK0 --seeds-table WORK1,WORK2   # mean ± sd over the seeds
 
 Knowledge (k=5 texts of `lab real`'s 20 invented facts, its LoRA budget) and persona (its 150
 chats, seed 002's q,v LoRA), each plain and with `regularize.kl`, `data.replay` and both;
@@ -179,6 +180,32 @@ def table(work: Path, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(works: list[Path], names: list[str]) -> str:
+    """Mean ± sample sd over the seed folders `works` (per-seed values in brackets) of each
+    column of `table`, for the runs every folder has finished."""
+    import statistics
+
+    columns = [("heldout.keyword", "held-out keyword"), ("persona.style.marker.persona", "style"),
+               ("retention_check.kept", "check kept"), ("retention_check.keyword", "check keyword"),
+               ("retention_check.general_kl", "check general_kl"), ("retention_tune.kept", "tune kept")]
+    lines = ["| run | seeds | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for name in names:
+        rows = [scores(work, name) for work in works]
+        rows = [r for r in rows if any(r.get(k) is not None for k, _ in columns)]
+        if not rows:
+            continue
+        cells = []
+        for key, _ in columns:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if not values:
+                cells.append("–")
+                continue
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.fmean(values):.3f} ± {sd:.3f} ({', '.join(f'{v:.2f}' for v in values)})")
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work", type=Path)
@@ -186,7 +213,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default=None, help="comma-separated run names (default: all)")
     parser.add_argument("--dial", default="", help="comma-separated RUN@SCALE: a finished run merged at that scale")
+    parser.add_argument("--seeds-table", default="", metavar="WORK,WORK",
+                        help="print mean ± sd over WORK and these other seed folders, run nothing")
     args = parser.parse_args()
+    if args.seeds_table:
+        works = [args.work.resolve(), *(Path(w).resolve() for w in args.seeds_table.split(","))]
+        print(seeds_table(works, ["untrained", *RUNS, *GRAFTS]))
+        return
     import torch
 
     from skillgraft.lab.real.model import converted_model, default_cache
