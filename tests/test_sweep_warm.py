@@ -21,7 +21,8 @@ def test_in_memory_grafts_equal_the_written_folders_bit_for_bit(model_trio, tmp_
     other on one loaded target: each equals `graft` to a folder, loaded back."""
     from skillgraft.evaluate.backends.hf import load_pretrained
     from skillgraft.vectors import extract, graft
-    from skillgraft.vectors.driver import graft_in_memory, plan_graft
+    from skillgraft.vectors.driver import plan_graft
+    from skillgraft.vectors.memory import graft_in_memory
     from skillgraft.vectors.schedule import build_schedule
 
     trio = model_trio("llama", dtype)

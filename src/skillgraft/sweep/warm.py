@@ -4,7 +4,7 @@ A graft trial used to write its model folder, then load it again to evaluate it:
 SmolLM2-135M most of a trial was loading and writing, not grafting. Here a worker keeps the
 target loaded (one per target folder, keyed by its files' names, sizes and times) and each
 trial writes `target + Σ scale·vector` (any merge method, any schedule) into the loaded
-parameters with the graft core's own arithmetic (`vectors.driver.graft_in_memory`, the same
+parameters with the graft core's own arithmetic (`vectors.memory.graft_in_memory`, the same
 bits `skillgraft graft` writes), restoring the tensors the previous trial changed. The
 folder is written afterwards only for a trial worth keeping (best, on the front, `--keep`),
 with the same plan, so `rebuild` and the kept output are what `skillgraft graft` makes.
@@ -66,7 +66,8 @@ def graft_trial(recipe) -> tuple[object, Callable[[], str] | None]:
     `publish` is None."""
     from skillgraft.evaluate.backends.hf import HFBackend
     from skillgraft.vectors import graft
-    from skillgraft.vectors.driver import execute_graft, graft_in_memory, plan_graft
+    from skillgraft.vectors.driver import execute_graft, plan_graft
+    from skillgraft.vectors.memory import graft_in_memory
     from skillgraft.vectors.recipe import graft_arguments
 
     arguments = graft_arguments(recipe)

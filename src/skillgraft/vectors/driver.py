@@ -331,7 +331,7 @@ def execute_graft(plan: GraftPlan, *, quiet: bool = True, allow_nonfinite: bool 
 def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows: dict | None = None):
     """`produce(planned)` for a tensor the plan grafts: its result block by block, in the
     planned dtype. The one place the graft arithmetic happens, for the written folder and for
-    a model grafted in memory (`graft_in_memory`) alike, so both hold the same bits."""
+    a model grafted in memory (`vectors.memory.graft_in_memory`) alike, so both hold the same bits."""
     target, work, factors, out = plan.target, plan.work, plan.factors, plan.out
     method, density, seed = plan.options["method"], plan.options["density"], plan.options["seed"]
     special_rows = {} if special_rows is None else special_rows
@@ -357,32 +357,6 @@ def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows:
                 special_rows.update({f"{name}: {token}": source.label for token in patches[-1].rows})
         return computed_blocks(planned, parts, allow_nonfinite, out, patches)
     return produce
-
-
-def graft_in_memory(plan: GraftPlan, state: dict, restore: set[str] = frozenset(),
-                    allow_nonfinite: bool = False) -> set[str]:
-    """Write the plan's result into `state` (a loaded model's `state_dict()`: its tensors share
-    the parameters' memory) instead of a folder: the grafted tensors get `grafted_blocks`' bits,
-    cast to the parameter's dtype exactly as `from_pretrained` casts a loaded file; the tensors
-    named in `restore` that this plan copies get the target's own values back. Returns the names
-    grafted (the next call's `restore`). Nothing is written to disk."""
-    import torch
-
-    grafted = grafted_blocks(plan, allow_nonfinite)
-    layout = {planned.name: planned for planned in plan.layout}
-    missing = sorted(name for name in set(plan.work) | set(restore) if name in layout and name not in state)
-    if missing:
-        raise UserError(f"the loaded target has no parameter {missing[0]!r} (of {len(missing)}); graft to a folder")
-    with torch.no_grad():
-        for name in plan.work:
-            flat, offset = state[name].view(-1), 0
-            for block in grafted(layout[name]):
-                flat[offset:offset + block.numel()].copy_(block)
-                offset += block.numel()
-        for name in set(restore) - set(plan.work):
-            if name in layout:
-                state[name].copy_(plan.target.read(name).reshape(state[name].shape))
-    return set(plan.work)
 
 
 def _graft_summary(plan: GraftPlan) -> str:
