@@ -96,3 +96,17 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_and_resume_says_why(t
     capsys.readouterr()
     err = _error(capsys, "train", config, "--resume")
     assert "no checkpoint to resume from" in err and "save_steps=2" in err and "without --resume" in err
+
+
+def test_run_and_train_take_out_and_quiet(tmp_path, world, capsys, monkeypatch):
+    """`run CONFIG -o DIR --quiet` and `train CONFIG -o DIR --quiet` on a training config:
+    the output goes to DIR (relative to the current directory) with progress off."""
+    from skillgraft.cli import main
+
+    config = train_config(tmp_path, world, max_steps=1, progress=True)
+    monkeypatch.chdir(tmp_path)
+    for verb, out in (("run", "by-run"), ("train", "by-train")):
+        assert main([verb, str(config), "-o", out, "--quiet", "--json"]) == 0, capsys.readouterr().err[-2000:]
+        capsys.readouterr()
+        record = json.loads((tmp_path / out / "skillgraft.json").read_text())
+        assert record["options"]["progress"] is False and record["options"]["output_dir"] == str(tmp_path / out)

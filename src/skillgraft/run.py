@@ -79,8 +79,10 @@ def run_recipe_file(recipe: BaseModel, *, out: str | None, force: bool, quiet: b
     from skillgraft.train.cli import print_summary
     from skillgraft.train.run import train
 
-    if out:
-        recipe.output_dir = out
+    if out:  # relative to the current directory, recorded whole (as `train -o`)
+        recipe.output_dir = str(Path(out).resolve())
+    if quiet:  # as `train --quiet`
+        recipe.progress = False
     summary = train(recipe, force=force)
     print_summary(summary, as_json)
     return summary
