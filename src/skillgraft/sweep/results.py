@@ -49,6 +49,19 @@ def front(study, done: list | None = None) -> list:
     return [t for t, out in zip(trials, dominated) if not out]
 
 
+def worth_keeping(study, objectives: list[float], constraints: list[float]) -> bool:
+    """Would a completed trial with these values be best (one objective) or on the front
+    (several) among the study's completed trials now? Only such a trial's folder is written."""
+    if any(c > 0 for c in constraints):
+        return False
+    directions = [d.name.lower() for d in study.directions]
+    others = [t.values for t in completed(study) if feasible(t)]
+    if len(directions) == 1:
+        sign = 1 if directions[0] == "maximize" else -1
+        return all(sign * objectives[0] > sign * v[0] for v in others)
+    return not any(dominates(v, objectives, directions) or v == objectives for v in others)
+
+
 def front_entries(study, out: Path) -> list[dict]:
     """The front as `sweep run --json` and the report list it: values, parameters, recipe, rebuild command."""
     return [{"number": t.number, "values": t.values, "params": t.params,

@@ -132,6 +132,8 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
         raise ValueError(error)
     objectives = scores[:len(config.objectives)]
     constraints = constraint_values(config.constraints, scores[len(config.objectives):])
+    from skillgraft.sweep.results import worth_keeping  # results reads trial folders: imported here
+
     model_dir = model if publish is None else None
     if publish is not None and (keep or worth_keeping(trial.study, objectives, constraints)):
         model_dir = publish()
@@ -143,21 +145,6 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
                      "model": str(Path(model_dir).relative_to(folder)) if model_dir else None, **timing},
            keep_output=True)
     return objectives if len(objectives) > 1 else objectives[0]
-
-
-def worth_keeping(study, objectives: list[float], constraints: list[float]) -> bool:
-    """Would a completed trial with these values be best (one objective) or on the front
-    (several) among the study's completed trials now? Only such a trial's folder is written."""
-    from skillgraft.sweep.results import completed, dominates, feasible
-
-    if any(c > 0 for c in constraints):
-        return False
-    directions = [d.name.lower() for d in study.directions]
-    others = [t.values for t in completed(study) if feasible(t)]
-    if len(directions) == 1:
-        sign = 1 if directions[0] == "maximize" else -1
-        return all(sign * objectives[0] > sign * v[0] for v in others)
-    return not any(dominates(v, objectives, directions) or v == objectives for v in others)
 
 
 def finish(folder: Path, result: dict, *, keep_output: bool) -> None:
