@@ -12,6 +12,8 @@ from skillgraft.lab.kernels import pin_cpu_kernels
 # Before anything runs a torch kernel: the lab numbers the tests assert depend on the path.
 pin_cpu_kernels()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# tiny models: one thread (see one_torch_thread); also what the CLI's thread choice reads
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

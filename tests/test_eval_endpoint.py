@@ -121,8 +121,9 @@ def test_eval_cli_on_an_endpoint_with_a_judge(server, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     results = json.loads(captured.out)
+    # a suite that does not say `chat:` asks raw prompts of an endpoint (its template cannot be seen)
     assert results["settings"]["models"][server] == {"backend": "endpoint", "label": server, "base_url": server,
-                                                      "served_model": "other"}
+                                                      "served_model": "other", "chat_applied": {"s": False}}
     assert results["settings"]["judge"]["rubric"] == DEFAULT_RUBRIC
     assert [r["output"] for r in results["items"]] == ["other saw [capital of France?] t=0.0\nQ: more", "chat says hello"]
     assert results["scores"][server]["s"] == {"keyword": 1.0, "judge": 8.0}

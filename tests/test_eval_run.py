@@ -106,6 +106,10 @@ class Interrupting(Backend):
     def describe(self):
         return self.inner.describe()
 
+    @property
+    def has_chat_template(self):
+        return self.inner.has_chat_template
+
 
 def test_interrupted_run_resumes_from_partial_results(models, suite, tmp_path):
     inner = HFBackend.from_path(models[0])

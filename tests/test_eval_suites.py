@@ -44,7 +44,7 @@ def test_suite_round_trip(tmp_path):
     assert probe_set.metrics[1].options == {"tokenizer": "cjk"}
     # set-level generation overrides the suite's, other suite settings are inherited
     assert probe_set.generation.max_new_tokens == 12 and probe_set.generation.chat is True
-    assert probe_set.generation.stop == ["\n"] and suite.generation.chat is False
+    assert probe_set.generation.stop == ["\n"] and suite.generation.chat == "auto"  # unsaid: the template when there is one
     assert probe_set.language == "en"
     # dump the loaded items and load them again: nothing lost
     again = tmp_path / "again.jsonl"

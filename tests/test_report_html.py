@@ -105,3 +105,44 @@ def test_report_screenshot_is_not_blank(report, tmp_path):
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[0] == 900 and pixels.shape[1] == 1200
     assert float(pixels[..., :3].std()) > 0.05  # text, tables and the plot, not an empty page
+
+
+MEASURE = ('<script>window.addEventListener("load", function () { var d = document.documentElement;'
+           ' document.body.dataset.widths = d.scrollWidth + "/" + d.clientWidth; });</script></body>')
+
+
+def page_widths(html_file: Path, tmp_path: Path) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of a page in headless Chromium at 1280 px, measured by a copy
+    of it with one more load handler."""
+    probe = tmp_path / f"measured-{html_file.name}"
+    probe.write_text(html_file.read_text(encoding="utf-8").replace("</body>", MEASURE), encoding="utf-8")
+    dom = _chromium("--window-size=1280,900", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()).stdout
+    found = re.search(r'data-widths="(\d+)/(\d+)"', dom)
+    assert found, dom[-1500:]
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_model_columns_are_labelled_by_the_shortest_unique_path():
+    from skillgraft.report.html import short_labels
+
+    assert short_labels(["/runs/k1/merged", "/runs/k5/merged", "/models/base"]) == ["k1/merged", "k5/merged", "base"]
+    assert short_labels(["a/x/m", "b/x/m"]) == ["a/x/m", "b/x/m"]
+    assert short_labels(["http://host:8000/v1", "out/"]) == ["v1", "out"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_a_wide_report_fits_a_1280_px_window(tmp_path):
+    models = [f"/very/long/path/to/the/runs/of/a/study/seed-{n}/knowledge-kl-replay/merged" for n in range(6)]
+    metrics = {f"metric_number_{m}": 0.5 for m in range(12)}
+    items = [{"model": m, "set": "s", "id": "1", "prompt": "p " * 40, "output": "x" * 400 + " word" * 50,
+              "metrics": metrics} for m in models]
+    results = {"settings": {"model_order": models, "sets": {"s": {}}, "generation": {"chat": "auto"},
+                            "models": {m: {"chat_applied": {"s": True}} for m in models}},
+               "scores": {m: {"s": metrics} for m in models}, "items": items}
+    html = render_report(results)
+    assert "prompts: M1 chat template" in html and '"chat"' not in html  # the decoding line says what was applied
+    assert ">M1: seed-0/knowledge-kl-replay/merged</th>" in html  # the shortest path telling the six apart
+    page = tmp_path / "wide.html"
+    page.write_text(html, encoding="utf-8")
+    scroll, client = page_widths(page, tmp_path)
+    assert scroll <= client, f"the page is {scroll} px wide in a {client} px window"

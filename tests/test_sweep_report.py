@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("optuna")
 
 from sweep_helpers import free_port, trials, wait_for, write_sweep  # noqa: E402
-from test_report_html import CHROMIUM, _chromium  # noqa: E402
+from test_report_html import CHROMIUM, _chromium, page_widths  # noqa: E402
 
 OBJECTIVES = [{"measure": "lab_skill_b", "options": {"n": 40}}, {"measure": "lab_retention_a", "options": {"n": 40}}]
 
@@ -100,6 +100,14 @@ def test_report_renders_in_headless_chromium(sweep):
     assert check and check.group(1) == check.group(2) == "3", dom[-1500:]  # history, front, parameters
     assert dom.count('class="trial-row"') == 8
     assert dom.count('class="best-row"') == len(list((sweep / "trials").glob("*/output")))
+    assert " plots loaded" not in dom  # the image check is data for tests, not a line on the page
+
+
+def test_the_report_fits_a_1280_px_window(sweep, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    scroll, client = page_widths(sweep / "report" / "report.html", tmp_path)
+    assert scroll <= client, f"the page is {scroll} px wide in a {client} px window (the trials table overflows)"
 
 
 def test_optuna_dashboard_lists_the_trials(sweep):

@@ -15,7 +15,8 @@ import threading
 import click
 
 from skillgraft import __version__
-from skillgraft.clikit import CONTEXT, Verbs, command, emit_json, force_option, json_option, quiet_option
+from skillgraft.clikit import (CONTEXT, Verbs, command, emit_json, force_option, json_option, quiet_option,
+                               threads_option)
 from skillgraft.errors import UserError
 
 INTERRUPTED = 130   # exit status after Ctrl-C (128 + SIGINT)
@@ -53,6 +54,7 @@ def cli() -> None:
 @click.option("--check", is_flag=True, help="Validate the file and print it resolved; run nothing.")
 @quiet_option
 @json_option
+@threads_option
 def run_command(config, overrides, out, force, check, quiet, as_json):
     """Run a recipe file: a graft recipe (kind: graft), a training config (kind: train) or a
     sweep (kind: sweep, as `skillgraft sweep run FILE -o OUT`).

@@ -69,6 +69,23 @@ def quiet_option(f):
     return click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")(f)
 
 
+def threads_option(f):
+    """`--threads N` for a verb that computes on the CPU: recorded here (with `--quiet`), applied
+    at its first model load (`skillgraft.cpu.ensure_threads`)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args, threads=None, **kwargs):
+        from skillgraft import cpu
+
+        cpu.configure(threads, None if kwargs.get("quiet") else cpu.stderr_line)
+        return f(*args, **kwargs)
+
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="CPU threads for torch (default: the cores other processes leave free, or "
+                             "OMP_NUM_THREADS).")(wrapper)
+
+
 def force_option(f):
     return click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it "
                         "(a folder with skillgraft.json).")(f)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import group, quiet_option
+from skillgraft.clikit import group, quiet_option, threads_option
 
 convert = group("convert", "Turn other model formats into checkpoint folders.")
 
@@ -22,6 +22,7 @@ convert = group("convert", "Turn other model formats into checkpoint folders.")
 @click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
 @quiet_option
+@threads_option
 def gguf_command(gguf_file, out, dtype, force, as_json, quiet):
     """Convert a GGUF model (any quantisation transformers can dequantise) into a folder plain
     `from_pretrained` loads."""

@@ -101,6 +101,10 @@ def _dequantise_bar(quiet: bool):
 def _load(path: Path, dtype: str, quiet: bool):
     """Model and tokenizer as transformers builds them from the GGUF (dequantised)."""
     import torch
+
+    from skillgraft import cpu
+
+    cpu.ensure_threads()
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from skillgraft.clikit import command, quiet_option
+from skillgraft.clikit import command, quiet_option, threads_option
 from skillgraft.errors import UserError
 
 BACKENDS = click.Choice(["auto", "transformers", "endpoint", "vllm"])
@@ -22,6 +22,18 @@ def generation_overrides(max_new_tokens: int | None, chat: bool | None, seed: in
     """The decoding settings given on the command line (None: the suite's own)."""
     given = {"max_new_tokens": max_new_tokens, "chat": chat, "seed": seed, "do_sample": sample}
     return {key: value for key, value in given.items() if value is not None}
+
+
+def language_codes(languages: str | None) -> list[str] | None:
+    """`--languages en,ja` as checked ISO 639-1 codes."""
+    if not languages:
+        return None
+    from skillgraft.evaluate.metrics.language import check_code
+
+    try:
+        return [check_code(code.strip().lower()) for code in languages.split(",") if code.strip()]
+    except ValueError as exc:
+        raise UserError(f"--languages: {exc}") from None
 
 
 def print_table(results: dict[str, Any], stream) -> None:
@@ -44,11 +56,16 @@ def print_table(results: dict[str, Any], stream) -> None:
 def model_options(f):
     """Options shared by `eval` and `compare`: how models are loaded and prompted."""
     for decorator in (
-        click.option("--chat/--raw", "chat", default=None, help="Render raw prompts with the chat template "
-                     "(default: the suite's setting)."),
+        click.option("--chat/--raw", "chat", default=None, help="Ask raw prompts through the chat template, or "
+                     "as written (default: the suite's `chat:`; a suite that does not say uses the template "
+                     "of each model that has one)."),
+        click.option("--languages", default=None, metavar="CODES",
+                     help="Languages to score in a suite with only_model_languages (the built-in retention), "
+                          "e.g. en,ja (default: the models' card or tokenizer)."),
         click.option("--max-new-tokens", type=int, default=None, help="Override the suite's max_new_tokens."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
-                     help="Load dtype (default: the checkpoint's)."),
+                     help="Load and compute dtype (default: the checkpoint's; on a CPU where its bfloat16/float16 "
+                          "is slower than float32, float32)."),
         click.option("--endpoint-model", default=None, help="Served model name (default: the first of GET /v1/models)."),
         click.option("--backend", type=BACKENDS, default="auto", show_default=True, help=BACKEND_HELP),
         click.option("--batch-size", type=int, default=8, show_default=True,
@@ -73,8 +90,9 @@ def model_options(f):
                    "computed once and cached.")
 @click.option("--lm-eval", default=None, metavar="TASKS", help="Also run lm-evaluation-harness TASKS (comma-separated).")
 @quiet_option
-def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, endpoint_model, backend, batch_size,
-                 device, sample, seed, reference, lm_eval, quiet):
+@threads_option
+def eval_command(models, suite, output, as_json, chat, languages, max_new_tokens, dtype, endpoint_model, backend,
+                 batch_size, device, sample, seed, reference, lm_eval, quiet):
     """Score MODELs (folders, Hugging Face ids, lab:NAME or http(s)://…/v1 endpoints) on a suite:
     the same prompts, the same decoding; a table and the results JSON."""
     from skillgraft.evaluate.results import write_json_atomic
@@ -87,7 +105,7 @@ def eval_command(models, suite, output, as_json, chat, max_new_tokens, dtype, en
     results = run_suite(list(models), suite, output=output, batch_size=batch_size, backend=backend,
                         endpoint_model=endpoint_model, dtype=dtype, device=device,
                         generation=generation_overrides(max_new_tokens, chat, seed, sample), reference=reference,
-                        **({"log": None} if quiet else {}))
+                        languages=language_codes(languages), **({"log": None} if quiet else {}))
     if lm_eval:
         results["lm_eval"] = _lm_eval(models, lm_eval, batch_size, dtype, device)
         if output:

@@ -46,7 +46,7 @@ def suite_from_prompts(path: str | Path, generation: GenerationSettings | None =
                 items.append(item)
         if not items:
             raise UserError(f"--prompts {path}: no prompts")
-    generation = generation or GenerationSettings()
+    generation = generation or GenerationSettings(chat="auto")
     probe_set = ProbeSet(path.stem, items, default_metrics(items), generation, source=str(path))
     check_set(probe_set)
     return Suite(path.stem, [probe_set], generation, str(path))

@@ -17,10 +17,15 @@ from skillgraft.evaluate.backends import Backend, as_messages, make_backend
 from skillgraft.evaluate.metrics import NEEDS_REFERENCE, MetricContext, options_of, score_item
 from skillgraft.evaluate.results import PartialLog, aggregate, retention_table, settings_key, write_json_atomic
 from skillgraft.evaluate.suites import Suite, load_suite
+from skillgraft.heartbeat import Heartbeat
 
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    """The log of a run that prints nothing."""
 
 
 def _labelled(models: Any) -> list[tuple[str, Any]]:
@@ -61,7 +66,8 @@ def suite_settings(suite: Suite) -> dict[str, Any]:
 def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | None = None,
               batch_size: int = 8, backend: str = "auto", endpoint_model: str | None = None,
               dtype: str | None = None, device: str | None = None, generation: Mapping[str, Any] | None = None,
-              reference: Any = None, log: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
+              reference: Any = None, languages: Sequence[str] | None = None,
+              log: Callable[[str], None] | None = _stderr) -> dict[str, Any]:
     """Evaluate every model on every set of `suite` and return the results dict.
 
     `models`: checkpoint paths, `http(s)://…/v1` URLs, `Backend`s or `(model, tokenizer)`
@@ -76,17 +82,20 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
     """
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    log = log or (lambda message: None)
+    log = log or _quiet
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if generation:
         for probe_set in suite.sets:
             probe_set.generation = probe_set.generation.model_copy(update=dict(generation))
         suite.generation = suite.generation.model_copy(update=dict(generation))
     labelled = _labelled(models)
+    skipped = _sets_outside_languages(suite, labelled, languages, log) if suite.only_model_languages else {}
     settings = {**suite_settings(suite), "tool": "skillgraft", "tool_version": __version__,
                 "backend": backend, "endpoint_model": endpoint_model, "dtype": dtype,
                 "model_order": [label for label, _ in labelled], "batch_size": batch_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if skipped:
+        settings["skipped_sets"] = skipped
     if reference is None and len(labelled) == 1:
         # one model and no reference: kept / general_kl would compare it with itself
         refs = References()
@@ -100,24 +109,29 @@ def run_suite(models: Any, suite: str | Path | Suite, *, output: str | Path | No
         settings["reference"] = refs.describe
     partial = PartialLog(f"{output}.partial.jsonl" if output else None, settings_key(settings), log)
     ctx = MetricContext(references=refs)
-    for label, spec in labelled:
-        pending = [(s, item) for s in suite.sets for item in s.items if (label, s.name, item.id) not in partial.done]
-        if not pending and label in partial.models:
-            continue
-        owned = not isinstance(spec, Backend)
-        model = make_backend(spec, label=label, backend=backend, endpoint_model=endpoint_model,
-                             dtype=dtype, device=device)
-        try:
-            partial.add_model(label, model.describe())
-            for probe_set in suite.sets:
-                todo = [item for s, item in pending if s is probe_set]
-                for start in range(0, len(todo), batch_size * 4):
-                    _run_chunk(model, label, probe_set, todo[start:start + batch_size * 4], batch_size, ctx, partial)
-                if todo:
-                    log(f"{label} · {probe_set.name}: {len(todo)} items done")
-        finally:
-            if owned:
-                model.close()
+    where = {"at": "loading the first model"}  # what the heartbeat says on a long run
+    with Heartbeat(lambda: f"eval: {where['at']}", log=log, enabled=log is not _quiet):
+        for label, spec in labelled:
+            pending = [(s, item) for s in suite.sets for item in s.items if (label, s.name, item.id) not in partial.done]
+            if not pending and label in partial.models:
+                continue
+            owned = not isinstance(spec, Backend)
+            where["at"] = f"loading {label}"
+            model = make_backend(spec, label=label, backend=backend, endpoint_model=endpoint_model,
+                                 dtype=dtype, device=device)
+            try:
+                chat = {s.name: model.applied(s.generation).chat for s in suite.sets if s.generation.chat == "auto"}
+                partial.add_model(label, {**model.describe(), **({"chat_applied": chat} if chat else {})})
+                for probe_set in suite.sets:
+                    todo = [item for s, item in pending if s is probe_set]
+                    for start in range(0, len(todo), batch_size * 4):
+                        where["at"] = f"{label} · {probe_set.name}: {start} of {len(todo)} items"
+                        _run_chunk(model, label, probe_set, todo[start:start + batch_size * 4], batch_size, ctx, partial)
+                    if todo:
+                        log(f"{label} · {probe_set.name}: {len(todo)} items done")
+            finally:
+                if owned:
+                    model.close()
     for judge_backend in ctx.judges.values():
         judge_backend.close()
     items = [partial.done[(label, s.name, item.id)] for label, _ in labelled for s in suite.sets for item in s.items]
@@ -177,10 +191,14 @@ def references(spec: Any, suite: Suite, *, batch_size: int = 8, dtype: str | Non
         return loaded[0]
 
     fingerprint = model_fingerprint(folder) if folder is not None else None
+    has_template = _has_chat_template(folder, spec)
     try:
         for probe_set in sets:
-            prompts = [as_messages(item.input, probe_set.generation) for item in probe_set.items]
-            answers = reference_answers(prompts, probe_set.generation, fingerprint=fingerprint, load=load,
+            generation = probe_set.generation
+            if generation.chat == "auto":
+                generation = generation.model_copy(update={"chat": has_template})
+            prompts = [as_messages(item.input, generation) for item in probe_set.items]
+            answers = reference_answers(prompts, generation, fingerprint=fingerprint, load=load,
                                         batch_size=batch_size, log=log)
             refs[probe_set.name] = {item.id: answer for item, answer in zip(probe_set.items, answers)}
     finally:
@@ -190,13 +208,67 @@ def references(spec: Any, suite: Suite, *, batch_size: int = 8, dtype: str | Non
     return refs
 
 
+def _has_chat_template(folder: Path | None, spec: Any) -> bool:
+    """Whether the reference has a chat template, read without loading its weights when it is a
+    folder (its answers may all be cached)."""
+    if folder is None:
+        return make_backend(spec, label="reference").has_chat_template
+    from transformers import AutoTokenizer
+
+    return bool(getattr(AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False), "chat_template", None))
+
+
+def _sets_outside_languages(suite: Suite, labelled: list[tuple[str, Any]], languages: Sequence[str] | None,
+                            log: Callable[[str], None]) -> dict[str, str]:
+    """Drop the sets whose `language` no model speaks (`suite.sets` is edited in place);
+    {set name: why} for the results. Endpoints cannot be asked: they keep every set."""
+    from skillgraft.evaluate.languages import model_languages, tokenizer_languages
+
+    codes = sorted({s.language for s in suite.sets if s.language})
+    if languages:
+        spoken, how = {code.lower() for code in languages}, "given with --languages"
+    else:
+        spoken, hows = set(), []
+        for label, spec in labelled:
+            if isinstance(spec, (str, Path)):
+                from skillgraft.evaluate.backends.endpoint import is_endpoint
+
+                if is_endpoint(str(spec)):
+                    spoken.update(codes)
+                    continue
+                from skillgraft.checkpoint.kinds import local_model
+
+                found, how = model_languages(local_model(str(spec)).path, codes)
+            else:
+                backend = make_backend(spec, label=label)
+                tokenizer = getattr(backend, "tokenizer", None)
+                found, how = (tokenizer_languages(tokenizer, codes), "detected from its tokenizer") \
+                    if tokenizer is not None else (codes, "not known")
+            spoken.update(found)
+            hows.append(how)
+        how = " / ".join(sorted(set(hows))) or "not known"
+    kept = [s for s in suite.sets if not s.language or s.language in spoken]
+    if not kept:
+        log(f"note: none of the suite's languages ({', '.join(codes)}) is the models' ({how}); scoring every set "
+            "(--languages to choose)")
+        return {}
+    skipped = {s.name: f"language {s.language}: not the models' ({how}; --languages to score it)"
+               for s in suite.sets if s not in kept}
+    if skipped:
+        log(f"note: skipping {', '.join(skipped)}: the models speak {', '.join(sorted(spoken & set(codes)))} "
+            f"({how}); --languages {','.join(codes)} scores them all")
+    suite.sets[:] = kept
+    return skipped
+
+
 def _run_chunk(model: Backend, label: str, probe_set, items, batch_size: int, ctx: MetricContext, partial: PartialLog) -> None:
     """Generate (and score choices) for a chunk of items, then record each finished item."""
-    prompts = [as_messages(item.input, probe_set.generation) for item in items]
-    outputs = model.generate(prompts, probe_set.generation, batch_size=batch_size)
+    generation = model.applied(probe_set.generation)
+    prompts = [as_messages(item.input, generation) for item in items]
+    outputs = model.generate(prompts, generation, batch_size=batch_size)
     logliks: list[list[float] | None] = [None] * len(items)
     if any(m.name == "choice_loglik" for m in probe_set.metrics):
-        logliks = model.loglik(prompts, [item.choices for item in items], probe_set.generation, batch_size)
+        logliks = model.loglik(prompts, [item.choices for item in items], generation, batch_size)
     refs = [ctx.references[probe_set.name][item.id] for item in items] if probe_set.name in ctx.references else None
     kls: list[float | None] = [None] * len(items)
     if refs and any(m.name == "general_kl" for m in probe_set.metrics) and _same_prompts(model, prompts, refs):

@@ -116,6 +116,10 @@ class SuiteConfig(BaseModel):
     description: str = ""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     sets: list[SetConfig] = Field(min_length=1)
+    # score only the sets whose `language` the models speak (declared in their model card's
+    # `language:`, or detected from the tokenizer; `eval --languages` overrides): the built-in
+    # retention suite asks en/ja/ko and an English-only model's ja/ko scores mean nothing
+    only_model_languages: bool = False
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Suite:
     path: str | None = None
     sha256: str | None = None
     description: str = ""
+    only_model_languages: bool = False
 
 
 
@@ -194,10 +199,14 @@ def load_suite(suite: str | Path) -> Suite:
     path = resolve_suite_path(suite)
     text = path.read_text(encoding="utf-8")
     config = load_config(path, SuiteConfig, what="suite")
+    # a suite that does not say `chat:` asks each model the way it is used: through its chat
+    # template when it has one (`chat: auto`)
+    suite_generation = GenerationSettings.model_validate({"chat": "auto",
+                                                         **config.generation.model_dump(exclude_unset=True)})
     sets = []
     for index, set_config in enumerate(config.sets):
         try:
-            generation = GenerationSettings.model_validate({**config.generation.model_dump(), **set_config.generation})
+            generation = GenerationSettings.model_validate({**suite_generation.model_dump(), **set_config.generation})
         except ValidationError as exc:
             raise UserError(f"{path}: sets.{index}.generation.{describe_error(exc, GenerationSettings)}") from None
         probe_set = ProbeSet(set_config.name, load_items(set_config.items),
@@ -207,8 +216,8 @@ def load_suite(suite: str | Path) -> Suite:
         sets.append(probe_set)
     if len({s.name for s in sets}) != len(sets):
         raise UserError(f"{path}: set names must be unique")
-    return Suite(config.name, sets, config.generation, str(path), hashlib.sha256(text.encode()).hexdigest(),
-                 config.description)
+    return Suite(config.name, sets, suite_generation, str(path), hashlib.sha256(text.encode()).hexdigest(),
+                 config.description, config.only_model_languages)
 
 
 def _resolve_options(metrics: list[MetricSpec], base: Path) -> list[MetricSpec]:

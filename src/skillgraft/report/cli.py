@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, quiet_option
+from skillgraft.clikit import command, quiet_option, threads_option
 from skillgraft.errors import UserError
-from skillgraft.evaluate.cli import generation_overrides, model_options, print_table
+from skillgraft.evaluate.cli import generation_overrides, language_codes, model_options, print_table
 
 
 @command("compare")
@@ -26,8 +26,9 @@ from skillgraft.evaluate.cli import generation_overrides, model_options, print_t
 @click.option("--json", "as_json", is_flag=True, help="Print {report, scores} as JSON on stdout.")
 @model_options
 @quiet_option
-def compare_command(models, prompts, output, title, as_json, chat, max_new_tokens, dtype, endpoint_model, backend,
-                    batch_size, quiet):
+@threads_option
+def compare_command(models, prompts, output, title, as_json, chat, languages, max_new_tokens, dtype, endpoint_model,
+                    backend, batch_size, quiet):
     """Side-by-side generations of MODELs on the same prompts, as a self-contained HTML page."""
     from skillgraft.evaluate.prompts import suite_from_prompts
     from skillgraft.evaluate.runner import run_suite
@@ -38,7 +39,7 @@ def compare_command(models, prompts, output, title, as_json, chat, max_new_token
     suite = suite_from_prompts(prompts)
     results = run_suite(list(models), suite, batch_size=batch_size, backend=backend, endpoint_model=endpoint_model,
                         dtype=dtype, generation=generation_overrides(max_new_tokens, chat, None, None),
-                        **({"log": None} if quiet else {}))
+                        languages=language_codes(languages), **({"log": None} if quiet else {}))
     write_report(results, output, title=title)
     if not (as_json and quiet):
         print_table(results, sys.stderr if as_json else sys.stdout)

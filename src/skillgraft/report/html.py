@@ -1,7 +1,8 @@
 """Render a results dict (from `run_suite`) into one HTML page with no external resources.
 
 Images are PNG data URIs, styles are inline, text is escaped by jinja2's autoescape. A
-small inline script counts images that decoded, so a headless-browser test can check them.
+small inline script counts images that decoded (data attributes, nothing shown), so a
+headless-browser test can check them. Wide tables scroll inside their own box.
 """
 
 from __future__ import annotations
@@ -27,6 +28,34 @@ def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"[{m.get('role')}] {m.get('content')}" for m in prompt)
+
+
+def short_labels(models: list[str]) -> list[str]:
+    """Each model's shortest trailing path that no other model shares: `k1/merged` and
+    `k5/merged` rather than `merged` twice, `base` rather than /long/path/base."""
+    parts = [str(m).rstrip("/").split("/") for m in models]
+    labels = []
+    for mine in parts:
+        for k in range(1, len(mine) + 1):
+            tail = mine[-k:]
+            if all(other[-k:] != tail for other in parts if other is not mine):
+                break
+        labels.append("/".join(tail))
+    return labels
+
+
+def decoding_applied(settings: dict[str, Any], models: list[str]) -> str:
+    """How prompts were asked, per model: the chat template or raw (a suite's `chat: auto` is
+    decided per model, recorded as `chat_applied`)."""
+    generation = settings.get("generation", {})
+    if generation.get("chat") != "auto":
+        return "chat template" if generation.get("chat") else "raw prompts"
+    ways = []
+    for index, model in enumerate(models, start=1):
+        applied = ((settings.get("models") or {}).get(model) or {}).get("chat_applied") or {}
+        way = "chat template" if applied and all(applied.values()) else "raw prompts" if applied else "as the suite says"
+        ways.append(f"M{index} {way}")
+    return ", ".join(ways)
 
 
 def render_report(results: dict[str, Any], title: str = "skillgraft comparison") -> str:
@@ -64,10 +93,10 @@ def render_report(results: dict[str, Any], title: str = "skillgraft comparison")
         })
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE.read_text(encoding="utf-8"))
-    generation = settings.get("generation", {})
+    generation = {k: v for k, v in settings.get("generation", {}).items() if k != "chat"}
     return template.render(
-        title=title, models=models, tables=tables, prompts=prompts,
-        generation=json.dumps(generation, ensure_ascii=False),
+        title=title, models=models, labels=short_labels(models), tables=tables, prompts=prompts,
+        generation=json.dumps(generation, ensure_ascii=False), asked=decoding_applied(settings, models),
         tool_version=settings.get("tool_version", ""), suite=(settings.get("suite") or {}).get("name", ""),
         created=settings.get("created", ""),
     )

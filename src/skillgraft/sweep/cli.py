@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, emit_json, group, json_option, quiet_option
+from skillgraft.clikit import command, emit_json, group, json_option, quiet_option, threads_option
 
 sweep_group = group("sweep", "Search recipe settings with Optuna; report the trade-offs found.")
 
@@ -62,6 +62,7 @@ def print_summary(result: dict) -> None:
               "its recipe names changed since it started (default: refused).")
 @json_option
 @quiet_option
+@threads_option
 def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new,
                 allow_changed_data, as_json, quiet):
     """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""

@@ -85,9 +85,17 @@ def tidy_outputs(study, out: Path) -> None:
 
 
 def objective_names(sweep_config: dict) -> list[str]:
+    """Column names for the objectives: a measure's name, or suite/set/metric with the suite
+    named by its file's stem (`retention_tune`, not /home/…/suites/retention_tune.yaml)."""
     names = []
     for entry in sweep_config["objectives"]:
-        names.append(entry.get("measure") or f"{entry['suite']}/{entry['set']}/{entry['metric']}")
+        if entry.get("measure"):
+            names.append(entry["measure"])
+            continue
+        suite = str(entry["suite"])
+        if suite.endswith((".yaml", ".yml")) or "/" in suite:
+            suite = Path(suite).stem
+        names.append(f"{suite}/{entry['set']}/{entry['metric']}")
     return names
 
 

@@ -336,11 +336,15 @@ def _worker(args: tuple) -> None:
 
 def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str, n_trials: int, workers: int, *,
                 timeout: float | None, keep: bool, quiet: bool = False) -> None:
-    """K local processes on the same storage; the N trials are split between them."""
-    import os
+    """K local processes on the same storage; the N trials are split between them, and the
+    cores other processes leave free between the workers."""
+    from skillgraft import cpu
 
     share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    free, why = cpu.choose_threads(cpu.requested())
+    threads = max(1, free // workers)
+    if not quiet:
+        print(f"threads: {threads} per worker ({why}; --threads N to choose)", file=sys.stderr, flush=True)
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_worker, args=((path, list(overrides), str(out), url, name, n, timeout, keep, i,
                                                     workers, threads, quiet),), daemon=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, quiet_option
+from skillgraft.clikit import command, quiet_option, threads_option
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -42,6 +42,7 @@ def print_summary(summary: dict, as_json: bool) -> None:
               help="Output folder (the config's output_dir; relative to the current directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @quiet_option
+@threads_option
 def train_command(config, overrides, resume, force, out, as_json, quiet):
     """Fine-tune a model (LoRA, QLoRA or full) with transformers Trainer, per a YAML config
     (see recipes/; relative paths in it are relative to its folder)."""
@@ -53,7 +54,7 @@ def train_command(config, overrides, resume, force, out, as_json, quiet):
     if out is not None:  # a YAML string: any path, quoted
         overrides.append(f"output_dir={json.dumps(str(out.resolve()))}")
     if quiet:
-        overrides.append("progress=false")
+        overrides.extend(["progress=false", "heartbeat=0"])
     loaded = load_train_config(config, overrides)
     check_data(loaded)                    # an empty or malformed file fails before any model is touched
     resolve_model(loaded.model, "model")  # a missing model fails before transformers is imported

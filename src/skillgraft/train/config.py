@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from skillgraft.config import MODEL, PATH, load_config
 
 # Keys that do not change what is trained, so they are left out of the config hash.
-UNHASHED = ("output_dir", "merge", "merge_scale", "stop_at_step", "progress", "logging_steps", "save_total_limit")
+UNHASHED = ("output_dir", "merge", "merge_scale", "stop_at_step", "progress", "heartbeat", "logging_steps",
+            "save_total_limit")
 
 
 class Strict(BaseModel):
@@ -125,6 +126,7 @@ class TrainConfig(Strict):
     logging_steps: int = Field(1, ge=1)
     stop_at_step: int | None = Field(None, ge=1)
     progress: bool = True
+    heartbeat: float = Field(30.0, ge=0)  # seconds between status lines when no progress bar is seen (0: none)
     monitor: MonitorConfig = MonitorConfig()
     regularize: Regularize = Regularize()
 

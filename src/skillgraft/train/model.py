@@ -29,13 +29,41 @@ def model_dir(spec: str) -> Path:
     return folder
 
 
+def compute_dtype(folder: Path, config) -> str:
+    """`dtype: auto` is the checkpoint's own, except on a CPU where its bfloat16/float16 computes
+    slower than float32 (`cpu.compute_dtype`): there training runs in float32, and a full
+    fine-tune is saved back in the checkpoint's dtype (`outputs.publish`)."""
+    import torch
+
+    from skillgraft import cpu
+    from skillgraft.evaluate.backends.hf import chosen_dtype
+
+    cpu.ensure_threads()
+    if config.dtype != "auto" or config.method == "qlora" or torch.cuda.is_available():
+        return config.dtype
+    return chosen_dtype(folder, None, on_cpu=True) or "auto"
+
+
+def base_dtype(spec: str):
+    """The torch dtype the base checkpoint declares (float32 when it does not say)."""
+    import json
+
+    import torch
+
+    from skillgraft import cpu
+
+    config = json.loads((model_dir(spec) / "config.json").read_text(encoding="utf-8"))
+    name = cpu.stored_dtype(config)
+    return getattr(torch, name) if isinstance(getattr(torch, name or "", None), torch.dtype) else torch.float32
+
+
 def load_base(config, tokenizer):
     """The base model as the config asks: plain, or 4-bit for qlora (needs bitsandbytes + a GPU)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     folder = model_dir(config.model)
-    kwargs = {"dtype": _torch_dtype(config.dtype), "local_files_only": True}
+    kwargs = {"dtype": _torch_dtype(compute_dtype(folder, config)), "local_files_only": True}
     if config.method == "qlora":
         if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
             missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
@@ -91,15 +119,12 @@ def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, u
     back, 1 the adapter as trained."""
     import torch
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from skillgraft.train.targets import untie
 
+    dtype = base_dtype(base_dir)
     base_dir = model_dir(base_dir)
-    base_config = AutoConfig.from_pretrained(base_dir)
-    dtype = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None) or torch.float32
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     if untied:
         untie(base)

@@ -102,6 +102,10 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
                 os.replace(item, temp / item.name)
             gather_dir(config).rmdir()
         elif kind == "model":
+            from skillgraft.train.model import base_dtype
+
+            if config.dtype == "auto":  # trained in float32 on a CPU slow at the base's half dtype: saved in it
+                model = model.to(base_dtype(config.model))
             model.save_pretrained(temp)
         else:
             # lm_head as a target makes peft also store the full embedding matrices unless told

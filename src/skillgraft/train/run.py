@@ -31,13 +31,22 @@ class Recorder(TrainerCallback):
 
     def __init__(self, config: TrainConfig, monitor=None):
         self.config, self.losses, self.monitor = config, [], monitor
+        self.step, self.max_steps = 0, 0
         self.stamp = {"config_sha256": config_hash(config), "config": config.model_dump(mode="json")}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.losses.append([state.global_step, float(logs["loss"])])
 
+    def status(self) -> str:
+        """What the heartbeat prints: the step reached, or what happens before the first."""
+        if not self.step:
+            return "training: before step 1 (loading, replay answers, first step)"
+        loss = f" · loss {self.losses[-1][1]:.4f}" if self.losses else ""
+        return f"training: step {self.step}/{self.max_steps}{loss}"
+
     def on_step_end(self, args, state, control, **kwargs):
+        self.step, self.max_steps = state.global_step, state.max_steps
         if self.config.stop_at_step and state.global_step >= self.config.stop_at_step:
             control.should_training_stop = True
             control.should_save = True
@@ -132,6 +141,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
+    from skillgraft.heartbeat import Heartbeat, bar_visible
     from skillgraft.train.dataset import add_examples, check_data, load_tokenizer, prepare_data
     from skillgraft.train.keep import check_options, kl_regularizer, replay_examples
     from skillgraft.train.loop import train_rows
@@ -149,31 +159,34 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
     fresh_folder = not out.exists()
     claim_output_dir(out, resume=resume, force=force)
     set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    prepared = prepare_data(config, tokenizer)
-    model = load_base(config, tokenizer)
-    if config.data.replay.n:  # the model's own answers, before any adapter is added
-        prepared = add_examples(prepared, *replay_examples(config, model, tokenizer), config.data)
-    regularizer = kl_regularizer(config, model, tokenizer, adapters=config.method != "full")
-    targets, notes = None, []
-    if config.method in ("lora", "qlora"):
-        model, targets, notes = add_lora(model, config.lora)
-    monitor = _monitor(config, tokenizer, prepared, on_probe)
-    if monitor is not None and checkpoint is not None:
-        _restore_baseline(monitor, checkpoint)
-    recorder = Recorder(config, monitor)
-    args = _training_args(config, ckpt_dir)
-    if checkpoint is None and ckpt_dir.is_dir() and args.process_index == 0:
-        shutil.rmtree(ckpt_dir)  # a fresh run never mixes with an older run's checkpoints
-    # without progress, no per-step log dicts either; the monitor prints its own lines
-    try:
-        trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
-                                     callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
-                                     quiet=not config.progress, regularizer=regularizer)
-    except BaseException:  # Ctrl-C, SIGTERM, a failure: leave a resumable checkpoint or nothing
-        if args.process_index == 0:
-            _drop_empty(ckpt_dir, out if fresh_folder else None)
-        raise
+    # a line every `heartbeat` s when no progress bar is seen (a log file, progress: false)
+    recorder = Recorder(config)
+    with Heartbeat(recorder.status, every=config.heartbeat, enabled=not bar_visible(config.progress)):
+        tokenizer = load_tokenizer(config.model)
+        prepared = prepare_data(config, tokenizer)
+        model = load_base(config, tokenizer)
+        if config.data.replay.n:  # the model's own answers, before any adapter is added
+            prepared = add_examples(prepared, *replay_examples(config, model, tokenizer), config.data)
+        regularizer = kl_regularizer(config, model, tokenizer, adapters=config.method != "full")
+        targets, notes = None, []
+        if config.method in ("lora", "qlora"):
+            model, targets, notes = add_lora(model, config.lora)
+        monitor = _monitor(config, tokenizer, prepared, on_probe)
+        if monitor is not None and checkpoint is not None:
+            _restore_baseline(monitor, checkpoint)
+        recorder.monitor = monitor
+        args = _training_args(config, ckpt_dir)
+        if checkpoint is None and ckpt_dir.is_dir() and args.process_index == 0:
+            shutil.rmtree(ckpt_dir)  # a fresh run never mixes with an older run's checkpoints
+        # without progress, no per-step log dicts either; the monitor prints its own lines
+        try:
+            trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
+                                         callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
+                                         quiet=not config.progress, regularizer=regularizer)
+        except BaseException:  # Ctrl-C, SIGTERM, a failure: leave a resumable checkpoint or nothing
+            if args.process_index == 0:
+                _drop_empty(ckpt_dir, out if fresh_folder else None)
+            raise
     summary = {
         "output_dir": str(out), "adapter_dir": None, "merged_dir": None, "model_dir": None,
         "losses": recorder.losses, "monitor": monitor.records if monitor else [],

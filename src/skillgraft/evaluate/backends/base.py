@@ -8,7 +8,7 @@ what lets the same suite run on a local checkpoint, an HTTP server or vLLM.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,12 +30,18 @@ class GenerationSettings(BaseModel):
     seed: int = 0
     stop: list[str] = Field(default_factory=list)
     stop_token_ids: list[int] = Field(default_factory=list)
-    chat: bool = False  # render raw prompts as one user message with the chat template
+    # render raw prompts as one user message with the chat template; "auto": when the model
+    # has one (the default of suite files and `eval`/`compare`, resolved per model by
+    # `Backend.applied`, since a chat model asked raw `Q: … A:` prompts is not measured as used)
+    chat: Union[bool, Literal["auto"]] = False
     system: str | None = None  # system message added to chat prompts
 
 
 def as_messages(prompt: Prompt, settings: GenerationSettings) -> Prompt:
-    """Apply `chat`/`system`: a raw prompt becomes a user message when `chat` is set."""
+    """Apply `chat`/`system`: a raw prompt becomes a user message when `chat` is set
+    (`chat: auto` must first be resolved for a model: `Backend.applied`)."""
+    if settings.chat == "auto":
+        raise ValueError("chat: auto is resolved per model (Backend.applied) before prompts are built")
     if isinstance(prompt, str) and not settings.chat:
         return prompt
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
@@ -72,6 +78,18 @@ class Backend(ABC):
         """Summed log-probability of each choice continuing its context."""
         raise UserError(f"{self.label}: the {self.kind} backend cannot score choices by log-likelihood "
                         "(choice_loglik needs a local model); use choice_generated instead")
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether `chat: auto` means the chat template for this model (endpoints: no, since a
+        server's template cannot be seen; pass --chat to use /chat/completions)."""
+        return False
+
+    def applied(self, settings: GenerationSettings) -> GenerationSettings:
+        """`settings` with `chat: auto` resolved for this model."""
+        if settings.chat != "auto":
+            return settings
+        return settings.model_copy(update={"chat": self.has_chat_template})
 
     def describe(self) -> dict[str, Any]:
         """What to record about this model in the results settings."""

@@ -8,6 +8,7 @@ training monitor evaluates the model it is training).
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,26 @@ class Generated:
     ended: bool
 
 
+def chosen_dtype(folder: Path, requested: str | None, *, on_cpu: bool) -> str | None:
+    """The dtype to load `folder` in (None: its own), by `cpu.compute_dtype`; a change is
+    reported (a bfloat16 checkpoint evaluated in float32 on a CPU without fast bf16)."""
+    from skillgraft import cpu
+
+    cpu.ensure_threads()
+    config = {}
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+    stored = cpu.stored_dtype(config)
+    dtype, why = cpu.compute_dtype(stored, requested, on_cpu)
+    log = cpu.notes()
+    if log is not None and dtype and dtype != stored and not requested:
+        log(f"compute dtype: {dtype} for {folder.name} ({why})")
+    return dtype
+
+
 def load_pretrained(path: str, *, dtype: str | None = None, device: str | None = None):
     """Load model + tokenizer from a folder, a Hugging Face id or `lab:NAME` (resolved once,
     then loaded from the local folder only); a vector folder is refused."""
@@ -43,10 +64,14 @@ def load_pretrained(path: str, *, dtype: str | None = None, device: str | None =
         raise UserError(f"model {path}: {folder} has no config.json (not a Hugging Face checkpoint folder)")
     path = str(folder)
     kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise UserError(f"--dtype {dtype}: not a torch dtype (float32, bfloat16, float16)")
+    dtype = chosen_dtype(folder, dtype, on_cpu=device is None or str(device).startswith("cpu"))
     if dtype:
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise UserError(f"--dtype {dtype}: not a torch dtype (float32, bfloat16, float16)")
         kwargs["dtype"] = getattr(torch, dtype)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model is noise in eval's output
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -94,6 +119,10 @@ class HFBackend(Backend):
                   device: str | None = None) -> "HFBackend":
         model, tokenizer = load_pretrained(path, dtype=dtype, device=device)
         return cls(model, tokenizer, label or path, source=path)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
 
     # ---- prompts -> token ids -------------------------------------------------------
     def render(self, prompt: Prompt) -> str:

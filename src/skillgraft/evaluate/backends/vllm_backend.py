@@ -36,6 +36,10 @@ class VLLMBackend(Backend):
         self.path = path
         self.llm = LLM(model=path, dtype=dtype or "auto", trust_remote_code=False)
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.llm.get_tokenizer(), "chat_template", None))
+
     def _params(self, settings: GenerationSettings):
         from vllm import SamplingParams
 

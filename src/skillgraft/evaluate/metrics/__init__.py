@@ -200,6 +200,8 @@ def score_item(spec, item, output: str, *, probe_set, ctx: MetricContext, loglik
     if name == "language":
         expected = item.language or probe_set.language or opts["expected"]
         candidates = tuple(opts["candidates"] or language.DEFAULT_LANGUAGES)
+        if language.too_short(output):
+            return {name: None}, {"language.detected": None, "language.abstained": "too short to judge"}
         detected = language.detect_language(output, tuple(set(candidates) | {expected.lower()}))
         return {name: float(detected == expected.lower())}, {"language.detected": detected}
     if name == "style":

@@ -6,6 +6,7 @@ this metric makes that visible per item.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 # Languages the detector chooses between unless told otherwise: the project's languages
@@ -33,6 +34,21 @@ def _detector(codes: tuple[str, ...]):
         except AttributeError:
             raise ValueError(f"unknown ISO 639-1 language code {code!r}") from None
     return LanguageDetectorBuilder.from_languages(*languages).build()
+
+
+# Scripts that name their language on their own (kana, hangul, CJK ideographs): two such
+# characters are evidence; in alphabetic scripts a name ("Paris", "Tokyo") or a number is
+# not, so the metric abstains on answers of fewer than three words.
+_SELF_EVIDENT = re.compile(r"[\u3040-\u30ff\uac00-\ud7af\u4e00-\u9fff]")
+_WORD = re.compile(r"[^\W\d_]+")
+MIN_WORDS = 3
+
+
+def too_short(text: str) -> bool:
+    """True when `text` carries too little to say which language it is in."""
+    if len(_SELF_EVIDENT.findall(text)) >= 2:
+        return False
+    return len(_WORD.findall(text)) < MIN_WORDS
 
 
 def detect_language(text: str, candidates: tuple[str, ...] = DEFAULT_LANGUAGES) -> str | None:

@@ -62,10 +62,13 @@ def _retention_suite(budget: Budget):
     from skillgraft.evaluate.suites import load_suite
 
     suite = load_suite("retention")
+    # the budget names the sets and how they are asked; the study's rows are keyword scores
+    # against its own untrained row (`kept` needs a reference the cells do not pass)
     suite.sets = [s for s in suite.sets if s.name in budget.retention_sets]
-    if budget.retention_chat:
-        for probe_set in suite.sets:
-            probe_set.generation = probe_set.generation.model_copy(update={"chat": True})
+    suite.only_model_languages = False
+    for probe_set in suite.sets:
+        probe_set.generation = probe_set.generation.model_copy(update={"chat": budget.retention_chat})
+        probe_set.metrics = [m for m in probe_set.metrics if m.name != "kept"]
     return suite
 
 
