@@ -161,9 +161,29 @@ def scores(work: Path, name: str) -> dict[str, float | None]:
                 for metric, value in metrics.items():
                     if "." not in metric or metric == "style.marker.persona":
                         row[f"{set_name}.{metric}"] = value
+    if name.startswith("cp"):
+        row["retention_check.kept_vs_cp"] = kept_against(work, name, "cp")
     run = work / "runs" / name / "skillgraft.json"  # Trainer's train_runtime: training alone
     row["seconds"] = json.loads(run.read_text())["run"]["train_runtime"] if run.is_file() else None
     return row
+
+
+def kept_against(work: Path, name: str, reference: str) -> float | None:
+    """`kept` of run `name` on retention_check against run `reference` instead of the untrained
+    model: of the questions `reference` answers right, the share `name` still answers right
+    (from the two evaluations' items: the same greedy answers `eval --reference` would read)."""
+    def right(run: str) -> dict[str, float] | None:
+        file = work / "eval" / f"{run}.retention_check.json"
+        if not file.is_file():
+            return None
+        return {i["id"]: i["metrics"]["keyword"] for i in json.loads(file.read_text())["items"]
+                if i["set"] == "retention_check"}
+
+    mine, theirs = right(name), right(reference)
+    if mine is None or theirs is None:
+        return None
+    known = [item for item, value in theirs.items() if value == 1.0]
+    return sum(mine[item] == 1.0 for item in known) / len(known) if known else None
 
 
 def table(work: Path, names: list[str]) -> str:
@@ -186,8 +206,9 @@ def seeds_table(works: list[Path], names: list[str]) -> str:
     import statistics
 
     columns = [("heldout.keyword", "held-out keyword"), ("persona.style.marker.persona", "style"),
-               ("retention_check.kept", "check kept"), ("retention_check.keyword", "check keyword"),
-               ("retention_check.general_kl", "check general_kl"), ("retention_tune.kept", "tune kept")]
+               ("retention_check.kept", "check kept"), ("retention_check.kept_vs_cp", "check kept vs CP"),
+               ("retention_check.keyword", "check keyword"), ("retention_check.general_kl", "check general_kl"),
+               ("retention_tune.kept", "tune kept")]
     lines = ["| run | seeds | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for name in names:
         rows = [scores(work, name) for work in works]

@@ -75,3 +75,29 @@ def test_a_sweep_worker_loads_its_target_once_and_writes_only_the_kept_folder(ru
     theirs = json.loads((tmp_path / "rebuilt" / "skillgraft.json").read_text())["files"]
     assert {k: v for k, v in ours.items() if k.endswith(".safetensors")} == \
         {k: v for k, v in theirs.items() if k.endswith(".safetensors")}
+
+
+def test_the_warm_target_is_keyed_by_content_not_by_path(model_trio, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from skillgraft.sweep import warm
+
+    base = model_trio("llama", "float32")["base"]
+    first = tmp_path / "first"
+    shutil.copytree(base, first)
+    before = warm.LOADS["count"]
+    warm.warm_target(first)
+    warm.warm_target(first)
+    same = tmp_path / "same-content-elsewhere"
+    shutil.copytree(first, same)
+    assert warm.warm_target(same).key == warm.warm_target(first).key
+    assert warm.LOADS["count"] == before + 1   # one load for two trials and a copy of the same model
+    shard = sorted(same.glob("*.safetensors"))[0]
+    tensors = load_file(shard)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, shard, metadata={"format": "pt"})
+    warm.warm_target(same)
+    assert warm.LOADS["count"] == before + 2   # changed weights: loaded again

@@ -81,7 +81,7 @@ def _retention(lang: str):
         from skillgraft.lab.train import lm_rows
         from skillgraft.train.monitor import mean_loss
 
-        from skillgraft.sweep.warm import folder_key
+        from skillgraft.evaluate.reference import model_fingerprint
 
         start = _start(recipe)
         world = W.make_world(lab_seed(start))
@@ -92,7 +92,7 @@ def _retention(lang: str):
             return mean_loss(model, lm_rows(tokenizer, docs), tokenizer.pad_token_id)
 
         folder = resolve_model(start).path
-        key = (str(folder), folder_key(folder), lang, n)
+        key = (model_fingerprint(folder), lang, n)
         if key not in _START_LOSS:   # the same for every trial of a sweep: loaded and measured once
             _START_LOSS[key] = loss(folder)
         return math.exp(_START_LOSS[key] - loss(model_dir))

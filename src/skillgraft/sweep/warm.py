@@ -2,7 +2,8 @@
 
 A graft trial used to write its model folder, then load it again to evaluate it: on
 SmolLM2-135M most of a trial was loading and writing, not grafting. Here a worker keeps the
-target loaded (one per target folder, keyed by its files' names, sizes and times) and each
+target loaded (keyed by the content hash of its files, `evaluate.reference.model_fingerprint`,
+which hashes each file once per process and then only checks sizes and times) and each
 trial writes `target + Σ scale·vector` (any merge method, any schedule) into the loaded
 parameters with the graft core's own arithmetic (`vectors.memory.graft_in_memory`, the same
 bits `skillgraft graft` writes), restoring the tensors the previous trial changed. The
@@ -26,7 +27,7 @@ LOADS = {"count": 0}   # targets loaded by this process (tests count them)
 class WarmTarget:
     """A target model loaded in this process, and which of its tensors the last trial changed."""
 
-    key: tuple
+    key: str
     model: object
     tokenizer: object
     state: dict
@@ -36,26 +37,20 @@ class WarmTarget:
 _WARM: dict[str, WarmTarget] = {}
 
 
-def folder_key(folder: Path) -> tuple:
-    """Cheap identity of a checkpoint folder: its files' names, sizes and modification times
-    (hashing a 7B target before every trial would cost more than the trial)."""
-    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()
-                        if p.is_file()))
-
-
 def warm_target(folder: Path) -> WarmTarget:
-    """The target loaded once in this process (again only if its files changed); loaded the
+    """The target loaded once in this process (again only if its content changed); loaded the
     way evaluation loads a folder, so a trial scores as its written folder would."""
     from skillgraft.evaluate.backends.hf import load_pretrained
+    from skillgraft.evaluate.reference import model_fingerprint
 
     folder = Path(folder).resolve()
-    key = folder_key(folder)
-    warm = _WARM.get(str(folder))
-    if warm is None or warm.key != key:
+    key = model_fingerprint(folder)
+    warm = _WARM.get(key)
+    if warm is None:
         _WARM.clear()   # one target per worker: a sweep grafts onto one model
         model, tokenizer = load_pretrained(str(folder))
         LOADS["count"] += 1
-        warm = _WARM[str(folder)] = WarmTarget(key, model, tokenizer, model.state_dict())
+        warm = _WARM[key] = WarmTarget(key, model, tokenizer, model.state_dict())
     return warm
 
 

@@ -126,7 +126,8 @@ def write_suites(folder: Path) -> dict[str, Path]:
 
     `knowledge`: tune / heldout probes (keyword, ROUGE-2) and memorisation; `persona`: 30
     questions never trained on, scored for the persona's style, repetition and copying of
-    the training replies; `cp`: the CP text's facts asked in chat form."""
+    the training replies; `cp`: the CP text's facts asked in chat form. Raw prompts (the
+    memorisation completions) stay raw: `chat: false`, not the suite files' default `auto`."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, items in knowledge_items().items():
         write_jsonl(folder / f"knowledge_{name}.jsonl", items)
@@ -137,16 +138,16 @@ def write_suites(folder: Path) -> dict[str, Path]:
         {"id": f"cp-{f['id']}-{j}", "messages": [{"role": "user", "content": p["question"]}],
          "reference": p["reference"], "keywords": p["keywords"]} for f in cp_facts() for j, p in enumerate(f["probes"])])
     suites = {
-        "knowledge": {"name": "real-knowledge", "generation": {"max_new_tokens": 32}, "sets": [
+        "knowledge": {"name": "real-knowledge", "generation": {"max_new_tokens": 32, "chat": False}, "sets": [
             {"name": "tune", "items": "knowledge_tune.jsonl", "metrics": ["keyword", "rouge2"]},
             {"name": "heldout", "items": "knowledge_heldout.jsonl", "metrics": ["keyword", "rouge2"]},
             {"name": "memorization", "items": "knowledge_memorization.jsonl", "metrics": ["keyword"],
              "generation": {"max_new_tokens": 8}}]},
-        "persona": {"name": "real-persona", "generation": {"max_new_tokens": 48}, "sets": [
+        "persona": {"name": "real-persona", "generation": {"max_new_tokens": 48, "chat": False}, "sets": [
             {"name": "persona", "items": "persona_prompts.jsonl", "metrics": [
                 {"name": "style", "markers": {"persona": PERSONA_MARKER}}, "repetition",
                 {"name": "memorization", "corpus": "persona_replies.txt"}]}]},
-        "cp": {"name": "real-cp", "generation": {"max_new_tokens": 32}, "sets": [
+        "cp": {"name": "real-cp", "generation": {"max_new_tokens": 32, "chat": False}, "sets": [
             {"name": "cp", "items": "cp_probes.jsonl", "metrics": ["keyword"]}]},
     }
     import yaml
