@@ -191,7 +191,7 @@ def references(spec: Any, suite: Suite, *, batch_size: int = 8, dtype: str | Non
         return loaded[0]
 
     fingerprint = model_fingerprint(folder) if folder is not None else None
-    has_template = _has_chat_template(folder, spec)
+    has_template = _has_chat_template(folder, spec) if any(s.generation.chat == "auto" for s in sets) else False
     try:
         for probe_set in sets:
             generation = probe_set.generation

@@ -100,6 +100,8 @@ def _training_args(config: TrainConfig, ckpt_dir: Path):
     import torch
     from transformers import TrainingArguments
 
+    from skillgraft.heartbeat import bar_visible
+
     length = {"max_steps": config.max_steps} if config.max_steps else {"num_train_epochs": config.epochs}
     bf16 = config.dtype == "bfloat16" and torch.cuda.is_available()
     return TrainingArguments(
@@ -108,7 +110,8 @@ def _training_args(config: TrainConfig, ckpt_dir: Path):
         warmup_steps=config.warmup_steps, lr_scheduler_type=config.scheduler, max_grad_norm=config.max_grad_norm,
         seed=config.seed, data_seed=config.seed, logging_steps=config.logging_steps, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit,
-        report_to="none", disable_tqdm=not config.progress, remove_unused_columns=False, bf16=bf16,
+        # the bar only where it is seen: in a log file its redraws are noise, the heartbeat is not
+        report_to="none", disable_tqdm=not bar_visible(config.progress), remove_unused_columns=False, bf16=bf16,
         use_cpu=not torch.cuda.is_available(), deepspeed=config.deepspeed, **length)
 
 
