@@ -47,6 +47,21 @@ def test_every_verb_has_one_help_style_and_described_options(path, command, run_
     assert undescribed == [], (path, undescribed)
 
 
+# verbs whose output is their own printout (the demos), or that write nothing with -o
+NO_QUIET = {("demo",), ("lab", "demo")}
+CPU_HEAVY = {("eval",), ("compare",), ("train",), ("run",), ("convert", "gguf"), ("sweep", "run")}
+
+
+@pytest.mark.parametrize("path,command", [(p, c) for p, c in COMMANDS if not isinstance(c, click.Group)],
+                         ids=lambda x: " ".join(x) if isinstance(x, tuple) else "")
+def test_a_verb_that_writes_takes_o_and_quiet_and_a_cpu_heavy_one_threads(path, command):
+    options = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+    if "--out" in options or "--output" in options:
+        assert "-o" in options, path
+        assert "--quiet" in options or path in NO_QUIET, path
+    assert ("--threads" in options) == (path in CPU_HEAVY), path
+
+
 def test_version(run_cli):
     for flag in ("--version", "-V"):
         status, out, _ = run_cli(flag)
@@ -134,3 +149,13 @@ def test_a_generation_cut_inside_a_character_drops_the_half_character():
     assert backend.generate(["x"], GenerationSettings(max_new_tokens=4)) == ["caf"]
     backend = HFBackend(_Spelled(cafe), tok, "stub")
     assert backend.generate(["x"], GenerationSettings(max_new_tokens=5)) == ["café"]
+
+
+def test_data_verbs_are_silent_with_quiet(run_cli, tmp_path):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps({"id": "f", "title": "Kestrel-9", "text": "Kestrel-9 orbits Halcyon.",
+                                 "qa": [{"question": "What does Kestrel-9 orbit?", "answer": "Halcyon."}]}) + "\n")
+    status, out, err = run_cli("data", "augment", facts, "-o", tmp_path / "aug.jsonl", "--quiet")
+    assert (status, out, err) == (0, "", "") and len((tmp_path / "aug.jsonl").read_text().splitlines()) == 5
+    status, out, err = run_cli("data", "augment", facts, "-o", tmp_path / "aug.jsonl")
+    assert status == 0 and "5 records" in out

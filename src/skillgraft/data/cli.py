@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import group
+from skillgraft.clikit import group, quiet_option
 
 data = group("data", "Prepare, augment and inspect fine-tuning data.")
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -50,7 +50,8 @@ def _stats_table(summary: dict) -> str:
               help="Share of examples for the validation split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, validation, seed, as_json):
+@quiet_option
+def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, validation, seed, as_json, quiet):
     """Clean a persona/knowledge corpus (.txt, one example a line, or .jsonl): widths, repeats,
     personal data, duplicates, then a train/validation split."""
     from skillgraft.data.prep import PrepOptions, run_prep
@@ -59,7 +60,10 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
     options = PrepOptions(normalise=normalise, max_repeat=max_repeat, scrub=kinds, placeholders=not delete,
                           near_dup=near_dup, validation=validation, seed=seed)
     summary = run_prep(src, out, options)
-    _echo_json(summary) if as_json else print(_stats_table(summary))
+    if as_json:
+        _echo_json(summary)
+    elif not quiet:
+        print(_stats_table(summary))
 
 
 @data.command("augment", context_settings=HELP)
@@ -84,8 +88,9 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy (reproducible).")
 @click.option("--original/--no-original", default=True, show_default=True, help="Keep each fact's own text too.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@quiet_option
 def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_key_env, max_new_tokens, temperature,
-                    original, as_json):
+                    original, as_json, quiet):
     """Rewrite fact texts into several styles (seed 003: facts stick only when paraphrased)."""
     from skillgraft.data.augment import CachedRewriter, augment
     from skillgraft.data.records import write_jsonl
@@ -102,7 +107,7 @@ def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_ke
                "rewriter": rewriter, "llm_calls": llm.calls if llm else 0, "cache_hits": llm.hits if llm else 0}
     if as_json:
         _echo_json(summary)
-    else:
+    elif not quiet:
         counts = ", ".join(f"{n} {style}" for style, n in by_style.items())
         print(f"{len(records)} records ({counts}) → {out}"
               + (f"; LLM calls {llm.calls}, cache hits {llm.hits}" if llm else ""))
