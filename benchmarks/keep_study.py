@@ -76,7 +76,8 @@ def prepare(work: Path, model: Path, seed: int) -> dict[str, Path]:
     for name, extra in (("k5", ()), ("k5-qa", ("qa-pairs",))):
         if not (data / f"{name}.jsonl").is_file():
             sh(["skillgraft", "data", "augment", str(corpus.DATA / "facts.jsonl"), "-o", str(data / f"{name}.jsonl"),
-                "--styles", ",".join((*corpus.STYLES, *extra))], data / "augment.log")
+                "--styles", ",".join((*corpus.STYLES, *extra)), "--framing", "fixed"],  # as `lab real` trains
+               data / "augment.log")
     corpus.write_jsonl(data / "persona.jsonl", corpus.persona_records())
     corpus.write_jsonl(data / "cp.jsonl", corpus.cp_texts(40, 1000 + seed))
     configs = {}

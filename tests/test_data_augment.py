@@ -160,3 +160,38 @@ def test_local_transformers_rewriter_is_cached(tmp_path, capsys):
     assert main(args) == 0  # default cache next to the output: OUT.cache/
     assert json.loads(capsys.readouterr().out)["cache_hits"] == 1
     assert (tmp_path / "o.jsonl").read_text() == first and (tmp_path / "o.jsonl.cache").is_dir()
+
+
+def _framing_trigrams(record: dict, fact: dict) -> set[str]:
+    """The rewrite's 3-word phrases made only of words the fact itself does not contain."""
+    import re
+
+    own = " ".join([fact["text"], fact.get("title", ""), *(f"{p['question']} {p['answer']}" for p in fact["qa"])])
+    own_words = set(re.findall(r"[\w'-]+", own.lower()))
+    words = re.findall(r"[\w'-]+", record["text"].lower())
+    return {" ".join(words[i:i + 3]) for i in range(len(words) - 2)
+            if not own_words & set(words[i:i + 3])}
+
+
+def test_no_framing_phrase_is_in_more_than_a_fifth_of_the_rewrites(tmp_path, capsys):
+    facts = [{"id": f"f{n}", "title": f"Place {n}", "text": f"Place {n} was built in {1800 + n} by Mason {n}.",
+              "qa": [{"question": f"When was Place {n} built?", "answer": f"In {1800 + n}."},
+                     {"question": f"Who built Place {n}?", "answer": f"Mason {n}."}]} for n in range(30)]
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(f) + "\n" for f in facts))
+    out = tmp_path / "aug.jsonl"
+    assert main(["data", "augment", str(tmp_path / "facts.jsonl"), "-o", str(out), "--no-original", "--quiet"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    by_fact = {f["id"]: f for f in facts}
+    for style in ("article", "interview", "textbook"):
+        rewrites = [r for r in records if r["style"] == style]
+        counts: dict[str, int] = {}
+        for record in rewrites:
+            for phrase in _framing_trigrams(record, by_fact[record["fact"]]):
+                counts[phrase] = counts.get(phrase, 0) + 1
+        worst = max(counts.items(), key=lambda kv: kv[1], default=("", 0))
+        assert worst[1] <= len(rewrites) / 5, (style, worst, len(rewrites))
+    # --framing fixed: every rewrite framed alike (the lab's studies), which the check above would catch
+    assert main(["data", "augment", str(tmp_path / "facts.jsonl"), "-o", str(out), "--no-original", "--quiet",
+                 "--framing", "fixed"]) == 0
+    fixed = [json.loads(line) for line in out.read_text().splitlines() if '"article"' in line]
+    assert all("In brief: " in r["text"] for r in fixed)

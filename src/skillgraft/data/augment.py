@@ -65,24 +65,56 @@ def _pairs(fact: dict, number: int) -> list[tuple[str, str]]:
         raise UserError(f"facts record {number}: each 'qa' item needs 'question' and 'answer'") from None
 
 
-def template_rewrite(fact: dict, style: str, number: int = 1) -> str:
-    """Deterministic rewrite of one fact into `style` from its text, title and QA pairs."""
+# The words a template puts around a fact, one set per record in turn (`framing="vary"`, the
+# default): a fixed frame ("In brief: Kestrel-9.") is learned with the facts and comes back in
+# the model's answers. Each style's variants are used round-robin by record number, so no
+# frame is in more than a fifth of a file's rewrites (tested). `framing="fixed"` is the first
+# variant always: what the lab's published studies trained on, kept so their numbers reproduce.
+FRAMES = {
+    "article": ["In brief: ", "Key facts: ", "", "To sum up, ", "At a glance: ", "The essentials: "],
+    "interview": [("An interview about {title}.", "Interviewer", "Expert"),
+                  ("We spoke with a specialist about {title}.", "Reporter", "Specialist"),
+                  ("{title}, in conversation.", "Host", "Guest"),
+                  ("", "Journalist", "Researcher"),
+                  ("Questions about {title}, answered.", "Question", "Answer"),
+                  ("A talk on {title}.", "Presenter", "Historian")],
+    "textbook": [("Lesson: {title}", "Review questions:", "Answer: "),
+                 ("Chapter notes on {title}", "Check your understanding:", "→ "),
+                 ("{title}", "Questions:", "Solution: "),
+                 ("Study guide to {title}", "Test yourself:", "Key: "),
+                 ("Reading about {title}", "Exercises:", "A: "),
+                 ("", "Quiz:", "")],
+}
+
+
+def template_rewrite(fact: dict, style: str, number: int = 1, framing: str = "vary") -> str:
+    """Deterministic rewrite of one fact into `style` from its text, title and QA pairs, framed
+    by the `FRAMES` variant of record `number` (`framing="fixed"`: the first variant)."""
+    if framing not in ("vary", "fixed"):
+        raise UserError(f"--framing {framing}: choose vary or fixed")
     text = str(fact.get("text", "")).strip()
     title = str(fact.get("title") or fact.get("id") or "").strip()
     pairs = _pairs(fact, number)
+
+    def frame(style_name: str):
+        variants = FRAMES[style_name]
+        return variants[0 if framing == "fixed" else (number - 1) % len(variants)]
+
     if style == "qa":
         return "\n".join(f"Q: {q}\nA: {a}" for q, a in pairs)
     if style == "article":
         head = f"{title}\n\n" if title else ""
         facts = " ".join(a if a.endswith((".", "。", "!", "?")) else f"{a}." for _, a in pairs)
-        return f"{head}{text}\n\nIn brief: {facts}".strip()
+        return f"{head}{text}\n\n{frame('article')}{facts}".strip()
     if style == "interview":
-        intro = f"An interview about {title}.\n" if title else ""
-        return intro + "\n".join(f"Interviewer: {q}\nExpert: {a}" for q, a in pairs)
+        intro, asker, answerer = frame("interview")
+        intro = f"{intro.format(title=title)}\n" if title and intro else ""
+        return intro + "\n".join(f"{asker}: {q}\n{answerer}: {a}" for q, a in pairs)
     if style == "textbook":
-        head = f"Lesson: {title}\n" if title else ""
-        review = "\n".join(f"{i}. {q}\n   Answer: {a}" for i, (q, a) in enumerate(pairs, 1))
-        return f"{head}{text}\n\nReview questions:\n{review}".strip()
+        head, heading, key = frame("textbook")
+        head = f"{head.format(title=title)}\n" if title and head else ""
+        review = "\n".join(f"{i}. {q}\n   {key}{a}" for i, (q, a) in enumerate(pairs, 1))
+        return f"{head}{text}\n\n{heading}\n{review}".strip()
     raise UserError(f"--styles: the template rewriter knows {ORIGINAL}, {', '.join(TEMPLATE_STYLES)} and "
                     f"{QA_PAIRS}; {style!r} needs an LLM rewriter (--rewriter openai or local)")
 
@@ -153,9 +185,10 @@ class CachedRewriter:
 
 
 def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter | None = None,
-            include_original: bool = True) -> list[dict]:
+            include_original: bool = True, framing: str = "vary") -> list[dict]:
     """Records `{text, style, fact}` for each fact × style (plus the original when asked);
-    the style `qa-pairs` adds the fact's QA pairs as `{question, answer, style, fact}`."""
+    the style `qa-pairs` adds the fact's QA pairs as `{question, answer, style, fact}`.
+    `framing`: the template rewriter's frames varied by record, or `fixed` (`template_rewrite`)."""
     facts = read_records(facts_path, "data augment facts")
     if not facts:
         raise UserError(f"{facts_path}: no facts in the file")
@@ -178,7 +211,7 @@ def augment(facts_path: str | Path, styles: list[str], rewriter: CachedRewriter 
                         for q, a in _pairs(fact, number)]
                 continue
             if rewriter is None:
-                text = template_rewrite(fact, style, number)
+                text = template_rewrite(fact, style, number, framing)
             else:
                 text = rewriter(style_prompt(style, str(fact["text"]).strip()))
             out.append({"text": text, "style": style, "fact": fact_id})

@@ -87,10 +87,13 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
 @click.option("--max-new-tokens", type=int, default=512, show_default=True, help="Longest rewrite, in tokens.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy (reproducible).")
 @click.option("--original/--no-original", default=True, show_default=True, help="Keep each fact's own text too.")
+@click.option("--framing", type=click.Choice(["vary", "fixed"]), default="vary", show_default=True,
+              help="Template rewrites: the words around each fact varied by record (a fixed frame is learned "
+                   "and comes back in answers), or fixed (the lab's published studies).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 @quiet_option
 def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_key_env, max_new_tokens, temperature,
-                    original, as_json, quiet):
+                    original, framing, as_json, quiet):
     """Rewrite fact texts into several styles (seed 003: facts stick only when paraphrased)."""
     from skillgraft.data.augment import CachedRewriter, augment
     from skillgraft.data.records import write_jsonl
@@ -100,7 +103,7 @@ def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_ke
     if rewriter != "template":
         llm = CachedRewriter(rewriter, model or "", cache or out.with_name(out.name + ".cache"), endpoint=endpoint,
                              api_key_env=api_key_env, max_new_tokens=max_new_tokens, temperature=temperature)
-    records = augment(facts, style_list, llm, include_original=original)
+    records = augment(facts, style_list, llm, include_original=original, framing=framing)
     write_jsonl(out, records)
     by_style = dict(Counter(record["style"] for record in records))
     summary = {"output": str(out), "records": len(records), "by_style": by_style, "styles": style_list,

@@ -82,7 +82,7 @@ def styled_texts(person: W.Person, k: int, seed: int) -> list[str]:
                    for a, ans in zip(W.ATTRIBUTES, answers)]}
     texts = [bio]
     for style in STYLES[1:k]:
-        text = template_rewrite(fact, style)
+        text = template_rewrite(fact, style, framing="fixed")  # the frames the published numbers used
         texts.append(text.replace(f"{person.name}.", f"{person.name} ."))   # keep the last name a word
     return texts
 

@@ -71,7 +71,7 @@ def fact_texts(k: int) -> list[dict]:
         raise ValueError(f"k must be between 1 and {1 + len(STYLES)}")
     if k == 1:
         return [{"text": f["text"], "style": "original", "fact": f["id"]} for f in facts()]
-    return augment(DATA / "facts.jsonl", list(STYLES[:k - 1]))
+    return augment(DATA / "facts.jsonl", list(STYLES[:k - 1]), framing="fixed")  # as the documented runs
 
 
 def unrelated_texts(n: int, seed: int) -> list[dict]:
