@@ -85,6 +85,8 @@ def test_the_retention_suite_scores_only_the_languages_asked_for(chat_and_plain,
     chat, _ = chat_and_plain
     results = _eval(capsys, chat, "--suite", "retention", "--languages", "en", "--max-new-tokens", "2")
     assert list(results["scores"][chat]) == ["retention_en"]
+    assert results["settings"]["models"][chat]["chat_applied"] == {"retention_en": True}  # the template, unasked
+    assert results["items"][0]["prompt"].startswith("Q: ")  # raw in the file, asked as a user message
     assert set(results["settings"]["skipped_sets"]) == {"retention_ja", "retention_ko"}
     assert "--languages" in results["settings"]["skipped_sets"]["retention_ja"]
     # the lab's word-level tokenizer knows none of the three: every set is scored, with a note
