@@ -47,8 +47,7 @@ def test_every_verb_has_one_help_style_and_described_options(path, command, run_
     assert undescribed == [], (path, undescribed)
 
 
-# verbs whose output is their own printout (the demos), or that write nothing with -o
-NO_QUIET = {("demo",), ("lab", "demo")}
+NO_QUIET: set = set()  # every verb that writes takes --quiet (DESIGN.md)
 CPU_HEAVY = {("eval",), ("compare",), ("train",), ("run",), ("convert", "gguf"), ("sweep", "run")}
 
 

@@ -20,8 +20,23 @@ pytestmark = pytest.mark.skipif(not shipped_available(), reason="shipped lab che
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("lab-demo")
-    return out, run_demo(out, seed=0, as_json=True)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        result = run_demo(out, seed=0, as_json=True, quiet=True)
+    QUIET_STDERR.append(stderr.getvalue())
+    return out, result
+
+
+QUIET_STDERR: list[str] = []   # what the module's quiet --json demo wrote to stderr
+
+
+def test_quiet_json_demo_prints_no_progress_and_no_table(demo):
+    printed = QUIET_STDERR[0]
+    assert "[lab demo]" not in printed and "Lab demo:" not in printed, printed[-500:]
 
 
 def test_shipped_checkpoints_load_in_plain_transformers():

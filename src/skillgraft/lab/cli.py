@@ -44,6 +44,7 @@ def build_command(out, seed, force, as_json, quiet):
 
 def demo_options(f):
     for decorator in (
+        click.option("--quiet", is_flag=True, help="No progress lines on stderr (with --json, no table either)."),
         click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object (the table "
                      "goes to stderr)."),
         click.option("--seed", type=int, default=0, show_default=True,
@@ -60,24 +61,24 @@ def demo_options(f):
 @demo_options
 @click.option("--models", type=click.Path(path_type=Path), default=None,
               help="Use a `lab build` folder instead of the shipped checkpoints.")
-def lab_demo_command(out, force, seed, as_json, models):
+def lab_demo_command(out, force, seed, as_json, quiet, models):
     """The graft demo (as `skillgraft demo`), optionally on your own `lab build` output."""
     pin_cpu_kernels()
     from skillgraft.lab.demo import SHIPPED, run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED, force=force)
+    result = run_demo(out, seed=seed, as_json=as_json, root=models or SHIPPED, force=force, quiet=quiet)
     if as_json:
         emit_json(result)
 
 
 @command("demo")
 @demo_options
-def demo_command(out, force, seed, as_json):
+def demo_command(out, force, seed, as_json, quiet):
     """The built-in default: a chat vector at work on the shipped lab models, with controls."""
     pin_cpu_kernels()
     from skillgraft.lab.demo import run_demo
 
-    result = run_demo(out, seed=seed, as_json=as_json, force=force)
+    result = run_demo(out, seed=seed, as_json=as_json, force=force, quiet=quiet)
     if as_json:
         emit_json(result)
 

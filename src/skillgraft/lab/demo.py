@@ -163,14 +163,15 @@ def print_report(results: list[dict], text: str, stream) -> None:
 
 
 def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, scales=(0.5, 1.0, 1.5),
-             root: Path = SHIPPED, force: bool = False) -> dict:
+             root: Path = SHIPPED, force: bool = False, quiet: bool = False) -> dict:
     """Run the lab demo on the shipped checkpoints (or a `lab build` folder `root`); returns
     `{"results": [...], "conclusion": str}`.
 
     `out_dir` keeps the vectors, grafted models (each a part with its own manifest),
     `generations.jsonl` and `results.json`, published by rename with a manifest of kind
     `demo`; without it everything goes to a temp folder. The table goes to stdout, or stderr
-    when `as_json` (the caller prints the returned object as JSON).
+    when `as_json` (the caller prints the returned object as JSON); `quiet` drops the progress
+    lines, and with `as_json` the table too.
     """
     from skillgraft.checkpoint import AtomicFolder, check_output, write_manifest
     from skillgraft.errors import UserError
@@ -186,9 +187,10 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
     with AtomicFolder(out_dir, force=force) if out_dir is not None else tempfile.TemporaryDirectory(
             prefix="skillgraft-lab-demo-") as work:
         work = Path(work)
-        print(f"[lab demo] extracting and grafting in {work}", file=sys.stderr)
+        note = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+        note(f"[lab demo] extracting and grafting in {work}")
         rows = make_models(work, scales, seed, root)
-        print(f"[lab demo] evaluating {len(rows)} models on {N_EVAL} held-out B items", file=sys.stderr)
+        note(f"[lab demo] evaluating {len(rows)} models on {N_EVAL} held-out B items")
         gens = evaluate_models(rows, world, seed)
         results = score_table(gens, world)
         results.sort(key=lambda r: MODEL_ORDER.index(r["model"]))
@@ -201,5 +203,6 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
             (work / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
             write_manifest(work, kind="demo", inputs=[{"role": "lab_models", "path": str(Path(root).resolve())}],
                            options={"seed": seed, "scales": list(scales), "n_eval": N_EVAL})
-    print_report(results, text, stream)
+    if not (quiet and as_json):
+        print_report(results, text, stream)
     return payload
