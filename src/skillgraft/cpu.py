@@ -15,10 +15,12 @@ product in both dtypes, once per process.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 SAMPLE_SECONDS = 0.25
@@ -150,8 +152,15 @@ def compute_dtype(stored: str | None, requested: str | None, on_cpu: bool) -> tu
                       "to keep it)"
 
 
-def stored_dtype(config: dict) -> str | None:
-    """The dtype a checkpoint's config.json declares (`dtype`, formerly `torch_dtype`)."""
+def stored_dtype(folder: Path) -> str | None:
+    """The dtype a checkpoint folder's config.json declares (`dtype`, formerly `torch_dtype`);
+    None when it says nothing or cannot be read."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
     value = config.get("dtype") or config.get("torch_dtype")
     return value if isinstance(value, str) else None
 

@@ -213,9 +213,9 @@ def _has_chat_template(folder: Path | None, spec: Any) -> bool:
     folder (its answers may all be cached)."""
     if folder is None:
         return make_backend(spec, label="reference").has_chat_template
-    from transformers import AutoTokenizer
+    from skillgraft.tokenizer import read_chat_template
 
-    return bool(getattr(AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False), "chat_template", None))
+    return read_chat_template(folder) is not None
 
 
 def _sets_outside_languages(suite: Suite, labelled: list[tuple[str, Any]], languages: Sequence[str] | None,

@@ -187,10 +187,11 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
     with AtomicFolder(out_dir, force=force) if out_dir is not None else tempfile.TemporaryDirectory(
             prefix="skillgraft-lab-demo-") as work:
         work = Path(work)
-        note = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
-        note(f"[lab demo] extracting and grafting in {work}")
+        if not quiet:
+            print(f"[lab demo] extracting and grafting in {work}", file=sys.stderr)
         rows = make_models(work, scales, seed, root)
-        note(f"[lab demo] evaluating {len(rows)} models on {N_EVAL} held-out B items")
+        if not quiet:
+            print(f"[lab demo] evaluating {len(rows)} models on {N_EVAL} held-out B items", file=sys.stderr)
         gens = evaluate_models(rows, world, seed)
         results = score_table(gens, world)
         results.sort(key=lambda r: MODEL_ORDER.index(r["model"]))

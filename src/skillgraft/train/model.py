@@ -32,7 +32,7 @@ def model_dir(spec: str) -> Path:
 def compute_dtype(folder: Path, config) -> str:
     """`dtype: auto` is the checkpoint's own, except on a CPU where its bfloat16/float16 computes
     slower than float32 (`cpu.compute_dtype`): there training runs in float32, and a full
-    fine-tune is saved back in the checkpoint's dtype (`outputs.publish`)."""
+    fine-tune is saved back in the checkpoint's dtype (`outputs.save_outputs`)."""
     import torch
 
     from skillgraft import cpu
@@ -46,14 +46,11 @@ def compute_dtype(folder: Path, config) -> str:
 
 def base_dtype(spec: str):
     """The torch dtype the base checkpoint declares (float32 when it does not say)."""
-    import json
-
     import torch
 
     from skillgraft import cpu
 
-    config = json.loads((model_dir(spec) / "config.json").read_text(encoding="utf-8"))
-    name = cpu.stored_dtype(config)
+    name = cpu.stored_dtype(model_dir(spec))
     return getattr(torch, name) if isinstance(getattr(torch, name or "", None), torch.dtype) else torch.float32
 
 

@@ -8,7 +8,6 @@ training monitor evaluates the model it is training).
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,7 @@ def chosen_dtype(folder: Path, requested: str | None, *, on_cpu: bool) -> str | 
     from skillgraft import cpu
 
     cpu.ensure_threads()
-    config = {}
-    if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = {}
-    stored = cpu.stored_dtype(config)
+    stored = cpu.stored_dtype(folder)
     dtype, why = cpu.compute_dtype(stored, requested, on_cpu)
     log = cpu.notes()
     if log is not None and dtype and dtype != stored and not requested:
