@@ -124,3 +124,28 @@ def test_a_sweep_trial_scores_kept_against_the_model_its_recipe_started_from(tmp
     values = evaluate(entries, "lab:cp", SimpleNamespace(kind="train", model="lab:skilled"))
     expected = run_suite(["lab:cp"], suite, reference="lab:skilled", log=None)["scores"]["lab:cp"]["s"]
     assert values == [expected["kept"], expected["general_kl"]] and values[1] > 0.1
+
+
+def test_a_set_scored_only_on_general_kl_is_not_generated_and_scores_the_same(tmp_path, monkeypatch):
+    """general_kl reads the reference's tokens, not the candidate's answer: a set that asks for
+    nothing else skips generation (a sweep's cheap retention objective), with the same number."""
+    from skillgraft.evaluate.backends.hf import HFBackend
+    from skillgraft.evaluate.runner import run_suite
+
+    monkeypatch.setenv("SKILLGRAFT_CACHE", str(tmp_path / "cache"))
+    full = run_suite(["lab:cp"], _suite(tmp_path), reference="lab:skilled", log=None)
+    kl_only = tmp_path / "kl.yaml"
+    kl_only.write_text((tmp_path / "suite.yaml").read_text().replace("[keyword, kept, general_kl]", "[general_kl]"))
+    generated = []
+    original = HFBackend.generate_tokens
+    monkeypatch.setattr(HFBackend, "generate_tokens", lambda self, *a, **k: generated.append(self.label)
+                        or original(self, *a, **k))
+    cheap = run_suite(["lab:cp"], kl_only, reference="lab:skilled", log=None)
+    assert generated == [], "a general_kl-only set generated answers nobody reads"
+    assert cheap["scores"]["lab:cp"]["s"]["general_kl"] == pytest.approx(full["scores"]["lab:cp"]["s"]["general_kl"],
+                                                                          rel=1e-5)
+    assert all(item["output"] is None for item in cheap["items"])
+    from skillgraft.report.html import write_report
+
+    page = write_report(cheap, tmp_path / "report.html").read_text()
+    assert "not generated" in page and ">None<" not in page

@@ -8,6 +8,7 @@ stderr and exit status 2, never a traceback; exit status 1 is left for bugs.
 from __future__ import annotations
 
 import os
+import gc
 import signal
 import sys
 import threading
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:   # None: the old handler was not set from Python
             signal.signal(signal.SIGTERM, previous)
+        if argv is None:
+            # the process ends now: without this, the interpreter's last garbage collections walk
+            # every object torch and transformers made (1.3-1.6 s on each model-loading command)
+            gc.freeze()
 
 
 def _run(args: list[str]) -> int:

@@ -118,6 +118,23 @@ def ensure_threads() -> None:
         apply_threads(_asked["threads"], _asked["log"])
 
 
+def split_threads(workers: int) -> int:
+    """Torch threads for each of `workers` processes sharing the cores `choose_threads` gives
+    (at least one each): reported as one line, applied to this process (which then counts as
+    configured) and returned for the others."""
+    import torch
+
+    free, why = choose_threads(requested())
+    threads = max(1, free // workers)
+    log = notes()
+    if log is not None:
+        log(f"threads: {threads} per worker ({why}; --threads N to choose)")
+    torch.set_num_threads(threads)
+    if _asked:
+        _asked["applied"] = True
+    return threads
+
+
 @lru_cache(maxsize=4)
 def half_is_fast(dtype_name: str) -> bool:
     """Whether a decoder-sized matrix product in `dtype_name` (bfloat16 / float16) takes no

@@ -149,12 +149,14 @@ def kl_to(backend, answers: list[ReferenceAnswer], batch_size: int = 8) -> list[
     None where the answer is empty."""
     import torch
 
-    rows = [(a.prompt_ids, a.answer_ids) for a in answers]
-    out: list[float | None] = []
-    for answer, logprobs in zip(answers, backend.answer_logprobs(rows, batch_size=batch_size)):
-        if not answer.answer_ids:
-            out.append(None)
-            continue
-        kl = coarse_kl(torch.tensor(answer.topk_ids), torch.tensor(answer.topk_logprobs), logprobs)
-        out.append(float(kl.clamp(min=0).mean()))
+    # longest first, so a batch holds rows of similar length (less padding to compute); the
+    # numbers do not depend on the batch (left padding with position ids)
+    order = sorted(range(len(answers)), key=lambda i: (-len(answers[i].prompt_ids) - len(answers[i].answer_ids), i))
+    rows = [(answers[i].prompt_ids, answers[i].answer_ids) for i in order]
+    out: list[float | None] = [None] * len(answers)
+    for index, logprobs in zip(order, backend.answer_logprobs(rows, batch_size=batch_size)):
+        answer = answers[index]
+        if answer.answer_ids:
+            kl = coarse_kl(torch.tensor(answer.topk_ids), torch.tensor(answer.topk_logprobs), logprobs)
+            out[index] = float(kl.clamp(min=0).mean())
     return out

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 from skillgraft import __version__
 from skillgraft.errors import UserError
 from skillgraft.evaluate.backends import Backend, as_messages, make_backend
-from skillgraft.evaluate.metrics import NEEDS_REFERENCE, MetricContext, options_of, score_item
+from skillgraft.evaluate.metrics import NEEDS_REFERENCE, NO_OUTPUT, MetricContext, options_of, score_item
 from skillgraft.evaluate.results import PartialLog, aggregate, retention_table, settings_key, write_json_atomic
 from skillgraft.evaluate.suites import Suite, load_suite
 from skillgraft.heartbeat import Heartbeat
@@ -265,7 +265,10 @@ def _run_chunk(model: Backend, label: str, probe_set, items, batch_size: int, ct
     """Generate (and score choices) for a chunk of items, then record each finished item."""
     generation = model.applied(probe_set.generation)
     prompts = [as_messages(item.input, generation) for item in items]
-    outputs = model.generate(prompts, generation, batch_size=batch_size)
+    if all(m.name in NO_OUTPUT for m in probe_set.metrics):
+        outputs: list[str | None] = [None] * len(items)   # nothing reads an answer: none generated
+    else:
+        outputs = model.generate(prompts, generation, batch_size=batch_size)
     logliks: list[list[float] | None] = [None] * len(items)
     if any(m.name == "choice_loglik" for m in probe_set.metrics):
         logliks = model.loglik(prompts, [item.choices for item in items], generation, batch_size)

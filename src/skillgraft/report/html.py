@@ -87,7 +87,7 @@ def render_report(results: dict[str, Any], title: str = "skillgraft comparison")
         first = next(iter(rows.values()))
         prompts.append({
             "set": set_name, "id": item_id, "prompt": _prompt_text(first["prompt"]),
-            "cells": [{"output": rows[m]["output"] if m in rows else "",
+            "cells": [{"output": _output_text(rows[m]) if m in rows else "",
                        "metrics": ", ".join(f"{k} {_fmt(v)}" for k, v in rows[m]["metrics"].items() if "." not in k)
                        if m in rows else ""} for m in models],
         })
@@ -107,3 +107,8 @@ def write_report(results: dict[str, Any], path: str | Path, title: str = "skillg
     from skillgraft.checkpoint.publish import write_file_atomic
 
     return write_file_atomic(path, render_report(results, title))
+
+
+def _output_text(row: dict) -> str:
+    """An item's answer; a set scored only on log-probabilities has none (not generated)."""
+    return "(not generated: this set's metrics read no answer)" if row["output"] is None else row["output"]

@@ -134,6 +134,7 @@ class SweepConfig(Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list)  # parameters to try first (Optuna's enqueue_trial)
     n_trials: int = Field(20, ge=1)
     heartbeat: int = Field(10, ge=1)  # seconds between a running trial's heartbeats; stale after 3
+    batch_size: int = Field(8, ge=1)  # prompts per batch when a trial's suites are scored (as `eval --batch-size`)
 
 
 @dataclass

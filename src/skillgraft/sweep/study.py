@@ -14,6 +14,7 @@ naming the changed keys, unless `--new` starts afresh.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ from skillgraft.errors import UserError
 from skillgraft.sweep.config import Sweep
 
 CONFIG_ATTR = "skillgraft_sweep_config"
-UNCHECKED = ("n_trials", "heartbeat")   # how long to run, not what is searched
+UNCHECKED = ("n_trials", "heartbeat", "batch_size")   # how long / how fast to run, not what is searched
 
 
 def quiet_optuna() -> None:
@@ -243,9 +244,32 @@ def load(sweep: Sweep, url: str, name: str, worker: int = 0):
     return study
 
 
-def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, timeout: float | None,
+class Budget:
+    """The trials this invocation may still start, shared by its workers: a worker takes one
+    before each trial, so a worker that started late (a spawned process importing torch) runs
+    fewer and none waits for another's fixed share. `finished` counts every worker's trials."""
+
+    def __init__(self, n_trials: int, context=multiprocessing):
+        self.planned = n_trials
+        self.left = context.Value("i", n_trials)
+        self.finished = context.Value("i", 0)
+
+    def take(self) -> bool:
+        with self.left.get_lock():
+            if self.left.value <= 0:
+                return False
+            self.left.value -= 1
+            return True
+
+    def finish(self) -> int:
+        with self.finished.get_lock():
+            self.finished.value += 1
+            return self.finished.value
+
+
+def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, timeout: float | None,
              keep: bool, worker: int = 0, workers: int = 1, quiet: bool = False) -> None:
-    """Run `n_trials` trials (and any queued retries first) in this process."""
+    """Run trials in this process (any queued retries first) while `budget` has some left."""
     from optuna.storages import fail_stale_trials
 
     from skillgraft.sweep.recovery import fail_dead_local, mark_interrupted, requeue_interrupted
@@ -262,15 +286,20 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, n_trials: int, *, tim
 
     def after(study, frozen):
         ran.append(frozen)
+        done = budget.finish()
         if not quiet:
-            print(progress_line(study, frozen, len(ran), n_trials, time.time() - started,
+            print(progress_line(study, frozen, done, budget.planned, time.time() - started,
                                 f"sweep[{worker + 1}/{workers}]" if workers > 1 else "sweep"),
                   file=sys.stderr, flush=True)
         if not keep:
             tidy_outputs(study, out)
+        if not budget.take():
+            study.stop()
 
+    if not budget.take():
+        return
     try:
-        study.optimize(lambda trial: run_trial(trial, sweep, out, keep), n_trials=n_trials, timeout=timeout,
+        study.optimize(lambda trial: run_trial(trial, sweep, out, keep), n_trials=None, timeout=timeout,
                        callbacks=[after], catch=(Exception,), gc_after_trial=False)
     except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
         requeue_interrupted(study)
@@ -319,39 +348,53 @@ def none_completed(ran: list) -> None:
 
 
 def _worker(args: tuple) -> None:
-    """A worker process: reload the sweep (the config is the interface) and optimise."""
-    path, overrides, out, url, name, n_trials, timeout, keep, worker, workers, threads, quiet = args
+    """A spawned worker process: reload the sweep (the config is the interface) and optimise.
+    It leaves with `os._exit` once its output is flushed: everything it made is in the storage
+    and the trial folders, and a normal interpreter exit spends seconds freeing torch's modules."""
+    path, overrides, out, url, name, budget, timeout, keep, worker, workers, threads, quiet = args
     import torch
 
     from skillgraft.sweep.config import load_sweep
 
     torch.set_num_threads(threads)
+    code = 0
     try:
-        optimize(load_sweep(path, overrides), Path(out), url, name, n_trials, timeout=timeout, keep=keep,
+        optimize(load_sweep(path, overrides), Path(out), url, name, budget, timeout=timeout, keep=keep,
                  worker=worker, workers=workers, quiet=quiet)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str, n_trials: int, workers: int, *,
-                timeout: float | None, keep: bool, quiet: bool = False) -> None:
-    """K local processes on the same storage; the N trials are split between them, and the
-    cores other processes leave free between the workers."""
+def run_workers(sweep: Sweep, path: str, overrides: list[str], out: Path, url: str, name: str, n_trials: int,
+                workers: int, *, timeout: float | None, keep: bool, quiet: bool = False) -> None:
+    """K workers on the same storage: this process and K-1 spawned ones, taking trials from one
+    budget of N, with the cores other processes leave free split between them."""
     from skillgraft import cpu
 
-    share = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-    free, why = cpu.choose_threads(cpu.requested())
-    threads = max(1, free // workers)
-    if not quiet:
-        print(f"threads: {threads} per worker ({why}; --threads N to choose)", file=sys.stderr, flush=True)
+    threads = cpu.split_threads(workers)
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=((path, list(overrides), str(out), url, name, n, timeout, keep, i,
-                                                    workers, threads, quiet),), daemon=False)
-             for i, n in enumerate(share) if n]
+    budget = Budget(n_trials, context)
+    procs = [context.Process(target=_worker, args=((path, list(overrides), str(out), url, name, budget, timeout,
+                                                    keep, i, workers, threads, quiet),), daemon=False)
+             for i in range(1, min(workers, n_trials))]
+    own_error = None
     try:
         for proc in procs:
             proc.start()
+        try:
+            optimize(sweep, out, url, name, budget, timeout=timeout, keep=keep, worker=0, workers=workers,
+                     quiet=quiet)
+        except UserError as exc:   # this worker's trials all failed: the others still finish theirs
+            own_error = exc
         for proc in procs:
             proc.join()
     finally:
@@ -360,8 +403,10 @@ def run_workers(path: str, overrides: list[str], out: Path, url: str, name: str,
                 proc.terminate()
                 proc.join()
     failed = [p.exitcode for p in procs if p.exitcode]
+    if own_error is not None:
+        raise own_error
     if failed:
-        raise UserError(f"{len(failed)} of {len(procs)} workers failed (exit status {failed[0]}); "
+        raise UserError(f"{len(failed)} of {len(procs) + 1} workers failed (exit status {failed[0]}); "
                         "see their error lines above")
 
 
@@ -381,7 +426,8 @@ def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None
     url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)
     n = n_trials if n_trials is not None else sweep.config.n_trials
     if workers == 1:
-        optimize(sweep, out, url, name, n, timeout=timeout, keep=keep, quiet=quiet)
+        optimize(sweep, out, url, name, Budget(n), timeout=timeout, keep=keep, quiet=quiet)
     else:
-        run_workers(path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep, quiet=quiet)
+        run_workers(sweep, path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep,
+                    quiet=quiet)
     return load(sweep, url, name), url

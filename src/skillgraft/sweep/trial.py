@@ -36,10 +36,10 @@ def rebuild_command(folder: Path) -> str:
     return f"skillgraft run {folder / 'recipe.yaml'}"
 
 
-def evaluate(entries, model_dir, recipe) -> list[float]:
+def evaluate(entries, model_dir, recipe, batch_size: int = 8) -> list[float]:
     """The value of every objective or constraint for the model in `model_dir` (a folder, or an
     in-memory trial's evaluation backend); a suite runs once however many of its scores are
-    asked for. A score the suite leaves empty is NaN."""
+    asked for. A score the suite leaves empty is NaN. `batch_size` changes speed only."""
     from skillgraft.evaluate.runner import run_suite
     from skillgraft.sweep.measures import MEASURES
 
@@ -53,7 +53,7 @@ def evaluate(entries, model_dir, recipe) -> list[float]:
             # kept / general_kl compare with the model the recipe started from
             start = recipe.target if recipe.kind == "graft" else recipe.model
             suites[entry.suite] = run_suite({"trial": model_dir}, entry.suite, reference=start,
-                                            log=None)["scores"]["trial"]
+                                            batch_size=batch_size, log=None)["scores"]["trial"]
         value = suites[entry.suite].get(entry.set, {}).get(entry.metric)
         values.append(math.nan if value is None else float(value))
     return values
@@ -115,7 +115,7 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
         on_probe = _pruning_reporter(trial) if config.pruner is not None else None
         model, publish = _run_recipe(recipe, sweep, on_probe)
         ran = time.perf_counter()
-        scores = evaluate([*config.objectives, *config.constraints], model, recipe)
+        scores = evaluate([*config.objectives, *config.constraints], model, recipe, config.batch_size)
     except optuna.TrialPruned as exc:
         finish(folder, {**record, "state": "PRUNED", "reason": str(exc)}, keep_output=False)
         raise

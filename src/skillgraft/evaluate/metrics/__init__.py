@@ -34,6 +34,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
 # Metrics that compare with a reference model's answers (`evaluate.reference`): the runner
 # computes those answers once (cached) and hands each item its own.
 NEEDS_REFERENCE = ("kept", "general_kl")
+# Scored without the model's generated answer (log-probabilities only): a set whose every
+# metric is one of these is not generated at all, so a retention objective on `general_kl`
+# costs one forward pass per item instead of a whole generation (a sweep's graft trials).
+NO_OUTPUT = ("general_kl", "choice_loglik")
 # Not a share of the baseline's score: no "retention" ratio is printed for these.
 NOT_RATIOS = ("kept", "general_kl", "repetition", "memorization")
 NEEDS: dict[str, tuple[str, ...]] = {
