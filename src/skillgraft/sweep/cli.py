@@ -109,9 +109,28 @@ def knowledge_kit_command(seed, out, force, quiet):
     print(f"kit: {write_kit(out, seed, force=force, quiet=quiet)}")
 
 
+@command("real-kit")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed of the recipes (and the CP text's draw).")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
+@click.option("--models", is_flag=True, help="Also train CP and the persona (about 7 minutes on one core) and "
+              "write graft.yaml, for recipes/sweeps/real-graft.yaml.")
+@click.option("--model", default="lab:smollm2", show_default=True, help="The chat model the recipes train "
+              "(lab:smollm2: `skillgraft lab fetch` first).")
+@click.option("--max-length", type=click.IntRange(min=2), default=None, help="Tokens per training text for a "
+              "model with a short context (longer texts are truncated); default: the recipes' 512.")
+@click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
+@quiet_option
+def real_kit_command(seed, out, models, model, max_length, force, quiet):
+    """Write the real-model studies' recipes, data and suites, for recipes/sweeps/real-*.yaml."""
+    from skillgraft.sweep.real_kit import write_kit
+
+    print(f"kit: {write_kit(out, seed, model=model, max_length=max_length, models=models, force=force, quiet=quiet)}")
+
+
 sweep_group.add_command(run_command)
 sweep_group.add_command(report_command)
 sweep_group.add_command(knowledge_kit_command)
+sweep_group.add_command(real_kit_command)
 
 
 def register(cli: click.Group) -> None:

