@@ -108,3 +108,19 @@ def test_lab_smollm2_missing_from_the_cache_says_how_to_fetch_it(run_cli, tmp_pa
     status, _, err = run_cli("sweep", "run", SWEEPS / "real-graft.yaml", "-o", tmp_path / "run",
                              "--set", f"base={tmp_path / 'missing.yaml'}")
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_relative_base_is_relative_to_the_sweep_file(tmp_path, monkeypatch):
+    from skillgraft.sweep.config import load_sweep
+
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "graft.yaml").write_text(yaml.safe_dump({
+        "kind": "graft", "target": "lab:cp", "vectors": [{"base": "lab:base", "skilled": "lab:skilled"}],
+        "output": "out"}))
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "s.yaml").write_text(yaml.safe_dump({
+        "kind": "sweep", "base": "../kit/graft.yaml", "objectives": [{"measure": "lab_retention_a"}],
+        "space": {"vectors.0.scale": {"type": "float", "low": 0.5, "high": 1.5}}}))
+    monkeypatch.chdir(tmp_path / "kit")   # another folder: the base is found from the sweep file
+    sweep = load_sweep(tmp_path / "sweeps" / "s.yaml")
+    assert Path(sweep.config.base).resolve() == (tmp_path / "kit" / "graft.yaml").resolve()

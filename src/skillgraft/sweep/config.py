@@ -132,7 +132,7 @@ class Pruner(Strict):
 
 class SweepConfig(Strict):
     kind: Literal["sweep"] = "sweep"
-    base: Union[Annotated[str, PATH], dict[str, Any]]
+    base: Annotated[Union[str, dict[str, Any]], PATH]   # a path relative to this file, or the recipe inline
     space: dict[str, Distribution] = Field(min_length=1)
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
