@@ -124,3 +124,24 @@ def test_a_relative_base_is_relative_to_the_sweep_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "kit")   # another folder: the base is found from the sweep file
     sweep = load_sweep(tmp_path / "sweeps" / "s.yaml")
     assert Path(sweep.config.base).resolve() == (tmp_path / "kit" / "graft.yaml").resolve()
+
+
+def test_a_trial_scores_only_the_sets_its_objectives_name(tmp_path, monkeypatch):
+    """The held-out half of a suite is never computed during a search, not only never optimised on."""
+    from types import SimpleNamespace
+
+    from skillgraft.evaluate import runner
+    from skillgraft.sweep.trial import evaluate
+
+    items = '{"id": "a", "prompt": "x", "keywords": "y"}\n'
+    (tmp_path / "items.jsonl").write_text(items)
+    (tmp_path / "suite.yaml").write_text("name: halves\ngeneration: {max_new_tokens: 2}\nsets:\n"
+                                         "  - {name: tune, items: items.jsonl, metrics: [keyword]}\n"
+                                         "  - {name: heldout, items: items.jsonl, metrics: [keyword]}\n")
+    seen = []
+    original = runner.run_suite
+    monkeypatch.setattr(runner, "run_suite", lambda models, suite, **k: seen.append([s.name for s in suite.sets])
+                        or original(models, suite, **k))
+    entry = SimpleNamespace(measure=None, suite=str(tmp_path / "suite.yaml"), set="tune", metric="keyword")
+    values = evaluate([entry], "lab:cp", SimpleNamespace(kind="graft", target="lab:cp"))
+    assert seen == [["tune"]] and len(values) == 1

@@ -24,6 +24,7 @@ what a found recipe is checked on.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,3 +110,4 @@ def _train_models(kit: Path, recipes: dict, quiet: bool) -> None:
         tree = {**recipes[name], "output_dir": str(kit / "models" / name),
                 "data": {**recipes[name]["data"], "train": str(kit / recipes[name]["data"]["train"])}}
         train(TrainConfig.model_validate(tree))
+        shutil.rmtree(kit / "models" / name / "checkpoints", ignore_errors=True)   # Trainer's working state

@@ -364,6 +364,8 @@ def _worker(args: tuple) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:   # Ctrl-C reaches every worker; the invoking process says so once
+        code = 130
     except BaseException:
         import traceback
 

@@ -41,6 +41,7 @@ def evaluate(entries, model_dir, recipe, batch_size: int = 8) -> list[float]:
     in-memory trial's evaluation backend); a suite runs once however many of its scores are
     asked for. A score the suite leaves empty is NaN. `batch_size` changes speed only."""
     from skillgraft.evaluate.runner import run_suite
+    from skillgraft.evaluate.suites import load_suite
     from skillgraft.sweep.measures import MEASURES
 
     suites: dict[str, dict] = {}
@@ -50,9 +51,14 @@ def evaluate(entries, model_dir, recipe, batch_size: int = 8) -> list[float]:
             values.append(float(MEASURES[entry.measure](model_dir, recipe, **entry.options)))
             continue
         if entry.suite not in suites:
-            # kept / general_kl compare with the model the recipe started from
+            # only the sets an objective or constraint names: a suite's held-out set is never
+            # even computed during the search; kept / general_kl compare with the model the
+            # recipe started from
+            suite = load_suite(entry.suite)
+            named = {e.set for e in entries if e.measure is None and e.suite == entry.suite}
+            suite.sets = [s for s in suite.sets if s.name in named]
             start = recipe.target if recipe.kind == "graft" else recipe.model
-            suites[entry.suite] = run_suite({"trial": model_dir}, entry.suite, reference=start,
+            suites[entry.suite] = run_suite({"trial": model_dir}, suite, reference=start,
                                             batch_size=batch_size, log=None)["scores"]["trial"]
         value = suites[entry.suite].get(entry.set, {}).get(entry.metric)
         values.append(math.nan if value is None else float(value))
