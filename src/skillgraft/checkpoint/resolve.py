@@ -63,11 +63,11 @@ def resolve_model(spec: str | Path, role: str = "model") -> ResolvedModel:
     path = Path(text).expanduser()
     if path.exists():
         return ResolvedModel(path, text)
-    if text == "lab:smollm2":   # the real model `lab real` converts, from the cache (never downloaded here)
-        from skillgraft.lab.real.model import cached_model
-
-        return ResolvedModel(cached_model(text), text)
     if text.startswith("lab:"):
+        from skillgraft.lab.real import model as real
+
+        if text == real.NAME:   # the real model `lab fetch` converts, from the cache (never downloaded here)
+            return ResolvedModel(real.cached_model(text), text)
         folder = SHIPPED / text[4:]
         if not text[4:] or not (folder / "config.json").is_file():
             names = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file())

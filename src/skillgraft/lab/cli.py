@@ -49,14 +49,14 @@ def build_command(out, seed, force, as_json, quiet):
 def fetch_command(gguf, as_json):
     """Download (once) and convert SmolLM2-135M-Instruct into the cache, where recipes name it
     `lab:smollm2`; prints the folder."""
-    from skillgraft.lab.real.model import GGUF_SHA256, converted_model, default_cache
+    from skillgraft.lab.real.model import GGUF_SHA256, NAME, converted_model, default_cache
 
     folder = converted_model(default_cache(), gguf)
     if gguf is not None and not folder.name.endswith(GGUF_SHA256[:12]):
-        print(f"note: {gguf} is not the pinned wheel's file; recipes naming lab:smollm2 will not use it "
+        print(f"note: {gguf} is not the pinned wheel's file; recipes naming {NAME} will not use it "
               f"(name {folder} instead)", file=sys.stderr)
     if as_json:
-        emit_json({"model": str(folder), "name": "lab:smollm2"})
+        emit_json({"model": str(folder), "name": NAME})
     else:
         print(folder)
 

@@ -32,8 +32,8 @@ import yaml
 
 from skillgraft.checkpoint.manifest import write_manifest
 from skillgraft.checkpoint.publish import AtomicFolder, check_output
+from skillgraft.lab.real.model import NAME as MODEL   # `lab:smollm2`: the converted model in the cache
 
-MODEL = "lab:smollm2"
 # The hand-set recipes (the keep study's budgets, docs/real-model.md): one declaration, read by
 # benchmarks/keep_study.py too.
 # `auto` + answer_only reads text records exactly as `text` does and QA records (k5-qa.jsonl) as

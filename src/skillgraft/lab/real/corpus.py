@@ -135,10 +135,9 @@ def write_suites(folder: Path, *, persona_halves: bool = False) -> dict[str, Pat
         write_jsonl(folder / f"knowledge_{name}.jsonl", items)
     prompts = read_jsonl(DATA / "persona_prompts.jsonl")
     write_jsonl(folder / "persona_prompts.jsonl", prompts)
-    for half in ("tune", "heldout"):
-        if persona_halves:
-            write_jsonl(folder / f"persona_{half}.jsonl", [p for i, p in enumerate(prompts)
-                                                           if (i % 2 == 1) == (half == "heldout")])
+    if persona_halves:
+        write_jsonl(folder / "persona_tune.jsonl", prompts[0::2])
+        write_jsonl(folder / "persona_heldout.jsonl", prompts[1::2])
     (folder / "persona_replies.txt").write_text(
         "".join(r["messages"][-1]["content"] + "\n" for r in persona_records()), encoding="utf-8")
     write_jsonl(folder / "cp_probes.jsonl", [
