@@ -185,7 +185,7 @@ def vector_input(cell: Cell, plan: Plan, ctx: Context) -> dict:
 def vector(cell: Cell, plan: Plan, ctx: Context, inputs: dict[str, str]) -> dict:
     """skill = persona − instruct grafted onto CP at each scale, against CP, the skilled model,
     a random direction with the skill vector's per-tensor norms, and the non-skill vector."""
-    from skillgraft.lab.demo import random_like
+    from skillgraft.vectors.controls import random_like
     from skillgraft.vectors import extract, graft
 
     budget = plan.budget
