@@ -40,15 +40,18 @@ def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
     tune, heldout = ((lab_kit / "suites" / f"persona_{h}.jsonl").read_text().splitlines() for h in ("tune", "heldout"))
     assert len(tune) == len(heldout) == 15 and not set(tune) & set(heldout)
     graft = yaml.safe_load((lab_kit / "graft.yaml").read_text())
-    assert graft["target"] == "models/cp/model" and (lab_kit / "models" / "persona" / "merged" / "config.json").is_file()
+    assert graft["target"] == "models/cp/model"
+    assert all((lab_kit / "models" / name / "merged" / "config.json").is_file() for name in ("persona", "persona-replay"))
+    assert not (lab_kit / "models" / "cp" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("study", ["graft", "persona", "knowledge"])
+@pytest.mark.parametrize("study", ["graft", "graft-kept", "persona", "knowledge"])
 def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_path, lab_kit, study):
     # `kept` needs questions the start model answers right: the lab models answer none of
-    # retention_tune's, so the training sweeps' second objective is its keyword score here
-    overrides = ["--set", f"base={lab_kit / (study + '.yaml')}",
-                 "--set", f"objectives.0.suite={lab_kit / 'suites' / ('persona' if study == 'graft' else study)}.yaml"]
+    # retention_tune's, so a `kept` objective is its keyword score here
+    recipe = "graft" if study.startswith("graft") else study
+    overrides = ["--set", f"base={lab_kit / (recipe + '.yaml')}",
+                 "--set", f"objectives.0.suite={lab_kit / 'suites' / ('persona' if recipe == 'graft' else study)}.yaml"]
     if study != "graft":
         overrides += ["--set", "objectives.1.metric=keyword"]
     status, out, err = run_cli("sweep", "run", SWEEPS / f"real-{study}.yaml", "-o", tmp_path / "run",
@@ -57,9 +60,11 @@ def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_pat
     result = json.loads(out)
     assert result["trials"] == {"COMPLETE": 2}
     recipes = [yaml.safe_load(p.read_text()) for p in sorted((tmp_path / "run" / "trials").glob("*/recipe.yaml"))]
-    if study == "graft":   # trial 0 is the hand-set graft: every layer range at 1, the plain sum
+    if recipe == "graft":   # trial 0 is the hand-set graft: every layer range at 1, the plain sum
         assert recipes[0]["method"] == "sum" and recipes[0]["density"] is None
         assert set(recipes[0]["schedule"]["layers"].values()) == {1.0}
+        if study == "graft-kept":   # trial 1: the same with the persona-replay vector
+            assert recipes[1]["vectors"][0]["skilled"].endswith("models/persona-replay/merged")
     else:                  # trials 0 and 1: the hand-set recipe and the keep study's
         base = yaml.safe_load((lab_kit / f"{study}.yaml").read_text())
         assert recipes[0]["lr"] == base["lr"] and recipes[0]["max_steps"] == base["max_steps"]

@@ -13,7 +13,8 @@ search them with `skillgraft train` / `skillgraft graft` as a user would on thei
     KIT/persona.yaml           the persona LoRA (seed 002's q,v r16), CP full fine-tuning
     KIT/cp.yaml
     with --models:
-    KIT/models/cp, persona     cp.yaml and persona.yaml trained (the graft sweep's target and vector)
+    KIT/models/cp, persona,    cp.yaml and persona.yaml trained (the graft sweep's target and vector),
+      persona-replay           and the persona with replay (a vector that keeps more of CP's answers)
     KIT/graft.yaml             the hand-set graft: CP + (persona − instruct) at scale 1
 
 Every path in the recipes is relative to KIT and the model is `lab:smollm2` (the converted
@@ -47,6 +48,7 @@ PERSONA = {"method": "lora", "dtype": "float32", "lr": 1e-3, "max_steps": 38, "b
 CP = {"method": "full", "dtype": "float32", "lr": 1e-4, "max_steps": 35, "batch_size": 8,
       "data": {"format": "text", "max_length": 512}}
 CP_UNRELATED = 40
+PERSONA_REPLAY = {"replay": 60, "max_steps": 53}   # the keep study's persona-replay run
 
 
 def training_config(budget: dict, train: str, seed: int, *, merge: bool, model: str = MODEL) -> dict:
@@ -70,8 +72,8 @@ def write_data(folder: Path, seed: int) -> None:
 
 def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | None = None, models: bool = False,
               force: bool = False, quiet: bool = False) -> Path:
-    """Write the kit folder (published by rename); with `models`, train CP and the persona
-    (about 2 and 5 minutes on one core for SmolLM2) for the graft sweep. `model`: another chat
+    """Write the kit folder (published by rename); with `models`, train CP, the persona and the
+    persona with replay (about 2, 5 and 7 minutes on one core for SmolLM2) for the graft sweeps. `model`: another chat
     model to study instead (`max_length` to fit its context; longer texts are then truncated)."""
     from skillgraft.checkpoint.resolve import resolve_model
     from skillgraft.lab.real import corpus
@@ -101,13 +103,19 @@ def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | Non
 
 
 def _train_models(kit: Path, recipes: dict, quiet: bool) -> None:
+    """CP, the persona, and the persona trained with replay (the keep study's persona-replay:
+    60 of the model's own general answers mixed in, the steps that keep the persona data's
+    two epochs), whose vector keeps more of CP's answers when grafted (docs/real-model.md)."""
     from skillgraft.train.config import TrainConfig
     from skillgraft.train.run import train
 
-    for name in ("cp", "persona"):
+    runs = {"cp": recipes["cp"], "persona": recipes["persona"],
+            "persona-replay": {**recipes["persona"], "max_steps": PERSONA_REPLAY["max_steps"],
+                               "data": {**recipes["persona"]["data"], "replay": {"n": PERSONA_REPLAY["replay"]}}}}
+    for name, recipe in runs.items():
         if not quiet:
-            print(f"[real-kit] training {name} ({recipes[name]['max_steps']} steps)", file=sys.stderr, flush=True)
-        tree = {**recipes[name], "output_dir": str(kit / "models" / name),
-                "data": {**recipes[name]["data"], "train": str(kit / recipes[name]["data"]["train"])}}
+            print(f"[real-kit] training {name} ({recipe['max_steps']} steps)", file=sys.stderr, flush=True)
+        tree = {**recipe, "output_dir": str(kit / "models" / name),
+                "data": {**recipe["data"], "train": str(kit / recipe["data"]["train"])}}
         train(TrainConfig.model_validate(tree))
         shutil.rmtree(kit / "models" / name / "checkpoints", ignore_errors=True)   # Trainer's working state
