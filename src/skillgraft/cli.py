@@ -7,8 +7,8 @@ stderr and exit status 2, never a traceback; exit status 1 is left for bugs.
 
 from __future__ import annotations
 
-import os
 import gc
+import os
 import signal
 import sys
 import threading
