@@ -4,11 +4,13 @@
 
     python benchmarks/heldout_check.py SWEEP_DIR --trials 0,7,19 --suite KIT/suites/persona.yaml \
         --score persona=style.marker.persona --untrained lab:smollm2 \
-        --seed 0:kits/real/models/cp/model,kits/real/models/persona/merged \
-        --seed 1:CP1,PERSONA1 --seed 2:CP2,PERSONA2 -o CHECK_DIR
+        --seed 0:kits/real/models --seed 1:SEED1_MODELS --seed 2:SEED2_MODELS -o CHECK_DIR
 
-Graft sweeps: each `--seed N:TARGET,SKILLED` rebuilds every chosen trial's recipe with that
-seed's target and skilled model (the vector's base stays). Every step writes a file under
+Graft sweeps: `--seed N:DIR` names a folder laid out as a kit's `models/` (`cp/model`,
+`persona/merged`, `persona-replay/merged`, ...: the keep study's `runs/` is one); every chosen
+trial's recipe is rebuilt with DIR/cp/model as the target and, as the skilled model, the
+folder of DIR named like the trial's own (`models/persona-replay/merged` → DIR/persona-replay/merged;
+the vector's base stays). Every step writes a file under
 CHECK_DIR and is skipped when it exists, so a check cut short continues where it stopped.
 The table (tune and held-out half, retention_check kept against the untrained model and against
 the graft's target, general_kl against the target) goes to stdout and CHECK_DIR/table.md.
@@ -23,6 +25,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 SKILLGRAFT = str(Path(sys.executable).with_name("skillgraft"))
 
@@ -60,7 +64,7 @@ def main() -> None:
     parser.add_argument("--score", required=True, metavar="NAME=METRIC", help="the metric to report, e.g. "
                         "persona=style.marker.persona")
     parser.add_argument("--untrained", required=True, help="the model before any training (kept's first reference)")
-    parser.add_argument("--seed", action="append", required=True, metavar="N:TARGET,SKILLED")
+    parser.add_argument("--seed", action="append", required=True, metavar="N:DIR")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     label, metric = args.score.split("=")
@@ -68,11 +72,13 @@ def main() -> None:
     untrained = right_answers(evaluate(args.untrained, "retention_check", out / "untrained.retention_check.json"))
     rows = {}
     for spec in args.seed:
-        seed, models = spec.split(":", 1)
-        target, skilled = models.split(",")
+        seed, folder = spec.split(":", 1)
+        target = str(Path(folder) / "cp" / "model")
         target_right = right_answers(evaluate(target, "retention_check", out / f"seed{seed}" / "target.retention_check.json"))
         for number in args.trials.split(","):
             recipe = args.sweep / "trials" / f"{int(number):04d}" / "recipe.yaml"
+            trained = Path(yaml.safe_load(recipe.read_text())["vectors"][0]["skilled"]).parent.name
+            skilled = str(Path(folder) / trained / "merged")
             model = out / f"seed{seed}" / f"trial{number}"
             if not (model / "skillgraft.json").is_file():
                 sh([SKILLGRAFT, "run", str(recipe), "--set", f"target={target}", "--set", f"vectors.0.skilled={skilled}",
