@@ -79,7 +79,8 @@ def overhead_bench(root: Path, trials: int, storage: str | None) -> dict:
 
     from skillgraft.sweep import trial as trial_module
     from skillgraft.sweep.config import load_sweep
-    from skillgraft.sweep.study import Budget, optimize, prepare_study
+    from skillgraft.sweep.study import prepare_study
+    from skillgraft.sweep.workers import Budget, optimize
 
     def no_recipe(recipe, sweep, on_probe):
         Path(recipe.output).mkdir(parents=True)
