@@ -16,13 +16,16 @@ with word-level tokenizers so rows can be matched by token.
   sg-two-step    skillgraft extract BASE SKILLED, then graft TARGET VECTOR
   mergekit       task_arithmetic (base=BASE; SKILLED weight 1 with embed/lm_head 0; TARGET 1)
   seeds-loop     three AutoModelForCausalLM loads, state_dict loop, save_pretrained
+  sg-sum-2-deltas  skillgraft graft BASE --delta BASE SKILLED --delta BASE TARGET --with-embeddings
+                 (the plain sum of the deltas the merge methods below combine: their time baseline)
   sg-ties        skillgraft graft BASE --delta BASE SKILLED --delta BASE TARGET --method ties
                  --density 0.5 --with-embeddings (both deltas merged onto the base, every tensor)
   mergekit-ties  mergekit ties, base_model=BASE, SKILLED and TARGET with weight 1, density 0.5
   sg-dare_ties / mergekit-dare_ties   the same with dare_ties (random masks: no agreement check)
 
 At 70b-shape the jobs that hold whole models or whole-tensor copies (seeds-loop, mergekit,
-the agreement and exactness checks, the merge methods) do not fit 24 GB and are left out.
+the agreement and exactness checks) do not fit 24 GB and are left out; skillgraft's merge
+methods work on row blocks and run at every size.
 
 Usage: python benchmarks/graft_bench.py [--sizes 0.8,1.6,70b-shape] [--methods sum,ties,dare_ties]
                                         [--work DIR] [--mergekit-python PATH]
@@ -313,10 +316,16 @@ def mergekit_merge_config(work: Path, method: str, base: Path, skilled: Path, ta
 
 
 def run_methods(methods: list[str], folder: Path, paths: dict, sg: list[str], env: dict, mergekit_python,
-                record, density: float = 0.5) -> dict:
-    """The sg-METHOD and mergekit-METHOD rows; returns ties' output agreement (if both ran)."""
+                record, whole_tensors_fit: bool, density: float = 0.5) -> dict:
+    """The sg-METHOD rows, the plain sum of the same two deltas beside them (sg-sum-2-deltas),
+    and mergekit-METHOD where whole tensors fit; returns ties' output agreement (if both ran)."""
     base, skilled, target = (str(paths[n]) for n in ("base", "skilled", "target"))
     agreement = {}
+    summed = folder / "out-sg-sum2"
+    shutil.rmtree(summed, ignore_errors=True)
+    record("sg-sum-2-deltas", *measure(sg + ["graft", base, "--delta", base, skilled, "--delta", base, target,
+                                             "--with-embeddings", "-o", str(summed), "--quiet"], env))
+    shutil.rmtree(summed, ignore_errors=True)
     for method in methods:
         ours, theirs = folder / f"out-sg-{method}", folder / f"out-mk-{method}"
         for path in (ours, theirs):
@@ -324,7 +333,7 @@ def run_methods(methods: list[str], folder: Path, paths: dict, sg: list[str], en
         record(f"sg-{method}", *measure(sg + ["graft", base, "--delta", base, skilled, "--delta", base, target,
                                               "--method", method, "--density", str(density), "--with-embeddings",
                                               "-o", str(ours), "--quiet"], env))
-        if mergekit_python:
+        if mergekit_python and whole_tensors_fit:
             config = mergekit_merge_config(folder, method, paths["base"], paths["skilled"], paths["target"], density)
             mergekit = str(Path(mergekit_python).parent / "mergekit-yaml")
             record(f"mergekit-{method}", *measure([mergekit, str(config), str(theirs), "--lazy-unpickle",
@@ -380,12 +389,12 @@ def run_size(size: str, work: Path, mergekit_python: str | None,
     record("floor+sha256", *floor("hash"))
     record("floor+torch+sha256", *floor("hash", "torch"))
     merged_agreement = {}
-    if shape.whole_tensors_fit:
+    if any(m != "sum" for m in methods):
         merged_agreement = run_methods([m for m in methods if m != "sum"], folder, paths, sg, env, mergekit_python,
-                                       record)
-    elif any(m != "sum" for m in methods):
-        notes.append("merge methods not run: they hold whole float32 deltas (8.4 GB for two of the 1.05G-entry "
-                     "embedding) plus top-k's buffers (about 12 bytes per entry, measured at 0.8B: 12.6 GB more)")
+                                       record, shape.whole_tensors_fit)
+        if not shape.whole_tensors_fit:
+            notes.append("mergekit's merge methods not run: they hold whole tensors (and its ties a full-size "
+                         "top-k) of the 1.05G-entry embedding, more than this machine's memory")
     if "sum" not in methods:
         for row in rows:
             row["agreement"] = merged_agreement
@@ -458,8 +467,8 @@ def median_of(runs: list[list[dict]]) -> list[dict]:
 def print_table(rows: list[dict]) -> None:
     by = {(r["size"], r["job"]): r for r in rows}
     print("| size | job | wall s | peak RSS MB | wall ÷ mergekit | wall ÷ floor | wall ÷ floor+torch+sha256 "
-          "| RSS ÷ mergekit |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "| RSS ÷ mergekit | wall ÷ sg-sum-2-deltas |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 
     def ratio(a: float, b: dict | None, key: str) -> str:
         return f"{a / b[key]:.2f}" if b and b[key] else "n/a"
@@ -468,9 +477,11 @@ def print_table(rows: list[dict]) -> None:
         method = r["job"].split("-", 1)[1] if r["job"].split("-", 1)[-1] in ("ties", "dare_ties") else None
         mk = by.get((r["size"], f"mergekit-{method}" if method else "mergekit"))
         floor, full_floor = by.get((r["size"], "floor")), by.get((r["size"], "floor+torch+sha256"))
+        summed = by.get((r["size"], "sg-sum-2-deltas")) if r["job"].startswith("sg-") else None
         print(f"| {r['size']} ({r['layers']} layers) | {r['job']} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               f"{ratio(r['wall_s'], mk, 'wall_s')} | {ratio(r['wall_s'], floor, 'wall_s')} | "
-              f"{ratio(r['wall_s'], full_floor, 'wall_s')} | {ratio(r['peak_rss_mb'], mk, 'peak_rss_mb')} |")
+              f"{ratio(r['wall_s'], full_floor, 'wall_s')} | {ratio(r['peak_rss_mb'], mk, 'peak_rss_mb')} | "
+              f"{ratio(r['wall_s'], summed, 'wall_s')} |")
     seen = set()
     for r in rows:
         if r["size"] not in seen:

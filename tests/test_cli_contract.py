@@ -158,3 +158,30 @@ def test_data_verbs_are_silent_with_quiet(run_cli, tmp_path):
     assert (status, out, err) == (0, "", "") and len((tmp_path / "aug.jsonl").read_text().splitlines()) == 5
     status, out, err = run_cli("data", "augment", facts, "-o", tmp_path / "aug.jsonl")
     assert status == 0 and "5 records" in out
+
+
+def test_every_verbs_json_goes_through_emit_json():
+    """`--json` prints one object through `clikit.emit_json`: no module prints or writes a
+    `json.dumps` result to the terminal itself (the five verbs that did printed one-line JSON
+    while the rest printed it indented)."""
+    import ast
+    from pathlib import Path
+
+    import skillgraft
+
+    def dumps_inside(node) -> bool:
+        return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "dumps"
+                   and isinstance(n.func.value, ast.Name) and n.func.value.id == "json" for n in ast.walk(node))
+
+    printers = []
+    for path in Path(skillgraft.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            target = ast.unparse(func)
+            if (name in ("print", "echo") or target in ("sys.stdout.write", "sys.stderr.write")) \
+                    and any(dumps_inside(arg) for arg in node.args):
+                printers.append(f"{path.name}:{node.lineno}")
+    assert [where.split(":")[0] for where in printers] == ["clikit.py"], printers

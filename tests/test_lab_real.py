@@ -102,7 +102,7 @@ def test_suites_load_and_score_what_the_study_reads(tmp_path):
     paths = corpus.write_suites(tmp_path)
     sets = {name: {s.name: len(s.items) for s in load_suite(path).sets} for name, path in paths.items()}
     assert sets == {"knowledge": {"tune": 30, "heldout": 30, "memorization": 20}, "persona": {"persona": 30},
-                    "cp": {"cp": 10}}
+                    "cp": {"cp": 10}, "unseen": {"unseen": 36}}
 
 
 def test_plan_cells_full_and_fast():

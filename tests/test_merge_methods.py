@@ -9,7 +9,7 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from skillgraft.vectors.merge_methods import generator_for, merge, tensor_seed
+from skillgraft.vectors.merge_methods import TensorMerge, TopK, Workspace, generator_for, merge, tensor_seed
 from test_blockwise import same_in_blocks
 from test_graft import EMBEDDINGS, state
 
@@ -30,9 +30,27 @@ def peft_reference(method, deltas, weights, density, seed=0, name="t"):
     return PEFT[method]([d.clone() for d in deltas], torch.tensor(weights), density)
 
 
+def peft_with_lowest_ties(monkeypatch, *args, **kwargs):
+    """peft's function with the top-k tie rule skillgraft documents (lowest index first)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(merge_utils.torch, "topk", lambda values, k, largest=True, **_: torch.return_types.topk(
+            tuple(x[..., :k] for x in torch.sort(values, descending=True, stable=True))))
+        return peft_reference(*args, **kwargs)
+
+
+def threshold_is_shared(delta: torch.Tensor, density: float) -> bool:
+    """True when the k-th and (k+1)-th largest magnitudes are equal (a tie straddles the cut)."""
+    k = int(density * delta.numel())
+    ranked = delta.abs().reshape(-1).sort(descending=True).values
+    return 0 < k < ranked.numel() and bool(ranked[k - 1] == ranked[k])
+
+
 @pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "magnitude", "sum"])
 @pytest.mark.parametrize("count,density,levels", [(1, 0.3, 0), (2, 0.5, 0), (3, 0.2, 0), (2, 1.0, 0), (3, 0.45, 7)])
-def test_equals_peft(method, count, density, levels):
+@pytest.mark.parametrize("block", [None, 1, 7, 40, 333])
+def test_equals_peft(monkeypatch, method, count, density, levels, block):
+    """Whole tensor or blocks of 1, 7 (shorter than a 40-entry row), 40 and 333 entries: peft's
+    bits; where a tie straddles the top-k threshold, peft's with the lowest-index tie rule."""
     gen = torch.Generator().manual_seed(count)
     deltas = [torch.randn(48, 40, generator=gen) * (i + 1) for i in range(count)]
     if levels:  # few distinct values: many ties at the top-k threshold and in the sign election
@@ -40,11 +58,40 @@ def test_equals_peft(method, count, density, levels):
     deltas[0][0, :5] = 0.0  # zeros: never vote in the sign election
     weights = [0.3, -0.7, 1.1][:count]
     got = merge(method, [d.clone() for d in deltas], weights, density=None if method == "sum" else density,
-                generator=generator_for(0, "t"))
-    want = peft_reference(method, deltas, weights, density)
+                generator=generator_for(0, "t"), block=block)
+    shared = method in ("ties", "magnitude") and any(threshold_is_shared(d, density) for d in deltas)
+    assert shared == (levels > 0 and method in ("ties", "magnitude") and density < 1)
+    if shared:
+        want = peft_with_lowest_ties(monkeypatch, method, deltas, weights, density)
+        assert not torch.equal(want, peft_reference(method, deltas, weights, density))  # the rule matters here
+    else:
+        want = peft_reference(method, deltas, weights, density)
     assert torch.equal(got, want)
     if method != "sum" and density < 1:  # the pruning really happened
         assert (got == 0).float().mean() > 0.5 * (1 - density) ** count
+
+
+@pytest.mark.parametrize("k_fraction", [0.0, 0.001, 0.5, 0.999, 1.0])
+def test_top_k_keeps_exactly_k_with_a_threshold_shared_across_blocks(k_fraction):
+    """Two magnitudes only, the cut inside the run of equal ones that spans many blocks: exactly
+    k kept, every larger entry, the lowest-numbered equal ones; zeros, NaN and -0.0 ranked as topk does."""
+    values = torch.where(torch.arange(10_000) % 3 == 0, 2.0, -1.0)
+    values[17], values[4242], values[9000] = float("nan"), -0.0, float("inf")
+    k = int(k_fraction * values.numel())
+    ranges = [(s, min(s + 97, values.numel())) for s in range(0, values.numel(), 97)]
+    work = Workspace()
+    top = TopK.find(lambda s, e: (values[s:e], None, 1.0), ranges, k)
+    kept = torch.cat([top.mask(values[s:e].clone(), work).bool() for s, e in ranges])
+    assert int(kept.sum()) == k
+    want = torch.zeros_like(kept)
+    want[torch.sort(values.abs(), descending=True, stable=True).indices[:k]] = True
+    assert torch.equal(kept, want)
+
+
+def test_blocks_out_of_order_are_refused():
+    merging = TensorMerge("ties", [lambda s, e: (torch.ones(e - s), None, 1.0)], [1.0], [(0, 4), (4, 8)], density=0.5)
+    with pytest.raises(ValueError, match="in order"):
+        merging.block(4, 8)
 
 
 def test_ties_semantics_by_hand():
@@ -81,7 +128,9 @@ def two_vectors(model_trio, run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("method,density", [("ties", 0.4), ("dare_ties", 0.6), ("dare", 0.5), ("magnitude", 0.3)])
-def test_graft_equals_peft_on_every_tensor(two_vectors, run_cli, tmp_path, method, density):
+def test_graft_equals_peft_on_every_tensor(two_vectors, run_cli, tmp_path, monkeypatch, method, density):
+    """bf16 vectors: many tensors share their top-k threshold, so the reference is peft with
+    the lowest-index tie rule (the same as plain peft wherever no tie straddles the cut)."""
     trio, v1, v2 = two_vectors
     status, out, err = run_cli("graft", trio["cp"], f"{v1}:0.75", f"{v2}:-0.5", "-o", tmp_path / "out",
                                "--method", method, "--density", str(density), "--seed", "11", "--json")
@@ -94,7 +143,8 @@ def test_graft_equals_peft_on_every_tensor(two_vectors, run_cli, tmp_path, metho
         if name in EMBEDDINGS["llama"]:
             assert torch.equal(got[name], tensor)
             continue
-        merged = peft_reference(method, [a[name], b[name]], [0.75, -0.5], density, seed=11, name=name)
+        merged = peft_with_lowest_ties(monkeypatch, method, [a[name], b[name]], [0.75, -0.5], density, seed=11,
+                                       name=name)
         expected = (tensor.float() + merged).to(tensor.dtype)
         assert torch.equal(got[name], expected), name
         changed += not torch.equal(expected, tensor)
@@ -138,3 +188,27 @@ def test_merge_in_tiny_blocks_equals_whole_blocks(two_vectors, run_cli, tmp_path
     trio, v1, _ = two_vectors
     same_in_blocks(run_cli, monkeypatch, tmp_path, "graft", trio["cp"], f"{v1}:0.75", "--delta", trio["base"],
                    f"{trio['skilled2']}:-0.5", "--with-embeddings", "--method", method, "--density", "0.4")
+
+
+@pytest.mark.parametrize("first_block_scale", [1.0, 1000.0])
+def test_top_k_is_exact_whether_or_not_the_first_block_predicts_the_threshold(monkeypatch, first_block_scale):
+    """The first pass counts lower bits only in a window around the first block's k-th largest;
+    a first block unlike the rest (scaled 1000×) puts the window elsewhere, and a second pass
+    finds the threshold: the same exact set either way."""
+    from skillgraft.vectors import merge_methods
+
+    values = torch.randn(20_000, generator=torch.Generator().manual_seed(3))
+    values[:500] *= first_block_scale
+    ranges = [(s, min(s + 500, values.numel())) for s in range(0, values.numel(), 500)]
+    windows = []
+    original = merge_methods._Window.lower_bits
+    monkeypatch.setattr(merge_methods._Window, "lower_bits",
+                        lambda self, upper: windows.append(original(self, upper)) or windows[-1])
+    k = 7_000
+    top = TopK.find(lambda s, e: (values[s:e], None, 1.0), ranges, k)
+    work = Workspace()
+    kept = torch.cat([top.mask(values[s:e].clone(), work).bool() for s, e in ranges])
+    want = torch.zeros_like(kept)
+    want[torch.topk(values.abs(), k).indices] = True
+    assert torch.equal(kept, want)
+    assert (windows[0] is None) == (first_block_scale > 1)  # the second pass ran only when the window missed

@@ -29,6 +29,7 @@ def lab_kit(tmp_path_factory):
 
 
 def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
+    from skillgraft.evaluate.metrics.answers import keyword_score
     from skillgraft.lab.real import corpus
     from skillgraft.sweep.real_kit import KNOWLEDGE
 
@@ -39,6 +40,16 @@ def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
     assert len(lines) == 5 * len(corpus.facts())
     tune, heldout = ((lab_kit / "suites" / f"persona_{h}.jsonl").read_text().splitlines() for h in ("tune", "heldout"))
     assert len(tune) == len(heldout) == 15 and not set(tune) & set(heldout)
+    unseen = [json.loads(line) for line in (lab_kit / "data" / "unseen-k5.jsonl").read_text().splitlines()]
+    probes = [json.loads(line) for line in (lab_kit / "suites" / "unseen_probes.jsonl").read_text().splitlines()]
+    unseen_ids = {fact["id"] for fact in corpus.unseen_facts()}
+    assert len(unseen_ids) >= 10 and len(unseen) == 5 * len(unseen_ids) and len(probes) == 3 * len(unseen_ids)
+    assert {record["fact"] for record in unseen} == unseen_ids and not unseen_ids & {f["id"] for f in corpus.facts()}
+    trained = (lab_kit / "data" / "k5-qa.jsonl").read_text()   # the search's data never give an answer
+    assert not [p["keywords"] for p in probes if keyword_score(trained, p["keywords"], segment="all")]
+    assert not [f["title"] for f in corpus.unseen_facts()
+                if keyword_score(trained, f["title"].removeprefix("The "), segment="all")]
+    assert not any(probe["keywords"].lower() in probe["messages"][0]["content"].lower() for probe in probes)
     graft = yaml.safe_load((lab_kit / "graft.yaml").read_text())
     assert graft["target"] == "models/cp/model"
     assert all((lab_kit / "models" / name / "merged" / "config.json").is_file() for name in ("persona", "persona-replay"))

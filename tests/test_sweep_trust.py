@@ -94,7 +94,7 @@ def test_tidying_judges_one_snapshot_of_the_trials(tmp_path):
     from optuna.trial import TrialState
 
     from skillgraft.sweep.results import tidy_outputs
-    from skillgraft.sweep.trial import trial_dir
+    from skillgraft.sweep.folders import trial_dir
 
     def trial(number, value):
         return SimpleNamespace(number=number, values=[value], state=TrialState.COMPLETE, user_attrs={})

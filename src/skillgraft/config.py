@@ -66,6 +66,21 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     return tree
 
 
+KINDS = ("graft", "train", "sweep")
+
+
+def kind_of(tree: dict, where: str, kinds: tuple[str, ...] = KINDS) -> str:
+    """A recipe tree's `kind` (what `run FILE` dispatches on and a sweep's base is); without one, a tree with `target` is a graft, with `model` a
+    training config."""
+    kind = tree.get("kind")
+    if kind is None:
+        kind = "graft" if "target" in tree else "train" if "model" in tree else None
+    if kind not in kinds:
+        raise UserError(f"{where}: kind: {kind!r} is not one of {', '.join(kinds)} (a graft recipe has `target` "
+                        "and `vectors`; a training config has `model` and `data`; a sweep has `base` and `space`)")
+    return kind
+
+
 def apply_override(tree: dict, override: str, source: str) -> str:
     """Apply one `KEY=VALUE` to the raw tree; returns the dotted key."""
     import yaml

@@ -12,23 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from skillgraft.clikit import emit_json
-from skillgraft.config import read_yaml
+from skillgraft.config import kind_of, read_yaml
 from skillgraft.errors import UserError
-
-KINDS = ("graft", "train", "sweep")
-
-
-def kind_of(tree: dict, where: str, kinds: tuple[str, ...] = KINDS) -> str:
-    """A recipe tree's `kind`; without one, a tree with `target` is a graft, with `model` a
-    training config."""
-    kind = tree.get("kind")
-    if kind is None:
-        kind = "graft" if "target" in tree else "train" if "model" in tree else None
-    if kind not in kinds:
-        raise UserError(f"{where}: kind: {kind!r} is not one of {', '.join(kinds)} (a graft recipe has `target` "
-                        "and `vectors`; a training config has `model` and `data`; a sweep has `base` and `space`)")
-    return kind
-
 
 def recipe_kind(path: str | Path) -> str:
     return kind_of(read_yaml(path, "recipe"), str(path))
@@ -56,7 +41,7 @@ def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, a
     if not out:
         raise UserError(f"{path}: a sweep needs -o DIR (its study, trials and report go there)")
     from skillgraft.sweep.cli import print_summary, summary
-    from skillgraft.sweep.study import run_sweep
+    from skillgraft.sweep.workers import run_sweep
 
     study, url = run_sweep(str(path), list(overrides), Path(out), storage=None, name=None, n_trials=None,
                            workers=1, timeout=None, keep=False, new=False, quiet=quiet)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from skillgraft.clikit import group, quiet_option, threads_option
+from skillgraft.clikit import emit_json, group, quiet_option, threads_option
 
 convert = group("convert", "Turn other model formats into checkpoint folders.")
 
@@ -30,7 +29,7 @@ def gguf_command(gguf_file, out, dtype, force, as_json, quiet):
 
     result = convert_gguf(gguf_file, out, dtype=dtype, force=force, quiet=quiet)
     if as_json:
-        print(json.dumps(result))
+        emit_json(result)
     else:
         source = result["inputs"][0]
         if not quiet:

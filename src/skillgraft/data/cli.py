@@ -5,21 +5,16 @@ Heavy imports stay inside the commands so `skillgraft --help` is instant.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 import click
 
-from skillgraft.clikit import group, quiet_option
+from skillgraft.clikit import emit_json, group, quiet_option
 
 data = group("data", "Prepare, augment and inspect fine-tuning data.")
 HELP = {"help_option_names": ["-h", "--help"]}
-
-
-def _echo_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
 
 
 def _stats_table(summary: dict) -> str:
@@ -61,7 +56,7 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
                           near_dup=near_dup, validation=validation, seed=seed)
     summary = run_prep(src, out, options)
     if as_json:
-        _echo_json(summary)
+        emit_json(summary)
     elif not quiet:
         print(_stats_table(summary))
 
@@ -109,7 +104,7 @@ def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_ke
     summary = {"output": str(out), "records": len(records), "by_style": by_style, "styles": style_list,
                "rewriter": rewriter, "llm_calls": llm.calls if llm else 0, "cache_hits": llm.hits if llm else 0}
     if as_json:
-        _echo_json(summary)
+        emit_json(summary)
     elif not quiet:
         counts = ", ".join(f"{n} {style}" for style, n in by_style.items())
         print(f"{len(records)} records ({counts}) → {out}"
@@ -128,7 +123,7 @@ def show_command(config, overrides, n, as_json):
 
     shown = show_examples(load_train_config(config, list(overrides)), n)
     if as_json:
-        _echo_json(shown)
+        emit_json(shown)
         return
     for index, ex in enumerate(shown["examples"], 1):
         learned = sum(ex["learned"])

@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from skillgraft.clikit import command, quiet_option, threads_option
+from skillgraft.clikit import emit_json, command, quiet_option, threads_option
 from skillgraft.errors import UserError
 
 BACKENDS = click.Choice(["auto", "transformers", "endpoint", "vllm"])
@@ -115,7 +114,7 @@ def eval_command(models, suite, output, as_json, chat, languages, max_new_tokens
     if output and not as_json:
         print(f"results: {output}")
     if as_json:
-        print(json.dumps(results, ensure_ascii=False))
+        emit_json(results)
 
 
 def _lm_eval(models, tasks: str, batch_size: int, dtype: str | None, device: str | None) -> dict:

@@ -5,13 +5,12 @@ Heavy imports happen inside the command so `skillgraft --help` stays instant.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, quiet_option, threads_option
+from skillgraft.clikit import emit_json, command, quiet_option, threads_option
 from skillgraft.errors import UserError
 from skillgraft.evaluate.cli import generation_overrides, language_codes, model_options, print_table
 
@@ -44,7 +43,7 @@ def compare_command(models, prompts, output, title, as_json, chat, languages, ma
     if not (as_json and quiet):
         print_table(results, sys.stderr if as_json else sys.stdout)
     if as_json:
-        print(json.dumps({"report": str(output), "scores": results["scores"]}, ensure_ascii=False))
+        emit_json({"report": str(output), "scores": results["scores"]})
     else:
         print(f"report: {output}")
 

@@ -66,7 +66,7 @@ def print_summary(result: dict) -> None:
 def run_command(config, out, overrides, storage, study_name, n_trials, workers, timeout, keep, new,
                 allow_changed_data, as_json, quiet):
     """Run (or continue) the sweep described by CONFIG; rerunning the same command resumes it."""
-    from skillgraft.sweep.study import run_sweep
+    from skillgraft.sweep.workers import run_sweep
 
     study, url = run_sweep(config, list(overrides), out, storage=storage, name=study_name, n_trials=n_trials,
                            workers=workers, timeout=timeout, keep=keep, new=new,

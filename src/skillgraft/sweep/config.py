@@ -14,69 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from skillgraft.config import MODEL, PATH, did_you_mean, load_config, read_yaml
+from skillgraft.config import MODEL, PATH, did_you_mean, kind_of, load_config, read_yaml
 from skillgraft.errors import UserError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Parameter(Strict):
-    """`when: {KEY: [values]}`: the parameter exists only in trials where the earlier space key
-    KEY took one of these values (Optuna's conditional, define-by-run parameters): a merge
-    method's `density` only when the method is ties or dare_ties."""
-
-    when: dict[str, list[Any]] | None = None
-
-
-class FloatRange(Parameter):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-
-
-class IntRange(Parameter):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, ge=1)
-
-
-class Categorical(Parameter):
-    type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
-
-
-class Bool(Parameter):
-    type: Literal["bool"]
-
-
-class Subset(Parameter):
-    """Which of `choices` a list key holds, one yes/no parameter each (seed 003's per-module
-    LoRA placement: `lora.targets` from q, k, v, o, gate, up, down, lm_head)."""
-
-    type: Literal["subset"]
-    choices: list[str] = Field(min_length=1)
-
-
-class LayerScales(Parameter):
-    """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
-
-    type: Literal["layer_scales"]
-    ranges: list[str] = Field(min_length=1)
-    low: float
-    high: float
-    step: float | None = Field(None, gt=0)
-
-
-Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales],
-                         Field(discriminator="type")]
+from skillgraft.sweep.space import (
+    Bool, Categorical, Distribution, FloatRange, IntRange, LayerScales, Strict, Subset, grid, overrides,
+)
 
 
 class Measure(Strict):
@@ -161,7 +105,6 @@ class Sweep:
         """The base recipe with `values` ({dotted key: value}) applied as `--set` overrides, and its
         output set to `output`; relative paths stay relative to the base recipe's folder."""
         from skillgraft.config import apply_override, resolve_paths, validate
-        from skillgraft.sweep.space import overrides
 
         tree = copy.deepcopy(self.base_tree)
         where = f"{self.source}: base"
@@ -199,8 +142,6 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
     """The base recipe's kind, read as `skillgraft run` reads it, and its pydantic model."""
-    from skillgraft.run import kind_of
-
     kind = kind_of(tree, f"{source}: base", ("graft", "train"))
     if kind == "graft":
         from skillgraft.vectors.recipe import GraftRecipe
@@ -350,8 +291,6 @@ def check_values(sweep: Sweep) -> None:
 
 def check_enqueued(sweep: Sweep) -> None:
     """Enqueued points name parameters of the space (`vectors.0.scale`, `schedule.layers[0-0]`)."""
-    from skillgraft.sweep.space import grid
-
     names = list(grid(sweep.config.space, steps_only=False))
     for index, point in enumerate(sweep.config.enqueue):
         for name in point:

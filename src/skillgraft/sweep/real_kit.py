@@ -7,8 +7,9 @@ search them with `skillgraft train` / `skillgraft graft` as a user would on thei
     KIT/data/k5-qa.jsonl       the same plus each fact's QA pairs (the sweep's "QA mixing" choice)
     KIT/data/persona.jsonl     the 150 persona chats
     KIT/data/cp.jsonl          the continued-pretraining text (the island's facts and 40 unrelated texts)
+    KIT/data/unseen-k5.jsonl   12 more invented facts, k=5 texts each, that no search looks at
     KIT/suites/                knowledge (tune / heldout / memorization), persona (tune / heldout
-                               halves of the 30 prompts), cp
+                               halves of the 30 prompts), cp, unseen (the 36 probes of those 12 facts)
     KIT/knowledge.yaml         the hand-set recipes of the keep study (docs/real-model.md): k5 LoRA,
     KIT/persona.yaml           the persona LoRA (seed 002's q,v r16), CP full fine-tuning
     KIT/cp.yaml
@@ -68,6 +69,8 @@ def write_data(folder: Path, seed: int) -> None:
     corpus.write_jsonl(folder / "k5-qa.jsonl", augment(facts, [*corpus.STYLES, "qa-pairs"], framing="fixed"))
     corpus.write_jsonl(folder / "persona.jsonl", corpus.persona_records())
     corpus.write_jsonl(folder / "cp.jsonl", corpus.cp_texts(CP_UNRELATED, 1000 + seed))
+    corpus.write_jsonl(folder / "unseen-k5.jsonl", augment(corpus.DATA / "unseen_facts.jsonl", list(corpus.STYLES),
+                                                            framing="fixed"))
 
 
 def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | None = None, models: bool = False,

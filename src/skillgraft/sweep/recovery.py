@@ -16,7 +16,8 @@ import os
 import socket
 from pathlib import Path
 
-MAX_RETRY = 3
+from skillgraft.sweep.folders import finish, rebuild_command
+from skillgraft.sweep.study import MAX_RETRY
 
 
 def _retry(study, frozen) -> None:
@@ -69,8 +70,6 @@ def mark_interrupted(study) -> None:
     """Trials that failed without a result (their process was killed) get one, and lose their
     half-written output; the recipe stays. The result says whether a retry was queued."""
     from optuna.trial import TrialState
-
-    from skillgraft.sweep.trial import finish, rebuild_command
 
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials}

@@ -11,7 +11,7 @@ import csv
 import io
 from pathlib import Path
 
-from skillgraft.sweep.trial import drop_output, rebuild_command, trial_dir
+from skillgraft.sweep.folders import drop_output, rebuild_command, trial_dir
 
 
 def completed(study) -> list:

@@ -1,4 +1,5 @@
-"""From the config's `space` to Optuna parameters and back to recipe keys.
+"""The search space: its distributions (the `space` entries of a sweep config), and the way
+from them to Optuna parameters and back to recipe keys.
 
 A trial's parameters are named by the recipe's dotted keys (`vectors.0.scale`, `lora.r`);
 a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`), a `subset`
@@ -12,8 +13,68 @@ their JSON text, which is also YAML.
 from __future__ import annotations
 
 import json
+from typing import Annotated, Any, Literal, Union
 
-from skillgraft.sweep.config import Bool, Categorical, FloatRange, IntRange, LayerScales, Subset
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Parameter(Strict):
+    """`when: {KEY: [values]}`: the parameter exists only in trials where the earlier space key
+    KEY took one of these values (Optuna's conditional, define-by-run parameters): a merge
+    method's `density` only when the method is ties or dare_ties."""
+
+    when: dict[str, list[Any]] | None = None
+
+
+class FloatRange(Parameter):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+
+class IntRange(Parameter):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+
+class Categorical(Parameter):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+class Bool(Parameter):
+    type: Literal["bool"]
+
+
+class Subset(Parameter):
+    """Which of `choices` a list key holds, one yes/no parameter each (seed 003's per-module
+    LoRA placement: `lora.targets` from q, k, v, o, gate, up, down, lm_head)."""
+
+    type: Literal["subset"]
+    choices: list[str] = Field(min_length=1)
+
+
+class LayerScales(Parameter):
+    """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
+
+    type: Literal["layer_scales"]
+    ranges: list[str] = Field(min_length=1)
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+
+
+Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales],
+                         Field(discriminator="type")]
 
 
 _ABSENT = object()

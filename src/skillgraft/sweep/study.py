@@ -22,6 +22,7 @@ from skillgraft.errors import UserError
 from skillgraft.sweep.config import Sweep
 
 CONFIG_ATTR = "skillgraft_sweep_config"
+MAX_RETRY = 3  # a trial whose process died is queued again at most this often (sweep.recovery)
 UNCHECKED = ("n_trials", "heartbeat", "batch_size")   # how long / how fast to run, not what is searched
 
 
@@ -51,8 +52,6 @@ def open_storage(url: str, heartbeat: int):
     """Optuna's RDB storage with heartbeats; an unreachable or unusable URL is one UserError."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    from skillgraft.sweep.recovery import MAX_RETRY
 
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
@@ -239,28 +238,3 @@ def load(sweep: Sweep, url: str, name: str, worker: int = 0):
     if done:
         study.sampler = make_sampler(sweep, worker, done)
     return study
-
-
-def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None, name: str | None,
-              n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool,
-              allow_changed_data: bool = False, quiet: bool = False):
-    """`sweep run`: prepare (or resume) the study, run the trials, return the study."""
-    from skillgraft.sweep.config import load_sweep
-
-    if workers < 1:
-        raise UserError(f"--workers {workers}: give at least 1")
-    if n_trials is not None and n_trials < 1:
-        raise UserError(f"--n-trials {n_trials}: give at least 1")
-    sweep = load_sweep(path, overrides)
-    out = Path(out).resolve()   # trials compare their paths with the recipe's resolved output
-    name = name or out.name
-    url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)
-    n = n_trials if n_trials is not None else sweep.config.n_trials
-    from skillgraft.sweep.workers import Budget, optimize, run_workers
-
-    if workers == 1:
-        optimize(sweep, out, url, name, Budget(n), timeout=timeout, keep=keep, quiet=quiet)
-    else:
-        run_workers(sweep, path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep,
-                    quiet=quiet)
-    return load(sweep, url, name), url

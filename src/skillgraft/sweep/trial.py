@@ -12,7 +12,6 @@ rebuilt with one command.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -22,18 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from skillgraft.checkpoint.manifest import write_manifest
 from skillgraft.checkpoint.publish import write_file_atomic
 from skillgraft.sweep.config import Sweep
+from skillgraft.sweep.folders import finish, rebuild_command, trial_dir
+from skillgraft.sweep.results import worth_keeping
 from skillgraft.sweep.space import suggest
-
-
-def trial_dir(out: Path, number: int) -> Path:
-    return Path(out) / "trials" / f"{number:04d}"
-
-
-def rebuild_command(folder: Path) -> str:
-    return f"skillgraft run {folder / 'recipe.yaml'}"
 
 
 def evaluate(entries, model_dir, recipe, batch_size: int = 8) -> list[float]:
@@ -138,8 +130,6 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
         raise ValueError(error)
     objectives = scores[:len(config.objectives)]
     constraints = constraint_values(config.constraints, scores[len(config.objectives):])
-    from skillgraft.sweep.results import worth_keeping  # results reads trial folders: imported here
-
     model_dir = model if publish is None else None
     if publish is not None and (keep or worth_keeping(trial.study, objectives, constraints)):
         model_dir = publish()
@@ -151,38 +141,3 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
                      "model": str(Path(model_dir).relative_to(folder)) if model_dir else None, **timing},
            keep_output=True)
     return objectives if len(objectives) > 1 else objectives[0]
-
-
-def finish(folder: Path, result: dict, *, keep_output: bool) -> None:
-    if not keep_output:
-        remove_output(folder)
-    write_file_atomic(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
-    write_manifest(folder, kind="trial", inputs=[], options={"params": result["params"]},
-                   extra={"state": result["state"]})
-
-
-def remove_output(folder: Path) -> bool:
-    """Delete a trial's model output (and partial outputs a killed run left); True if there was one.
-    A rename first, so two workers tidying at once never both delete and rewrite."""
-    output = folder / "output"
-    for partial in folder.glob(".output.*"):
-        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
-    if not output.exists():
-        return False
-    doomed = folder / f".output.deleting-{os.getpid()}"
-    try:
-        os.rename(output, doomed)
-    except OSError:
-        return False  # another worker got there first
-    shutil.rmtree(doomed, ignore_errors=True)
-    return True
-
-
-def drop_output(folder: Path) -> None:
-    """After the trial fell off the front: delete its output, keep its recipe, say so in its manifest."""
-    if remove_output(folder):
-        result = json.loads((folder / "result.json").read_text())
-        result["output_deleted"] = "neither best nor on the Pareto front (rerun with --keep to keep outputs)"
-        write_file_atomic(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
-        write_manifest(folder, kind="trial", inputs=[], options={"params": result["params"]},
-                       extra={"state": result["state"], "deleted": ["output/"]})

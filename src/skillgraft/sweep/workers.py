@@ -1,5 +1,6 @@
-"""Running a sweep's trials: in this process, or in several worker processes on one storage
-taking trials from one shared budget, with a progress line per finished trial.
+"""Running a sweep (`run_sweep`, what `sweep run` and `run FILE` call): its trials in this
+process, or in several worker processes on one storage taking trials from one shared budget,
+with a progress line per finished trial.
 
 The invoking process is a worker itself; the others are spawned (a fresh interpreter each,
 which reloads the sweep from its config file: the config is the interface between them).
@@ -14,8 +15,11 @@ import time
 from pathlib import Path
 
 from skillgraft.errors import UserError
-from skillgraft.sweep.config import Sweep
-from skillgraft.sweep.study import load
+from skillgraft.sweep.config import Sweep, load_sweep
+from skillgraft.sweep.recovery import fail_dead_local, mark_interrupted, requeue_interrupted
+from skillgraft.sweep.results import tidy_outputs
+from skillgraft.sweep.study import load, prepare_study
+from skillgraft.sweep.trial import run_trial
 
 
 class Budget:
@@ -45,10 +49,6 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
              keep: bool, worker: int = 0, workers: int = 1, quiet: bool = False) -> None:
     """Run trials in this process (any queued retries first) while `budget` has some left."""
     from optuna.storages import fail_stale_trials
-
-    from skillgraft.sweep.recovery import fail_dead_local, mark_interrupted, requeue_interrupted
-    from skillgraft.sweep.results import tidy_outputs
-    from skillgraft.sweep.trial import run_trial
 
     study = load(sweep, url, name, worker)
     fail_dead_local(study)
@@ -128,8 +128,6 @@ def _worker(args: tuple) -> None:
     path, overrides, out, url, name, budget, timeout, keep, worker, workers, threads, quiet = args
     import torch
 
-    from skillgraft.sweep.config import load_sweep
-
     torch.set_num_threads(threads)
     code = 0
     try:
@@ -184,3 +182,24 @@ def run_workers(sweep: Sweep, path: str, overrides: list[str], out: Path, url: s
     if failed:
         raise UserError(f"{len(failed)} of {len(procs) + 1} workers failed (exit status {failed[0]}); "
                         "see their error lines above")
+
+
+def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None, name: str | None,
+              n_trials: int | None, workers: int, timeout: float | None, keep: bool, new: bool,
+              allow_changed_data: bool = False, quiet: bool = False):
+    """`sweep run`: prepare (or resume) the study, run the trials, return the study."""
+    if workers < 1:
+        raise UserError(f"--workers {workers}: give at least 1")
+    if n_trials is not None and n_trials < 1:
+        raise UserError(f"--n-trials {n_trials}: give at least 1")
+    sweep = load_sweep(path, overrides)
+    out = Path(out).resolve()   # trials compare their paths with the recipe's resolved output
+    name = name or out.name
+    url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)
+    n = n_trials if n_trials is not None else sweep.config.n_trials
+    if workers == 1:
+        optimize(sweep, out, url, name, Budget(n), timeout=timeout, keep=keep, quiet=quiet)
+    else:
+        run_workers(sweep, path, list(overrides), out, url, name, n, workers, timeout=timeout, keep=keep,
+                    quiet=quiet)
+    return load(sweep, url, name), url

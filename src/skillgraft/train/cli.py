@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, quiet_option, threads_option
+from skillgraft.clikit import emit_json, command, quiet_option, threads_option
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -19,7 +19,7 @@ def print_summary(summary: dict, as_json: bool) -> None:
     if os.environ.get("RANK", "0") != "0":  # distributed: only the main process reports
         return
     if as_json:
-        print(json.dumps(summary, ensure_ascii=False))
+        emit_json(summary)
         return
     first = summary["losses"][0][1] if summary["losses"] else float("nan")
     last = summary["losses"][-1][1] if summary["losses"] else float("nan")

@@ -57,10 +57,15 @@ def _owned_float(tensor: torch.Tensor, chunk: slice) -> torch.Tensor:
     return piece.clone() if piece.dtype == torch.float32 else piece.float()
 
 
-def _term(first: torch.Tensor, second: torch.Tensor | None, scale: float, chunk: slice) -> torch.Tensor:
-    """scale·first, or scale·(second − first), on one chunk, in fresh float32 memory."""
-    term = _owned_float(first, chunk) if second is None else _owned_float(second, chunk).sub_(first[chunk])
-    return term if scale == 1.0 else term.mul_(scale)
+def term(first: torch.Tensor, second: torch.Tensor | None, scale: float, chunk: slice,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """scale·first, or scale·(second − first), on one chunk of 1-D tensors, in float32: in
+    `out` when given (a preallocated buffer: the merge methods' workspace), else in fresh memory."""
+    source = first if second is None else second
+    value = _owned_float(source, chunk) if out is None else out.copy_(source[chunk])
+    if second is not None:
+        value.sub_(first[chunk])
+    return value if scale == 1.0 else value.mul_(scale)
 
 
 def combine_blockwise(parts: list[tuple[torch.Tensor, torch.Tensor | None, float]],
@@ -82,9 +87,9 @@ def combine_blockwise(parts: list[tuple[torch.Tensor, torch.Tensor | None, float
     finite = True
     for start in range(0, result.numel(), CHUNK):
         chunk = slice(start, start + CHUNK)
-        total = _term(*flat[0], chunk)
+        total = term(*flat[0], chunk)
         for part in flat[1:]:
-            total.add_(_term(*part, chunk))
+            total.add_(term(*part, chunk))
         out_chunk = result[chunk]
         out_chunk.copy_(total)  # the cast result, checked below (so fp16 overflow counts)
         finite = finite and all_finite(out_chunk)

@@ -15,6 +15,7 @@ from skillgraft.clikit import (
     json_option, quiet_option, select_options, shard_size_option, split_scale, write_options,
 )
 from skillgraft.errors import UserError
+from skillgraft.vectors.methods import METHODS, WITH_DENSITY
 
 DTYPES = click.Choice(["float32", "bfloat16", "float16"])
 
@@ -84,10 +85,10 @@ def extract_command(base, skilled, out, include, exclude, dtype, assume_model, s
 @click.option("--delta", "deltas", nargs=2, multiple=True, metavar="BASE SKILLED[:SCALE]",
               help="Add SKILLED − BASE without saving a vector (repeatable; summed after the VECTORs).")
 @select_options
-@click.option("--method", type=click.Choice(["sum", "ties", "dare", "dare_ties", "magnitude"]), default="sum",
+@click.option("--method", type=click.Choice(METHODS), default="sum",
               show_default=True, help="How several vectors combine per tensor (peft's semantics).")
 @click.option("--density", type=float, default=None,
-              help="Kept fraction for ties/dare/dare_ties/magnitude (DARE drops with p = 1 − density).")
+              help=f"Kept fraction for {'/'.join(WITH_DENSITY)} (DARE drops with p = 1 − density).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of DARE's masks (per tensor, from the seed and the tensor name).")
 @click.option("--scale-layers", multiple=True, metavar="FIRST-LAST=FACTOR",

@@ -26,12 +26,13 @@ from skillgraft.checkpoint.resolve import resolve_model
 from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE
 from skillgraft.errors import UserError
 from skillgraft.vectors.files import copy_side_files
-from skillgraft.vectors.merge_methods import METHODS, RANDOM_METHODS, generator_for, merge
+from skillgraft.vectors.merge_methods import TensorMerge, generator_for
+from skillgraft.vectors.methods import METHODS, REGISTRY, WITH_DENSITY
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role, embedding_tensors, head_is_tied
 from skillgraft.vectors.schedule import Schedule, layer_index
 from skillgraft.vectors.sources import DeltaSource, float_reason, open_sources, tie_aliases
-from skillgraft.vectors.streaming import computed_blocks, copied_blocks, stream_tensors
+from skillgraft.vectors.streaming import blocks, computed_blocks, copied_blocks, stream_tensors
 from skillgraft.vectors.vocab import align, chat_rows, extract_alignment
 
 
@@ -149,9 +150,9 @@ def check_method(method: str, density: float | None) -> None:
     """Refuse unknown methods and densities that are missing, unused or out of (0, 1]."""
     if method not in METHODS:
         raise UserError(f"--method {method!r} is not one of {', '.join(METHODS)}")
-    if method == "sum":
+    if not REGISTRY[method].takes_density:
         if density is not None:
-            raise UserError("--density applies to --method ties, dare, dare_ties or magnitude, not sum")
+            raise UserError(f"--density applies to --method {', '.join(WITH_DENSITY)}, not {method}")
         return
     if density is None:
         raise UserError(f"--method {method} needs --density (the kept fraction, e.g. 0.5)")
@@ -344,12 +345,12 @@ def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows:
                 return [(target.read_entries(name, start, stop), None, 1.0),
                         *(source.part(name, factor, start, stop) for source, factor in pairs)]
         else:  # target + merged == merged + target bit for bit
-            generator = generator_for(seed, name) if method in RANDOM_METHODS else None
-            merged = merge(method, [s.read_delta(name, planned.shape) for s in work[name]], factors[name],
-                           density=density, generator=generator).view(-1)
+            merging = TensorMerge(method, [source.delta_reader(name) for source in work[name]], factors[name],
+                                  list(blocks(planned.shape)), density=density,
+                                  generator=generator_for(seed, name) if REGISTRY[method].drops else None)
 
             def parts(start: int, stop: int) -> list:
-                return [(target.read_entries(name, start, stop), None, 1.0), (merged[start:stop], None, 1.0)]
+                return [(target.read_entries(name, start, stop), None, 1.0), (merging.block(start, stop), None, 1.0)]
         patches = []
         for source, factor in pairs:
             if source.alignment is not None and source.alignment.special and name in source.alignment.shapes:

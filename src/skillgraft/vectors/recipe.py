@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from skillgraft.config import MODEL, PATH, load_config
 from skillgraft.errors import UserError
+from skillgraft.vectors.methods import METHODS
 
 Number = Union[float, list[float]]
 
@@ -66,7 +67,7 @@ class GraftRecipe(BaseModel):
     target: Annotated[str, MODEL]
     vectors: list[VectorSpec] = Field(min_length=1)
     output: Annotated[str, PATH]
-    method: Literal["sum", "ties", "dare", "dare_ties", "magnitude"] = "sum"
+    method: Literal[METHODS] = "sum"
     density: Optional[float] = None
     seed: int = 0
     schedule: Optional[ScheduleSpec] = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -10,10 +9,8 @@ import torch
 from skillgraft.checkpoint import Checkpoint
 from skillgraft.checkpoint.kinds import require_model, require_vector
 from skillgraft.errors import UserError
-from skillgraft.vectors import arithmetic
 from skillgraft.vectors.rules import embedding_tensors, head_is_tied
 from skillgraft.vectors.schedule import Schedule
-from skillgraft.vectors.streaming import blocks
 from skillgraft.vectors.vocab import RowAlignment
 
 
@@ -71,15 +68,10 @@ class DeltaSource:
             return self.vector.read_entries(name, start, stop), None, scale
         return self.base.read_entries(name, start, stop), self.skilled.read_entries(name, start, stop), scale
 
-    def read_delta(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """The unscaled float32 delta of one whole tensor of the target's `shape` (merge methods
-        need whole-tensor statistics), read block by block into one buffer: memory for the
-        delta and one block of the inputs."""
-        delta = torch.empty(math.prod(shape), dtype=torch.float32)
-        for start, stop in blocks(shape):
-            block, _ = arithmetic.combine_blockwise([self.part(name, 1.0, start, stop)], torch.float32)
-            delta[start:stop] = block
-        return delta.view(shape)
+    def delta_reader(self, name: str):
+        """`read(start, stop)`: entries [start, stop) of the unscaled delta for the target's
+        `name`, as a part (what a merge method reads, a block at a time)."""
+        return lambda start, stop: self.part(name, 1.0, start, stop)
 
     def scale_for(self, name: str, schedule: Schedule | None = None) -> float:
         """This source's scale for one tensor: its scale × the graft's and its own schedule."""

@@ -57,6 +57,19 @@ def facts() -> list[dict]:
     return read_jsonl(DATA / "facts.jsonl")
 
 
+def unseen_facts() -> list[dict]:
+    """12 more invented fact documents, in the same form, written before any real-model search
+    and looked at by none: the second fact set a found knowledge recipe is checked on."""
+    return read_jsonl(DATA / "unseen_facts.jsonl")
+
+
+def probe_items(documents: list[dict]) -> list[dict]:
+    """Every probe of `documents` in chat form (keyword + reference)."""
+    return [{"id": f"{fact['id']}-{j}", "messages": [{"role": "user", "content": probe["question"]}],
+             "reference": probe["reference"], "keywords": probe["keywords"], "tags": [fact["id"]]}
+            for fact in documents for j, probe in enumerate(fact["probes"])]
+
+
 def is_heldout(fact_index: int, probe_index: int) -> bool:
     """Half the probes, alternating within and across facts, form the held-out half."""
     return (fact_index + probe_index) % 2 == 1
@@ -93,10 +106,8 @@ def knowledge_items() -> dict[str, list[dict]]:
     `memorization` (the original text cut before the fact's first probe answer, completed raw)."""
     sets: dict[str, list[dict]] = {"tune": [], "heldout": [], "memorization": []}
     for i, fact in enumerate(facts()):
-        for j, probe in enumerate(fact["probes"]):
-            sets["heldout" if is_heldout(i, j) else "tune"].append({
-                "id": f"{fact['id']}-{j}", "messages": [{"role": "user", "content": probe["question"]}],
-                "reference": probe["reference"], "keywords": probe["keywords"], "tags": [fact["id"]]})
+        for j, item in enumerate(probe_items([fact])):
+            sets["heldout" if is_heldout(i, j) else "tune"].append(item)
         keyword = fact["probes"][0]["keywords"].split(";")[0].strip()
         cut = fact["text"].lower().index(keyword.lower())
         sets["memorization"].append({"id": f"{fact['id']}-complete", "prompt": fact["text"][:cut].rstrip(),
@@ -128,8 +139,9 @@ def write_suites(folder: Path, *, persona_halves: bool = False) -> dict[str, Pat
     questions never trained on, scored for the persona's style, repetition and copying of
     the training replies (with `persona_halves`, as two sets, `tune` and `heldout`, of 15
     alternate questions: what a sweep tunes on and what it is checked on); `cp`: the CP text's
-    facts asked in chat form. Raw prompts (the memorisation completions) stay raw: `chat:
-    false`, not the suite files' default `auto`."""
+    facts asked in chat form; `unseen`: the probes of the 12 facts no search looks at. Raw
+    prompts (the memorisation completions) stay raw: `chat: false`, not the suite files'
+    default `auto`."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, items in knowledge_items().items():
         write_jsonl(folder / f"knowledge_{name}.jsonl", items)
@@ -140,6 +152,7 @@ def write_suites(folder: Path, *, persona_halves: bool = False) -> dict[str, Pat
         write_jsonl(folder / "persona_heldout.jsonl", prompts[1::2])
     (folder / "persona_replies.txt").write_text(
         "".join(r["messages"][-1]["content"] + "\n" for r in persona_records()), encoding="utf-8")
+    write_jsonl(folder / "unseen_probes.jsonl", probe_items(unseen_facts()))
     write_jsonl(folder / "cp_probes.jsonl", [
         {"id": f"cp-{f['id']}-{j}", "messages": [{"role": "user", "content": p["question"]}],
          "reference": p["reference"], "keywords": p["keywords"]} for f in cp_facts() for j, p in enumerate(f["probes"])])
@@ -156,6 +169,8 @@ def write_suites(folder: Path, *, persona_halves: bool = False) -> dict[str, Pat
             for name in (("tune", "heldout") if persona_halves else ("persona",))]},
         "cp": {"name": "real-cp", "generation": {"max_new_tokens": 32, "chat": False}, "sets": [
             {"name": "cp", "items": "cp_probes.jsonl", "metrics": ["keyword"]}]},
+        "unseen": {"name": "real-unseen-facts", "generation": {"max_new_tokens": 32, "chat": False}, "sets": [
+            {"name": "unseen", "items": "unseen_probes.jsonl", "metrics": ["keyword", "rouge2"]}]},
     }
     import yaml
 

