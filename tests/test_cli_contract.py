@@ -185,3 +185,20 @@ def test_every_verbs_json_goes_through_emit_json():
                     and any(dumps_inside(arg) for arg in node.args):
                 printers.append(f"{path.name}:{node.lineno}")
     assert [where.split(":")[0] for where in printers] == ["clikit.py"], printers
+
+
+def test_json_force_and_quiet_are_declared_once():
+    """Every verb's --json, --force and --quiet come from clikit's shared options (a verb may
+    word the help its own way), so they are spelled and stored alike everywhere."""
+    from pathlib import Path
+
+    import skillgraft
+
+    hand_made = [f"{path.name}:{number}" for path in Path(skillgraft.__file__).parent.rglob("*.py")
+                 if path.name != "clikit.py"
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if any(f'option("{flag}"' in line for flag in ("--json", "--force", "--quiet"))]
+    assert hand_made == []
+    flags = {(name, param.name) for name, command in COMMANDS for param in command.params
+             if param.opts[0] in ("--json", "--force", "--quiet")}
+    assert {dest for _, dest in flags} == {"as_json", "force", "quiet"} and len(flags) > 25

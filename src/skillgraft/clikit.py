@@ -60,13 +60,20 @@ def split_scale(spec: str, *, default: float | None = 1.0) -> tuple[str, float]:
     return spec, default
 
 
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress "
-                        "and messages go to stderr).")(f)
+def _flag(*names: str, default_help: str):
+    """A shared on/off option: `@NAME` with its usual help, or `@NAME(help=...)` where a verb says
+    more precisely what it does; declared once, so every verb spells and stores it alike."""
+    def option(f=None, *, help: str | None = None):
+        decorate = click.option(*names, is_flag=True, help=help or default_help)
+        return decorate if f is None else decorate(f)
+    return option
 
 
-def quiet_option(f):
-    return click.option("--quiet", is_flag=True, help="No progress bar or summary on stderr.")(f)
+json_option = _flag("--json", "as_json", default_help="Print one JSON object on stdout (progress and messages go "
+                                                      "to stderr).")
+quiet_option = _flag("--quiet", default_help="No progress bar or summary on stderr.")
+force_option = _flag("--force", default_help="Replace the output folder if skillgraft wrote it (a folder with "
+                                             "skillgraft.json).")
 
 
 def threads_option(f):
@@ -84,11 +91,6 @@ def threads_option(f):
     return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
                         help="CPU threads for torch (default: the cores other processes leave free, or "
                              "OMP_NUM_THREADS).")(wrapper)
-
-
-def force_option(f):
-    return click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it "
-                        "(a folder with skillgraft.json).")(f)
 
 
 def shard_size_option(f):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import emit_json, group, quiet_option, threads_option
+from skillgraft.clikit import emit_json, force_option, group, json_option, quiet_option, threads_option
 
 convert = group("convert", "Turn other model formats into checkpoint folders.")
 
@@ -18,8 +18,8 @@ convert = group("convert", "Turn other model formats into checkpoint folders.")
               help="Output checkpoint folder (published by rename).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="float32 keeps the dequantised values exactly; bfloat16 halves the size.")
-@click.option("--force", is_flag=True, help="Replace the output folder if skillgraft wrote it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as one JSON object.")
+@force_option(help="Replace the output folder if skillgraft wrote it.")
+@json_option(help="Print the manifest as one JSON object.")
 @quiet_option
 @threads_option
 def gguf_command(gguf_file, out, dtype, force, as_json, quiet):

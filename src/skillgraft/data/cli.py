@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import emit_json, group, quiet_option
+from skillgraft.clikit import emit_json, group, json_option, quiet_option
 
 data = group("data", "Prepare, augment and inspect fine-tuning data.")
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -44,7 +44,7 @@ def _stats_table(summary: dict) -> str:
 @click.option("--validation", type=float, default=0.1, show_default=True,
               help="Share of examples for the validation split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option(help="Print one JSON summary on stdout.")
 @quiet_option
 def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, validation, seed, as_json, quiet):
     """Clean a persona/knowledge corpus (.txt, one example a line, or .jsonl): widths, repeats,
@@ -85,7 +85,7 @@ def prep_command(src, out, normalise, max_repeat, scrub, delete, near_dup, valid
 @click.option("--framing", type=click.Choice(["vary", "fixed"]), default="vary", show_default=True,
               help="Template rewrites: the words around each fact varied by record (a fixed frame is learned "
                    "and comes back in answers), or fixed (the lab's published studies).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option(help="Print one JSON summary on stdout.")
 @quiet_option
 def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_key_env, max_new_tokens, temperature,
                     original, framing, as_json, quiet):
@@ -115,7 +115,7 @@ def augment_command(facts, out, styles, rewriter, endpoint, model, cache, api_ke
 @click.argument("config")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the config.")
 @click.option("-n", "n", type=int, default=3, show_default=True, help="How many examples to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the examples as one JSON object on stdout.")
+@json_option(help="Print the examples as one JSON object on stdout.")
 def show_command(config, overrides, n, as_json):
     """Training examples of a training config, as tokens with their loss mask (what is learned)."""
     from skillgraft.data.show import show_examples

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from skillgraft.clikit import emit_json, command, quiet_option, threads_option
+from skillgraft.clikit import command, emit_json, json_option, quiet_option, threads_option
 from skillgraft.errors import UserError
 
 BACKENDS = click.Choice(["auto", "transformers", "endpoint", "vllm"])
@@ -79,7 +79,7 @@ def model_options(f):
 @click.option("-s", "--suite", required=True, help="Suite YAML, or a built-in name (retention, arithmetic, lab).")
 @click.option("-o", "--out", "--output", "output", default=None,
               help="Results JSON (an interrupted run resumes from OUT.partial.jsonl).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results JSON on stdout (the table goes to stderr).")
+@json_option(help="Print the results JSON on stdout (the table goes to stderr).")
 @model_options
 @click.option("--device", default=None, help="Torch device, e.g. cuda:0.")
 @click.option("--sample/--greedy", "sample", default=None, help="Seeded sampling instead of greedy decoding.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import CONTEXT, command, emit_json, group, json_option, quiet_option
+from skillgraft.clikit import CONTEXT, command, emit_json, force_option, group, json_option, quiet_option
 from skillgraft.lab.kernels import pin_cpu_kernels
 
 lab = group("lab", "The lab world: tiny two-language models that show a skill vector at work, and the knowledge "
@@ -24,7 +24,7 @@ lab = group("lab", "The lab world: tiny two-language models that show a skill ve
               help="Folder to write base, cp, skilled, nonskill, upper and lab.json into (published by rename).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the world, the initialisation and the data order.")
-@click.option("--force", is_flag=True, help="Replace --out if it is an earlier `lab build` folder.")
+@force_option(help="Replace --out if it is an earlier `lab build` folder.")
 @json_option
 @quiet_option
 def build_command(out, seed, force, as_json, quiet):
@@ -63,12 +63,11 @@ def fetch_command(gguf, as_json):
 
 def demo_options(f):
     for decorator in (
-        click.option("--quiet", is_flag=True, help="No progress lines on stderr (with --json, no table either)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object (the table "
-                     "goes to stderr)."),
+        quiet_option(help="No progress lines on stderr (with --json, no table either)."),
+        json_option(help="Print the results as one JSON object (the table goes to stderr)."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed of the random-direction control and the evaluation sample."),
-        click.option("--force", is_flag=True, help="Replace --out if it is an earlier demo folder."),
+        force_option(help="Replace --out if it is an earlier demo folder."),
         click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
                      help="Keep the vectors, grafted models and generations here (published by rename)."),
     ):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import emit_json, command, quiet_option, threads_option
+from skillgraft.clikit import command, emit_json, json_option, quiet_option, threads_option
 from skillgraft.errors import UserError
 from skillgraft.evaluate.cli import generation_overrides, language_codes, model_options, print_table
 
@@ -22,7 +22,7 @@ from skillgraft.evaluate.cli import generation_overrides, language_codes, model_
 @click.option("-o", "--out", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="HTML report to write.")
 @click.option("--title", default="skillgraft comparison", show_default=True, help="Page title.")
-@click.option("--json", "as_json", is_flag=True, help="Print {report, scores} as JSON on stdout.")
+@json_option(help="Print {report, scores} as JSON on stdout.")
 @model_options
 @quiet_option
 @threads_option

