@@ -115,12 +115,12 @@ def trial_paths_bench(root: Path, trials: int) -> dict[str, list[float]]:
     alternated trial by trial in one process so both see the same machine."""
     import random
 
-    from skillgraft.sweep.measures import MEASURES
+    from skillgraft.sweep.measures import registry
     from skillgraft.sweep.warm import graft_trial
     from skillgraft.vectors import graft
     from skillgraft.vectors.recipe import GraftRecipe, graft_arguments
 
-    measure, times = MEASURES["lab_skill_b"], {"folder": [], "in memory": []}
+    measure, times = registry()["lab_skill_b"], {"folder": [], "in memory": []}
     scales = random.Random(0).sample(range(50, 150), trials)
     for number, scale in enumerate(scales):
         for path in ("folder", "in memory") if number % 2 else ("in memory", "folder"):

@@ -127,6 +127,16 @@ def test_llm_rewriter_via_endpoint_with_cache(tmp_path, capsys, fake_llm):
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
 
 
+def test_a_fact_without_the_fields_augment_needs_is_named_and_nothing_is_written(tmp_path, capsys):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps(FACT) + "\n" + json.dumps({"id": "x", "text": "A fact without questions."}) + "\n")
+    rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "error: facts record 2: the template rewriter needs QA pairs in field 'qa' (or use " \
+                              "--rewriter openai/local)\n", err
+    assert list(tmp_path.iterdir()) == [facts]
+
+
 def test_endpoint_down_is_one_error(tmp_path, capsys):
     facts = _write_facts(tmp_path / "facts.jsonl")
     rc = main(["data", "augment", str(facts), "-o", str(tmp_path / "o.jsonl"), "--rewriter", "openai",

@@ -104,6 +104,7 @@ def test_builtin_retention_sets_ask_the_same_facts():
     ([{"prompt": "x", "language": "xx"}], "[language]", r"metric language: unknown ISO 639-1 language code 'xx'"),
     ([{"prompt": "x"}], "[{name: style, markers: {bad: '('}}]", r"style marker 'bad' is not a valid regex"),
     ([{"prompt": "x"}], "[{name: repetition, n: 0}]", r"option n must be a positive number"),
+    ([], "[keyword]", r"probe file .*items.jsonl: no items"),
 ])
 def test_bad_suites_name_file_line_and_key(tmp_path, items, metrics, message):
     path = write_suite(tmp_path, items, metrics=metrics)

@@ -108,13 +108,59 @@ def test_cells_give_the_same_generations_on_one_or_two_worker_processes():
     runs = []
     for jobs in (1, 2):
         progress = S.Progress(4, quiet=True, label="knowledge")
-        runs.append(S.run_cells(plan, [0], jobs, progress, True, None, ""))
+        runs.append(S.run_study_cells(plan, [0], jobs, progress, True, None, ""))
         progress.close()
     assert runs[0] == runs[1]
     cells = list(dict.fromkeys(g["cell"] for g in runs[0]))
     assert cells == ["pronoun-k1", "pronoun-k5", "inject-k2", "inject-k1-into-k5"]
     assert len(runs[0]) == 2 * 100 * 4 * 3 + 2 * (50 + 100) * 4 * 2
     assert {g["base"] for g in runs[0] if g["cell"].startswith("inject")} == {"pronoun-k1", "pronoun-k5"}
+
+
+def test_a_failed_study_keeps_its_finished_cells_and_resume_runs_only_the_rest(tmp_path, monkeypatch):
+    """One publisher for the lab's studies (`lab.study_folder`): finished cells are kept beside
+    OUT on any failure, a plain rerun neither reuses nor deletes them, and --resume runs only
+    what did not finish plus a base whose injection did not (its weights were not kept)."""
+    from skillgraft.errors import UserError
+    from skillgraft.lab.knowledge import study as S
+
+    ran, fail = [], {"inject-k1-into-k5"}
+
+    def pretrain(cell, budget, models_dir, command, keep):
+        ran.append(cell.name)
+        return [{"cell": cell.name}], ({"state": cell.name} if keep else None)
+
+    def inject(cell, budget, base, models_dir, command):
+        ran.append(cell.name)
+        if cell.name in fail:
+            raise RuntimeError("boom")
+        return [{"cell": cell.name, "base_state": base["state"]}]
+
+    monkeypatch.setattr(S, "run_pretrain_cell", pretrain)
+    monkeypatch.setattr(S, "run_injection_cell", inject)
+    monkeypatch.setattr(S, "summarise", lambda gens: gens)
+    monkeypatch.setattr(S, "aggregate", lambda rows: [])
+    monkeypatch.setattr(S, "conclusion", lambda summary: "")
+    plan = S.Plan(pretrain=((1, False), (5, False)), inject_k=(2,), inject_k_into_k5=(1,), unrelated=(), targets=())
+    out, kept = tmp_path / "out", tmp_path / "out.finished-cells"
+    with pytest.raises(RuntimeError, match="boom"):
+        S.run_study(plan, [0], out, quiet=True, plots=False)
+    assert not out.exists()
+    # an injection runs as soon as its base exists: k1, its injection, k5, then k5's (failed)
+    assert ran == ["pronoun-k1", "inject-k2", "pronoun-k5", "inject-k1-into-k5"]
+    assert sorted(p.name for p in kept.glob("*-seed0.json")) == [
+        "inject-k2-seed0.json", "pronoun-k1-seed0.json", "pronoun-k5-seed0.json"]
+    with pytest.raises(UserError, match="pass --resume"):
+        S.run_study(plan, [0], out, quiet=True, plots=False)
+
+    fail.clear()
+    ran.clear()
+    payload = S.run_study(plan, [0], out, quiet=True, plots=False, resume=True)
+    assert ran == ["pronoun-k5", "inject-k1-into-k5"]   # k5 again: its weights were not kept
+    assert [g["cell"] for g in payload["results"]] == ["pronoun-k1", "pronoun-k5", "inject-k2", "inject-k1-into-k5"]
+    assert payload["results"][3]["base_state"] == "pronoun-k5"
+    assert payload["resumed_cells"] == ["inject-k2-seed0.json", "pronoun-k1-seed0.json", "pronoun-k5-seed0.json"]
+    assert not kept.exists() and json.loads((out / "results.json").read_text())["resumed_cells"]
 
 
 def test_every_text_tokenises_without_unknown_words():

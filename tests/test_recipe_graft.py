@@ -22,12 +22,53 @@ def test_shipped_recipes_validate(name):
     assert isinstance(recipe, GraftRecipe) and recipe.vectors and recipe.chat_template_from
 
 
-def test_every_graft_option_has_a_key():
+def test_every_graft_recipe_field_is_a_graft_option_and_a_sweep_key():
+    """Config = signature: the fields of GraftRecipe are `graft`'s options (their help, default
+    and type come from the field), the recipe's keys and the sweep's keys; a field added to the
+    model appears in all three with no other edit (shown with a model that has one more)."""
+    import click
+    from pydantic import Field
+
+    from skillgraft.signature import from_cli, options
+    from skillgraft.sweep.config import recipe_keys
     from skillgraft.vectors.cli import graft_command
 
-    options = {p.name for p in graft_command.params} - {"target", "vectors", "deltas", "out", "quiet", "as_json",
-                                                         "scale_layers", "scale_modules", "scale_depth", "dry_run"}
-    assert options <= set(GraftRecipe.model_fields), options - set(GraftRecipe.model_fields)
+    params = {p.name: p for p in graft_command.params}
+    written_otherwise = {"kind": None, "target": "target", "vectors": "vectors", "output": "out",
+                         "schedule": "scale_layers"}
+    for name, field in GraftRecipe.model_fields.items():
+        if name in written_otherwise:
+            assert written_otherwise[name] is None or written_otherwise[name] in params, name
+            continue
+        param = params[name]
+        assert param.opts == ["--" + name.replace("_", "-")] and param.help == field.description, name
+        default = field.get_default(call_default_factory=True)
+        assert param.default == (tuple(default) if isinstance(default, list) else
+                                 default if default is None or isinstance(default, (bool, int, float)) else str(default))
+    assert set(GraftRecipe.model_fields) <= set(recipe_keys(GraftRecipe, {}))
+    extra = {p.name for p in graft_command.params} - set(GraftRecipe.model_fields)
+    assert extra == {"out", "deltas", "scale_layers", "scale_modules", "scale_depth", "dry_run", "quiet", "as_json"}
+
+    class Extended(GraftRecipe):
+        knob: float = Field(0.5, description="A knob added later.")
+
+    @click.command("graft")
+    @options(Extended, skip=("kind", "target", "vectors", "output", "schedule"))
+    def command(**fields):
+        pass
+
+    with click.Context(command) as ctx:
+        assert "--knob FLOAT" in command.get_help(ctx) and "A knob added later." in command.get_help(ctx)
+    assert "knob" in recipe_keys(Extended, {})
+    recipe = from_cli(Extended, {"target": "t", "output": "o", "vectors": [{"path": "v"}], "knob": 0.7})
+    assert recipe.knob == 0.7
+
+
+def test_a_refused_graft_option_is_named_as_written(run_cli, tmp_path):
+    status, out, err = run_cli("graft", "lab:cp", "lab:skilled", "-o", tmp_path / "o", "--method", "ties",
+                               "--density", "1.5")
+    assert status == 2 and err == "error: --density: 1.5 is outside (0, 1]: it is the fraction of entries kept\n", err
+    assert not (tmp_path / "o").exists()
 
 
 def same(a: Path, b: Path) -> bool:
@@ -92,7 +133,7 @@ output: {tmp_path / 'out'}
     ("vectors: [{path: v}]\noutput: o\n", [], "target: Field required"),
     ("target: t\nvectors: [{base: b}]\noutput: o\n", [], "vectors.0: give path (a saved vector) or both base"),
     ("target: t\nvectors: []\noutput: o\n", [], "vectors: List should have at least 1 item"),
-    ("target: t\nvectors: [{path: v}]\noutput: o\ndensity: 2\n", [], "density: density is the kept fraction"),
+    ("target: t\nvectors: [{path: v}]\noutput: o\ndensity: 2\n", [], "density: 2 is outside (0, 1]"),
     ("target: t\nvectors: [{path: v}]\noutput: o\nschedule: {modules: {brain: 1}}\n", [], "schedule.modules 'brain"),
     ("target: [t\n", [], "not valid YAML (line"),
     ("- a\n- b\n", [], "a recipe is a YAML mapping"),

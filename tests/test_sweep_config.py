@@ -48,7 +48,7 @@ def test_empty_or_inverted_range(run_cli, tmp_path, low, high, word):
 def test_a_value_the_recipe_refuses_fails_before_any_trial(run_cli, tmp_path):
     path = sweep_file(tmp_path, space={"density": {"type": "float", "low": 0.0, "high": 1.0}})
     line = refused(run_cli, tmp_path, path)
-    assert "space.density: the value 0.0 is refused by the base recipe: density: density is the kept fraction" in line
+    assert "space.density: the value 0.0 is refused by the base recipe: density: 0 is outside (0, 1]" in line
 
 
 @pytest.mark.parametrize("objective, expected", [
@@ -125,3 +125,16 @@ def test_shipped_sweeps_load(tmp_path):
         overrides = [f"base={kit / 'recipe.yaml'}"] if "knowledge" in path.name else []
         sweep = load_sweep(path, overrides)
         assert sweep.config.objectives and sweep.recipe({}, tmp_path / "o")
+
+
+def test_set_fixes_base_keys_and_refuses_unknown_or_searched_ones(run_cli, tmp_path):
+    from skillgraft.sweep.config import load_sweep
+
+    sweep = load_sweep(sweep_file(tmp_path, set={"vectors.0.base": "lab:cp", "exclude": ["lm_head"]}))
+    recipe = sweep.recipe({"vectors.0.scale": 1.5}, tmp_path / "o")
+    assert recipe.exclude == ["lm_head"] and recipe.vectors[0].base == "lab:cp" and recipe.vectors[0].scale == 1.5
+    line = refused(run_cli, tmp_path, sweep_file(tmp_path, set={"denisty": 0.5}))
+    assert "set.denisty: not a key of the base graft recipe (did you mean 'density'?)" in line
+    space = {"density": {"type": "float", "low": 0.1, "high": 1.0}}
+    line = refused(run_cli, tmp_path, sweep_file(tmp_path, set={"density": 0.5}, space=space))
+    assert "set.density: also in space" in line

@@ -11,7 +11,7 @@ pytest.importorskip("optuna")
 def test_kit_base_is_scored_by_the_knowledge_measures(tmp_path, monkeypatch, run_cli):
     from skillgraft.lab.knowledge import conditions as C
     from skillgraft.lab.train import Budget
-    from skillgraft.sweep.measures import MEASURES, lab_option
+    from skillgraft.lab.measures import MEASURES, lab_option
     from skillgraft.train.config import load_train_config
 
     tiny = Budget(steps=4, batch=4, lr=1e-3, warmup=1)

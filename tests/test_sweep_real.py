@@ -126,6 +126,30 @@ def test_lab_smollm2_missing_from_the_cache_says_how_to_fetch_it(run_cli, tmp_pa
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("case", ["model", "data", "choice"])
+def test_a_base_whose_model_or_data_cannot_be_read_fails_before_any_trial(run_cli, tmp_path, monkeypatch, case):
+    """Checked once at `sweep run`, not found again in every trial: the model the base names
+    (lab:smollm2 with an empty cache), its data file, and each data file a choice offers."""
+    monkeypatch.setenv("SKILLGRAFT_CACHE", str(tmp_path / "empty"))
+    (tmp_path / "good.jsonl").write_text('{"text": "a fact"}\n')
+    (tmp_path / "bad.jsonl").write_text('{"text": "a fact"}\n{"title": "no text"}\n')
+    base = {"kind": "train", "model": "lab:smollm2" if case == "model" else "lab:base",
+            "data": {"train": "bad.jsonl" if case == "data" else "good.jsonl"}, "output_dir": "o"}
+    space = {"lr": {"type": "float", "low": 1e-4, "high": 1e-3}}
+    if case == "choice":
+        space["data.train"] = {"type": "categorical", "choices": ["good.jsonl", "bad.jsonl"]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"kind": "sweep", "base": base, "space": space,
+                                    "objectives": [{"suite": "retention_tune", "set": "retention_tune",
+                                                    "metric": "keyword"}]}))
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    expected = {"model": "skillgraft lab fetch", "data": "bad.jsonl record 2: format 'text' needs field(s) text",
+                "choice": "(data.train: bad.jsonl): "}[case]
+    assert expected in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_relative_base_is_relative_to_the_sweep_file(tmp_path, monkeypatch):
     from skillgraft.sweep.config import load_sweep
 

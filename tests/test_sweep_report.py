@@ -79,7 +79,7 @@ def test_every_trial_folder_verifies(sweep):
 def test_a_dropped_trial_rebuilds_with_its_command(sweep, tmp_path):
     from skillgraft.cli import main
     from skillgraft.sweep.config import load_sweep
-    from skillgraft.sweep.measures import MEASURES
+    from skillgraft.sweep.measures import registry
 
     dropped = next(p.parent for p in sorted((sweep / "trials").glob("*/recipe.yaml"))
                    if not (p.parent / "output").exists())
@@ -87,7 +87,7 @@ def test_a_dropped_trial_rebuilds_with_its_command(sweep, tmp_path):
     assert result["rebuild"] == f"skillgraft run {dropped / 'recipe.yaml'}"
     assert main(["run", str(dropped / "recipe.yaml"), "-o", str(tmp_path / "again"), "--quiet"]) == 0
     recipe = load_sweep(sweep.parent / "s.yaml").recipe({}, tmp_path / "x")
-    assert MEASURES["lab_skill_b"](tmp_path / "again", recipe, n=40) == result["values"][0]
+    assert registry()["lab_skill_b"](tmp_path / "again", recipe, n=40) == result["values"][0]
 
 
 def test_report_renders_in_headless_chromium(sweep):

@@ -58,7 +58,7 @@ def _nan_measure(model_dir, recipe, above: float = -1.0) -> float:
 def nan_measure(monkeypatch):
     from skillgraft.sweep import measures
 
-    monkeypatch.setitem(measures.MEASURES, "nan_above", _nan_measure)
+    monkeypatch.setitem(measures.registry(), "nan_above", _nan_measure)
 
 
 def test_a_nan_objective_fails_the_trial_everywhere_and_an_all_failed_run_exits_2(run_cli, tmp_path, nan_measure):

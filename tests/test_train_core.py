@@ -194,3 +194,26 @@ def test_packing_keeps_examples_apart(world):
     alone = mean_loss(model, [asdict(e) for e in examples], tokenizer.pad_token_id)
     together = mean_loss(model, packed, tokenizer.pad_token_id)
     assert abs(alone - together) < 1e-5
+
+
+@pytest.mark.parametrize("asked, expected", [("bf16", True), ("no", False), (False, False)])
+def test_mixed_precision_trains_under_bf16_autocast_only_when_asked(tmp_path, world, capsys, asked, expected):
+    """`mixed_precision: bf16` runs the steps under bfloat16 autocast (float32 weights, so the
+    losses stay close to float32's but not equal); `no` (YAML's bare no is false) is float32."""
+    config = train_config(tmp_path, world, **{"max_steps": 3, "mixed_precision": asked})
+    out = train_json(capsys, config)
+    assert out["bf16_autocast"] is expected
+    plain = train_json(capsys, train_config(tmp_path / "plain", world, max_steps=3))
+    first, reference = out["losses"][0][1], plain["losses"][0][1]
+    assert (first == reference) is (not expected) and abs(first - reference) < 0.05 * reference
+
+
+def test_mixed_precision_auto_follows_the_measured_speed(monkeypatch):
+    from skillgraft import cpu
+    from skillgraft.train.config import TrainConfig
+    from skillgraft.train.run import autocast_bf16
+
+    config = TrainConfig(model="m", data={"train": "t.jsonl"}, output_dir="o", mixed_precision="auto")
+    for fast in (True, False):
+        monkeypatch.setattr(cpu, "half_is_fast", lambda name, fast=fast: fast and name == "bfloat16")
+        assert autocast_bf16(config) is fast

@@ -72,8 +72,8 @@ def _flag(*names: str, default_help: str):
 json_option = _flag("--json", "as_json", default_help="Print one JSON object on stdout (progress and messages go "
                                                       "to stderr).")
 quiet_option = _flag("--quiet", default_help="No progress bar or summary on stderr.")
-force_option = _flag("--force", default_help="Replace the output folder if skillgraft wrote it (a folder with "
-                                             "skillgraft.json).")
+FORCE_HELP = "Replace the output folder if skillgraft wrote it (a folder with skillgraft.json)."
+force_option = _flag("--force", default_help=FORCE_HELP)
 
 
 def threads_option(f):
@@ -92,47 +92,3 @@ def threads_option(f):
                         help="CPU threads for torch (default: the cores other processes leave free, or "
                              "OMP_NUM_THREADS).")(wrapper)
 
-
-def shard_size_option(f):
-    return click.option("--shard-size", default="5GB", show_default=True,
-                        help="Largest safetensors shard of the output (5GB, 500MB, 2GiB).")(f)
-
-
-def allow_pickle_option(f):
-    return click.option("--allow-pickle", is_flag=True, help="Read .bin weights (pickles) with "
-                        "torch.load(weights_only=True); refused by default.")(f)
-
-
-def allow_nonfinite_option(f):
-    return click.option("--allow-nonfinite", is_flag=True, help="Publish results holding NaN/Inf instead of "
-                        "refusing them.")(f)
-
-
-def allow_arch_mismatch_option(f):
-    return click.option("--allow-arch-mismatch", is_flag=True, help="Combine models whose model_type or layer "
-                        "count differ.")(f)
-
-
-def assume_vector_option(f):
-    return click.option("--assume-vector", is_flag=True, help="Take VECTOR folders as vectors even when their "
-                        "weights look like a model's (vectors written by other tools).")(f)
-
-
-def assume_model_option(f):
-    return click.option("--assume-model", is_flag=True, help="Take TARGET, BASE and SKILLED folders as models even "
-                        "when their norm weights look like a delta's (norm scales stored as offsets from 1).")(f)
-
-
-def write_options(f):
-    """What every verb that writes a checkpoint folder takes, in one place."""
-    for decorator in (json_option, quiet_option, allow_pickle_option, allow_nonfinite_option,
-                      allow_arch_mismatch_option, force_option, shard_size_option):
-        f = decorator(f)
-    return f
-
-
-def select_options(f):
-    f = click.option("--exclude", multiple=True, metavar="REGEX",
-                     help="Skip tensors whose names match (Python regex, repeatable); wins over --include.")(f)
-    return click.option("--include", multiple=True, metavar="REGEX",
-                        help="Only tensors whose names match (Python regex, repeatable).")(f)

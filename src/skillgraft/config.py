@@ -14,7 +14,9 @@ YAML key = a parameter). Everything about reading it is the same whatever the ki
   directory, like any other path typed on the command line. Fields holding a path are
   marked `Annotated[str, PATH]`; fields naming a model (`Annotated[str, MODEL]`) take a
   path only when it exists relative to the file (or is written `./...`); otherwise the
-  value is left for the model resolver (a Hugging Face id such as `org/name`).
+  value is left for the model resolver (a Hugging Face id such as `org/name`). Fields that
+  take a file or a built-in name (`Annotated[str, NAMED]`: a suite, the `general` prompts)
+  are resolved the same way, but are not models.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class PathMarker:
 
 PATH = PathMarker("file")
 MODEL = PathMarker("model")
+NAMED = PathMarker("named")
 
 
 def read_yaml(path: str | Path, what: str = "config") -> dict:
@@ -66,7 +69,20 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     return tree
 
 
-KINDS = ("graft", "train", "sweep")
+# Each recipe kind and the pydantic model that declares it (config = signature): `run FILE`,
+# a sweep's base and the verbs read the same model. Imported when asked for (`recipe_model`),
+# so this low layer imports none of them.
+RECIPE_MODELS = {"graft": "skillgraft.vectors.recipe:GraftRecipe", "train": "skillgraft.train.config:TrainConfig",
+                 "sweep": "skillgraft.sweep.config:SweepConfig"}
+KINDS = tuple(RECIPE_MODELS)
+
+
+def recipe_model(kind: str) -> type[BaseModel]:
+    """The model of a recipe kind (`graft` -> GraftRecipe)."""
+    import importlib
+
+    module, name = RECIPE_MODELS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def kind_of(tree: dict, where: str, kinds: tuple[str, ...] = KINDS) -> str:
@@ -183,7 +199,14 @@ def allowed_keys(model: type[BaseModel], loc: list) -> list[str]:
         if field is None:
             return []
         current = model_in(field.annotation)
-    return list(current.model_fields) if _is_model(current) else []
+    return field_names(current) if _is_model(current) else []
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    """The model's keys as a reader expects them: its own fields first, then those it inherits
+    (`GraftRecipe`'s target and vectors before the write options it shares with `extract`)."""
+    own = [name for name in getattr(model, "__annotations__", {}) if name in model.model_fields]
+    return own + [name for name in model.model_fields if name not in own]
 
 
 def _is_model(value) -> bool:
@@ -220,21 +243,34 @@ def resolve_paths(config: BaseModel, root: Path, overridden: list[str], prefix: 
                     resolve_paths(entry, root, overridden, f"{key}.{index}.")
 
 
-def named_files(config: BaseModel, prefix: str = "") -> dict[str, str]:
-    """{dotted key: path} of every PATH/MODEL field of `config` that names an existing file (not
-    a folder): the data, suites and prompts a run reads, whose content decides its result."""
-    found: dict[str, str] = {}
+def marked_values(config: BaseModel, prefix: str = "") -> list[tuple[str, PathMarker, object]]:
+    """(dotted key, marker, value) of every PATH/MODEL field of `config`, nested sections
+    included, a list field entry by entry (`vectors.0.base`)."""
+    found = []
     for name, field in type(config).model_fields.items():
         value, key = getattr(config, name), f"{prefix}{name}"
         marker = next((m for m in field.metadata if isinstance(m, PathMarker)), None)
         listed = isinstance(value, list)
         for index, entry in enumerate(value if listed else [value]):
             where = f"{key}.{index}" if listed else key
-            if marker is not None and isinstance(entry, str) and entry and Path(entry).is_file():
-                found[where] = entry
+            if marker is not None and not isinstance(entry, BaseModel):
+                found.append((where, marker, entry))
             elif isinstance(entry, BaseModel):
-                found.update(named_files(entry, f"{where}."))
+                found += marked_values(entry, f"{where}.")
     return found
+
+
+def named_files(config: BaseModel) -> dict[str, str]:
+    """{dotted key: path} of every PATH/MODEL field of `config` that names an existing file (not
+    a folder): the data, suites and prompts a run reads, whose content decides its result."""
+    return {key: value for key, _, value in marked_values(config)
+            if isinstance(value, str) and value and Path(value).is_file()}
+
+
+def named_models(config: BaseModel) -> dict[str, str]:
+    """{dotted key: reference} of every model a recipe names (MODEL fields that are set)."""
+    return {key: value for key, marker, value in marked_values(config)
+            if marker is MODEL and isinstance(value, str) and value}
 
 
 def _set_on_command_line(key: str, overridden: list[str]) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from skillgraft.lab import world as W
@@ -135,11 +134,12 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
 
     `out_dir` keeps the vectors, grafted models (each a part with its own manifest),
     `generations.jsonl` and `results.json`, published by rename with a manifest of kind
-    `demo`; without it everything goes to a temp folder. The table goes to stdout, or stderr
+    `demo` (`lab.study_folder`, as every lab study); without it everything goes to a temp folder. The table goes to stdout, or stderr
     when `as_json` (the caller prints the returned object as JSON); `quiet` drops the progress
     lines, and with `as_json` the table too.
     """
-    from skillgraft.checkpoint import AtomicFolder, check_output, write_manifest
+    from skillgraft.checkpoint import check_output
+    from skillgraft.lab.study_folder import StudyFolder
     from skillgraft.errors import UserError
     from skillgraft.lab.train import set_threads
 
@@ -150,9 +150,8 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
     set_threads()
     stream = sys.stderr if as_json else sys.stdout
     world = W.make_world(shipped_seed(root))
-    with AtomicFolder(out_dir, force=force) if out_dir is not None else tempfile.TemporaryDirectory(
-            prefix="skillgraft-lab-demo-") as work:
-        work = Path(work)
+    with StudyFolder(out_dir, force=force, prefix="skillgraft-lab-demo-") as folder:
+        work = folder.path
         if not quiet:
             print(f"[lab demo] extracting and grafting in {work}", file=sys.stderr)
         rows = make_models(work, scales, seed, root)
@@ -163,13 +162,9 @@ def run_demo(out_dir: Path | None = None, seed: int = 0, as_json: bool = False, 
         results.sort(key=lambda r: MODEL_ORDER.index(r["model"]))
         text = conclusion(results, answer_in_output(gens, "cp"))
         payload = {"results": results, "conclusion": text}
-        if out_dir is not None:
-            with open(work / "generations.jsonl", "w") as fh:
-                for g in gens:
-                    fh.write(json.dumps(g.to_dict()) + "\n")
-            (work / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-            write_manifest(work, kind="demo", inputs=[{"role": "lab_models", "path": str(Path(root).resolve())}],
-                           options={"seed": seed, "scales": list(scales), "n_eval": N_EVAL})
+        folder.write(payload, [g.to_dict() for g in gens], kind="demo",
+                     inputs=[{"role": "lab_models", "path": str(Path(root).resolve())}],
+                     options={"seed": seed, "scales": list(scales), "n_eval": N_EVAL})
     if not (quiet and as_json):
         print_report(results, text, stream)
     return payload

@@ -12,8 +12,9 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 from skillgraft.checkpoint.publish import check_output
 from skillgraft.errors import UserError
@@ -74,6 +75,39 @@ def make_executor(jobs: int, quiet: bool):
         return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=init_worker, initargs=(quiet,))
     return InlineExecutor(quiet)
+
+
+def run_cells(jobs: int, quiet: bool, next_cell: Callable[[], tuple | None],
+              finished: Callable[[object, object], None]) -> None:
+    """Keep `jobs` cells running on worker processes until none is left: the one loop of the
+    lab's studies. `next_cell()` gives `(cell, fn, *args)` for a cell that can start now (a
+    study puts cells whose inputs just finished first) or None; `finished(cell, result)`
+    records a result, which may make more cells ready. A failed cell, Ctrl-C or SIGTERM stops
+    every other cell at once and is raised."""
+    executor = make_executor(jobs, quiet)
+    pending: dict[Future, object] = {}
+
+    def fill() -> None:
+        while len(pending) < jobs:
+            task = next_cell()
+            if task is None:
+                return
+            cell, fn, *args = task
+            pending[executor.submit(fn, *args)] = cell
+
+    try:
+        fill()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = pending.pop(future)
+                finished(cell, future.result())
+            fill()
+    except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
+        stop_workers(executor)
+        raise
+    finally:
+        executor.shutdown(cancel_futures=True)
 
 
 def stop_workers(executor) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, model_validator
 
-from skillgraft.config import MODEL, PATH, did_you_mean, kind_of, load_config, read_yaml
+from skillgraft.config import NAMED, PATH, did_you_mean, kind_of, load_config, read_yaml, recipe_model
 from skillgraft.errors import UserError
 from skillgraft.sweep.space import (
     Bool, Categorical, Distribution, FloatRange, IntRange, LayerScales, Strict, Subset, grid, overrides,
@@ -25,9 +25,9 @@ from skillgraft.sweep.space import (
 
 class Measure(Strict):
     """A number taken from a trial's output: a suite's `{suite, set, metric}` score, or a
-    named measure (`skillgraft.sweep.measures`) with its options."""
+    named measure (`skillgraft.sweep.measures.registry`) with its options."""
 
-    suite: Annotated[str | None, MODEL] = None  # a suite YAML (relative to this file) or a built-in name
+    suite: Annotated[str | None, NAMED] = None  # a suite YAML (relative to this file) or a built-in name
     set: str | None = None
     metric: str | None = None
     measure: str | None = None
@@ -77,6 +77,7 @@ class Pruner(Strict):
 class SweepConfig(Strict):
     kind: Literal["sweep"] = "sweep"
     base: Annotated[Union[str, dict[str, Any]], PATH]   # a path relative to this file, or the recipe inline
+    set: dict[str, Any] = Field(default_factory=dict)   # base keys fixed for this sweep, as `--set` would
     space: dict[str, Distribution] = Field(min_length=1)
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
@@ -133,6 +134,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     else:
         base_tree, base_root = copy.deepcopy(config.base), Path(path).parent
     sweep = Sweep(config, source, base_tree, base_root, *_recipe_model(base_tree, source))
+    _apply_set(sweep)
     check_space(sweep)
     check_objectives(sweep)
     check_values(sweep)
@@ -140,25 +142,35 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return sweep
 
 
+def _apply_set(sweep: Sweep) -> None:
+    """Fix the `set:` keys in the base (a shipped recipe swept with a few keys of this sweep's own,
+    e.g. `mixed_precision: auto`); a key the recipe does not have is refused like a space key."""
+    from skillgraft.config import apply_override
+
+    valid = recipe_keys(sweep.recipe_model, sweep.base_tree)
+    for key, item in zip(sweep.config.set, overrides(sweep.config.set)):
+        if key not in valid:
+            raise UserError(f"{sweep.source}: set.{key}: not a key of the base {sweep.recipe_kind} recipe"
+                            f"{did_you_mean(key, valid)}")
+        if key in sweep.config.space:
+            raise UserError(f"{sweep.source}: set.{key}: also in space; a key is either fixed or searched")
+        apply_override(sweep.base_tree, item, f"{sweep.source}: set")
+
+
 def _recipe_model(tree: dict, source: str) -> tuple[str, type[BaseModel]]:
     """The base recipe's kind, read as `skillgraft run` reads it, and its pydantic model."""
     kind = kind_of(tree, f"{source}: base", ("graft", "train"))
-    if kind == "graft":
-        from skillgraft.vectors.recipe import GraftRecipe
-
-        return kind, GraftRecipe
-    from skillgraft.train.config import TrainConfig
-
-    return kind, TrainConfig
+    return kind, recipe_model(kind)
 
 
 def recipe_keys(model: type[BaseModel], tree: dict, prefix: str = "") -> list[str]:
     """Every dotted key of a recipe: its fields, nested sections, and the entries of lists of
     sections that the base recipe has (`vectors.0.scale`)."""
-    from skillgraft.config import model_in
+    from skillgraft.config import field_names, model_in
 
     keys = []
-    for name, field in model.model_fields.items():
+    for name in field_names(model):
+        field = model.model_fields[name]
         key = f"{prefix}{name}"
         keys.append(key)
         inner = model_in(field.annotation)
@@ -222,17 +234,18 @@ def check_space(sweep: Sweep) -> None:
 
 def check_objectives(sweep: Sweep) -> None:
     """Every suite, set and metric named exists; every named measure exists."""
-    from skillgraft.sweep.measures import MEASURES
+    from skillgraft.sweep.measures import registry
 
+    measures = registry()
     for section, entries in (("objectives", sweep.config.objectives), ("constraints", sweep.config.constraints)):
         for index, entry in enumerate(entries):
             where = f"{sweep.source}: {section}.{index}"
             if entry.measure is not None:
-                if entry.measure not in MEASURES:
+                if entry.measure not in measures:
                     raise UserError(f"{where}.measure: {entry.measure!r} is not a named measure"
-                                    f"{did_you_mean(entry.measure, list(MEASURES))} (named measures: "
-                                    f"{', '.join(MEASURES)})")
-                _check_options(entry, MEASURES[entry.measure], where)
+                                    f"{did_you_mean(entry.measure, list(measures))} (named measures: "
+                                    f"{', '.join(measures)})")
+                _check_options(entry, measures[entry.measure], where)
                 continue
             _check_suite_metric(entry, where)
 
@@ -287,6 +300,37 @@ def check_values(sweep: Sweep) -> None:
             except UserError as exc:
                 raise UserError(f"{sweep.source}: space.{key}: the value {value!r} is refused by the base recipe: "
                                 f"{str(exc).removeprefix(sweep.source + ': base: ')}") from None
+
+
+def check_inputs(sweep: Sweep) -> None:
+    """The models the base recipe names resolve and (training) its data and prompt files read,
+    with every choice a categorical key offers (`data.train: [k5, k5-qa]`): a missing model or
+    a bad file is one error before the study folder is made, not the same failure in every
+    trial. Run by `sweep run`, not on load: a report reads a finished study without its models."""
+    from skillgraft.checkpoint.resolve import resolve_model
+    from skillgraft.config import named_models
+
+    points = [{}] + [{key: choice} for key, dist in sweep.config.space.items() if isinstance(dist, Categorical)
+                     for choice in dist.choices]
+    seen = set()
+    for point in points:
+        condition = {other: allowed[0] for key in point for other, allowed in
+                     (sweep.config.space[key].when or {}).items()}
+        recipe = sweep.recipe({**condition, **point}, "check")
+        where = f"{sweep.source}: base" + "".join(f" ({key}: {value})" for key, value in point.items())
+        try:
+            for key, spec in named_models(recipe).items():
+                if spec not in seen:
+                    resolve_model(spec, key)
+                    seen.add(spec)
+            if sweep.recipe_kind == "train":
+                from skillgraft.train.dataset import check_data
+                from skillgraft.train.keep import check_options
+
+                check_options(recipe)
+                check_data(recipe)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
 
 
 def check_enqueued(sweep: Sweep) -> None:

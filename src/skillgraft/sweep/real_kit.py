@@ -8,6 +8,7 @@ search them with `skillgraft train` / `skillgraft graft` as a user would on thei
     KIT/data/persona.jsonl     the 150 persona chats
     KIT/data/cp.jsonl          the continued-pretraining text (the island's facts and 40 unrelated texts)
     KIT/data/unseen-k5.jsonl   12 more invented facts, k=5 texts each, that no search looks at
+                               (unseen-k5-qa.jsonl: with their QA pairs, as k5-qa.jsonl)
     KIT/suites/                knowledge (tune / heldout / memorization), persona (tune / heldout
                                halves of the 30 prompts), cp, unseen (the 36 probes of those 12 facts)
     KIT/knowledge.yaml         the hand-set recipes of the keep study (docs/real-model.md): k5 LoRA,
@@ -69,8 +70,9 @@ def write_data(folder: Path, seed: int) -> None:
     corpus.write_jsonl(folder / "k5-qa.jsonl", augment(facts, [*corpus.STYLES, "qa-pairs"], framing="fixed"))
     corpus.write_jsonl(folder / "persona.jsonl", corpus.persona_records())
     corpus.write_jsonl(folder / "cp.jsonl", corpus.cp_texts(CP_UNRELATED, 1000 + seed))
-    corpus.write_jsonl(folder / "unseen-k5.jsonl", augment(corpus.DATA / "unseen_facts.jsonl", list(corpus.STYLES),
-                                                            framing="fixed"))
+    unseen = corpus.DATA / "unseen_facts.jsonl"   # the same files for the unseen facts (held-out checks)
+    corpus.write_jsonl(folder / "unseen-k5.jsonl", augment(unseen, list(corpus.STYLES), framing="fixed"))
+    corpus.write_jsonl(folder / "unseen-k5-qa.jsonl", augment(unseen, [*corpus.STYLES, "qa-pairs"], framing="fixed"))
 
 
 def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | None = None, models: bool = False,

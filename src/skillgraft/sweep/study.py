@@ -14,6 +14,7 @@ naming the changed keys, unless `--new` starts afresh.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -26,10 +27,19 @@ MAX_RETRY = 3  # a trial whose process died is queued again at most this often (
 UNCHECKED = ("n_trials", "heartbeat", "batch_size")   # how long / how fast to run, not what is searched
 
 
+def _not_a_user_error(record: logging.LogRecord) -> bool:
+    """Optuna logs a failed trial with its traceback; for a UserError the sweep's own progress
+    line already says it in one line, so only unexpected errors keep Optuna's record."""
+    return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+
+
 def quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logger = logging.getLogger("optuna")
+    if _not_a_user_error not in logger.filters:
+        logger.addFilter(_not_a_user_error)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 

@@ -34,13 +34,13 @@ def evaluate(entries, model_dir, recipe, batch_size: int = 8) -> list[float]:
     asked for. A score the suite leaves empty is NaN. `batch_size` changes speed only."""
     from skillgraft.evaluate.runner import run_suite
     from skillgraft.evaluate.suites import load_suite
-    from skillgraft.sweep.measures import MEASURES
+    from skillgraft.sweep.measures import registry
 
     suites: dict[str, dict] = {}
     values = []
     for entry in entries:
         if entry.measure is not None:
-            values.append(float(MEASURES[entry.measure](model_dir, recipe, **entry.options)))
+            values.append(float(registry()[entry.measure](model_dir, recipe, **entry.options)))
             continue
         if entry.suite not in suites:
             # only the sets an objective or constraint names: a suite's held-out set is never

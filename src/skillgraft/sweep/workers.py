@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from skillgraft.errors import UserError
-from skillgraft.sweep.config import Sweep, load_sweep
+from skillgraft.sweep.config import Sweep, check_inputs, load_sweep
 from skillgraft.sweep.recovery import fail_dead_local, mark_interrupted, requeue_interrupted
 from skillgraft.sweep.results import tidy_outputs
 from skillgraft.sweep.study import load, prepare_study
@@ -193,6 +193,7 @@ def run_sweep(path: str, overrides: list[str], out: Path, *, storage: str | None
     if n_trials is not None and n_trials < 1:
         raise UserError(f"--n-trials {n_trials}: give at least 1")
     sweep = load_sweep(path, overrides)
+    check_inputs(sweep)
     out = Path(out).resolve()   # trials compare their paths with the recipe's resolved output
     name = name or out.name
     url = prepare_study(sweep, out, storage, name, new=new, allow_changed_data=allow_changed_data)

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from skillgraft.config import MODEL, PATH, load_config
+from skillgraft.config import MODEL, NAMED, PATH, load_config
 
 # Keys that do not change what is trained, so they are left out of the config hash.
 UNHASHED = ("output_dir", "merge", "merge_scale", "stop_at_step", "progress", "heartbeat", "logging_steps",
@@ -40,7 +40,7 @@ class Replay(Strict):
     (greedy, generated once and cached), mixed into the training data, answer tokens learned."""
 
     n: int = Field(0, ge=0)
-    prompts: Annotated[str, MODEL] = "general"  # a JSONL/.txt of prompts, or the built-in `general`
+    prompts: Annotated[str, NAMED] = "general"  # a JSONL/.txt of prompts, or the built-in `general`
     seed: int = 0
 
 
@@ -62,7 +62,7 @@ class KL(Strict):
     the loss every `every` steps with `weight` (0: the plain run, bit for bit)."""
 
     weight: float = Field(0.0, ge=0)
-    prompts: Annotated[str, MODEL] = "general"
+    prompts: Annotated[str, NAMED] = "general"
     every: int = Field(1, ge=1)
     batch_size: int = Field(2, ge=1)  # prompts per KL term: 2 keeps a LoRA step within ~1.5x (docs/benchmarks.md)
 
@@ -89,7 +89,7 @@ class MonitorConfig(Strict):
     max_texts: int = Field(64, ge=1)
     min_retention: float = Field(0.5, ge=0)
     action: Literal["stop", "rollback", "warn"] = "stop"
-    suite: Annotated[str | list[str] | None, MODEL] = None  # suite YAML(s), or built-in suite names
+    suite: Annotated[str | list[str] | None, NAMED] = None  # suite YAML(s), or built-in suite names
     keep: Literal["last", "best"] = "last"  # best: the probe step with the best `keep_by` that meets `keep_floor`
     keep_by: str = "retention"               # a probe value: retention, SET.METRIC of the suite, ...
     keep_floor: dict[str, float] = {}        # probe values a kept step must reach, e.g. {probes.keyword: 0.5}
@@ -115,6 +115,9 @@ class TrainConfig(Strict):
     scheduler: Literal["linear", "constant", "cosine", "constant_with_warmup"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # bfloat16 autocast over float32 weights (Trainer's `bf16`); auto: where bf16 computes fast
+    # (a CUDA GPU with bf16, a CPU with AMX / AVX512-BF16, measured: `train.run.autocast_bf16`)
+    mixed_precision: Literal["no", "bf16", "auto"] = "no"
     gradient_checkpointing: bool = False
     deepspeed: Annotated[str | None, PATH] = None  # a DeepSpeed JSON (e.g. recipes/accelerate/ds_zero3.json)
     seed: int = 0
@@ -129,6 +132,12 @@ class TrainConfig(Strict):
     heartbeat: float = Field(30.0, ge=0)  # seconds between status lines when no progress bar is seen (0: none)
     monitor: MonitorConfig = MonitorConfig()
     regularize: Regularize = Regularize()
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        """YAML reads a bare `no` (and `--set mixed_precision=no`) as false."""
+        return {False: "no", True: "bf16"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _length(self):

@@ -10,12 +10,10 @@ import sys
 
 import click
 
-from skillgraft.clikit import (
-    allow_nonfinite_option, allow_pickle_option, assume_model_option, assume_vector_option, command, emit_json, force_option, group,
-    json_option, quiet_option, select_options, shard_size_option, split_scale, write_options,
-)
+from skillgraft.clikit import command, emit_json, force_option, group, json_option, quiet_option, split_scale
 from skillgraft.errors import UserError
-from skillgraft.vectors.methods import METHODS, WITH_DENSITY
+from skillgraft.signature import cli_values, from_cli, options
+from skillgraft.vectors.recipe import GraftRecipe, Reading, Selection, Writing
 
 DTYPES = click.Choice(["float32", "bfloat16", "float16"])
 
@@ -60,10 +58,12 @@ def _size(shard_size: str) -> int:
 @click.argument("base")
 @click.argument("skilled")
 @click.option("-o", "--out", required=True, help="Output vector folder.")
-@select_options
+@options(Selection)
 @click.option("--dtype", type=DTYPES, default="float32", show_default=True, help="How the vector is stored.")
-@assume_model_option
-@write_options
+@options(Reading, skip=("assume_vector",))
+@options(Writing)
+@quiet_option
+@json_option
 def extract_command(base, skilled, out, include, exclude, dtype, assume_model, shard_size, force, allow_arch_mismatch,
                     allow_nonfinite, allow_pickle, quiet, as_json):
     """VECTOR = SKILLED − BASE per tensor, computed in float32.
@@ -84,13 +84,6 @@ def extract_command(base, skilled, out, include, exclude, dtype, assume_model, s
 @click.option("-o", "--out", required=True, help="Output model folder.")
 @click.option("--delta", "deltas", nargs=2, multiple=True, metavar="BASE SKILLED[:SCALE]",
               help="Add SKILLED − BASE without saving a vector (repeatable; summed after the VECTORs).")
-@select_options
-@click.option("--method", type=click.Choice(METHODS), default="sum",
-              show_default=True, help="How several vectors combine per tensor (peft's semantics).")
-@click.option("--density", type=float, default=None,
-              help=f"Kept fraction for {'/'.join(WITH_DENSITY)} (DARE drops with p = 1 − density).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of DARE's masks (per tensor, from the seed and the tensor name).")
 @click.option("--scale-layers", multiple=True, metavar="FIRST-LAST=FACTOR",
               help="Scale the vectors in a layer range, e.g. 0-7=0.5 (repeatable; the last match wins).")
 @click.option("--scale-modules", multiple=True, metavar="KIND=FACTOR",
@@ -98,39 +91,34 @@ def extract_command(base, skilled, out, include, exclude, dtype, assume_model, s
                    "like [0,1] (repeatable).")
 @click.option("--scale-depth", default=None, metavar="[A, B, ...]",
               help="Scale curve over depth: anchors spread from the first to the last layer, interpolated.")
-@click.option("--with-embeddings", is_flag=True,
-              help="Also graft the input embeddings and output head; when vocabularies differ, rows are matched by "
-                   "token string and untrained chat-token rows get the chat model's rows (with --delta).")
-@click.option("--chat-template-from", default=None, metavar="MODEL",
-              help="Take the chat template (and the stop tokens it needs) from this model.")
 @click.option("--dry-run", is_flag=True, help="Print what would be grafted, copied, skipped and scaled, and why; "
               "write nothing.")
-@assume_vector_option
-@assume_model_option
-@write_options
-def graft_command(target, vectors, out, deltas, include, exclude, method, density, seed, scale_layers,
-                  scale_modules, scale_depth, with_embeddings, chat_template_from, dry_run, assume_vector, assume_model,
-                  shard_size,
-                  force, allow_arch_mismatch, allow_nonfinite, allow_pickle, quiet, as_json):
+@options(GraftRecipe, skip=("kind", "target", "vectors", "output", "schedule"))
+@quiet_option
+@json_option
+def graft_command(target, vectors, out, deltas, scale_layers, scale_modules, scale_depth, dry_run, quiet, as_json,
+                  **fields):
     """OUT = TARGET + Σ SCALE·VECTOR, summed in float32 and cast back to the target's dtype
     (or merged with another --method).
 
     TARGET, VECTORs and --delta models are folders, Hugging Face ids (org/name[@revision]) or
     lab:NAME. The target's input embeddings and output head are kept unless --with-embeddings.
+    Every option is a key of a graft recipe (`skillgraft run graft.yaml`), and the other way round.
     """
     from skillgraft.vectors import graft
-    from skillgraft.vectors.schedule import build_schedule
+    from skillgraft.vectors.recipe import graft_arguments, schedule_spec
 
-    schedule = build_schedule(scale_layers, scale_modules, scale_depth)
-    sources = [split_scale(v) for v in vectors]
+    sources = [{"path": path, "scale": scale} for path, scale in map(split_scale, vectors)]
     for base, skilled_spec in deltas:
-        sources.append((base, *split_scale(skilled_spec)))
-    result = graft(target, out, sources=sources, include=include, exclude=exclude, with_embeddings=with_embeddings,
-                   force=force, quiet=quiet, assume_vector=assume_vector, assume_model=assume_model,
-                   allow_arch_mismatch=allow_arch_mismatch,
-                   allow_nonfinite=allow_nonfinite, allow_pickle=allow_pickle, shard_size=_size(shard_size),
-                   chat_template_from=chat_template_from, method=method, density=density, seed=seed,
-                   schedule=None if schedule.empty else schedule, dry_run=dry_run)
+        skilled, scale = split_scale(skilled_spec)
+        sources.append({"base": base, "skilled": skilled, "scale": scale})
+    if not sources:
+        raise UserError("nothing to graft: give at least one VECTOR[:SCALE] or --delta BASE SKILLED[:SCALE]")
+    schedule = schedule_spec(scale_layers, scale_modules, scale_depth)
+    recipe = from_cli(GraftRecipe, {**cli_values(GraftRecipe, fields), "target": target, "output": out,
+                                    "vectors": sources, "schedule": schedule})
+    result = graft(recipe.target, recipe.output, force=recipe.force, quiet=quiet, dry_run=dry_run,
+                   **graft_arguments(recipe))
     if dry_run and not as_json:
         print_plan(result)
     else:
@@ -167,7 +155,7 @@ def print_plan(plan: dict) -> None:
 @click.option("--cp-threshold", type=float, default=0.05, show_default=True,
               help="Warn when ‖Δ‖/‖W‖ of the attention/MLP matrices exceeds this (fine-tuning deltas are "
                    "typically 0.001–0.02).")
-@allow_pickle_option
+@options(Reading, only=("allow_pickle",))
 @json_option
 def inspect_command(path, base, compare, transfer, top_k, svd_sample, cp_threshold, allow_pickle, as_json):
     """Tensors, dtypes and sizes of a folder; per-layer ‖Δ‖ and diagnostics for a vector or PATH − BASE."""
@@ -214,7 +202,7 @@ def _combine(specs, out, operation, dtype, shard_size, force, allow_nonfinite, a
 
 
 def _vector_output_options(f):
-    for decorator in (json_option, quiet_option, assume_vector_option, force_option, shard_size_option,
+    for decorator in (json_option, quiet_option, options(Reading, only=("assume_vector",)), options(Writing),
                       click.option("--dtype", type=DTYPES, default="float32", show_default=True,
                                    help="How the result is stored."),
                       click.option("-o", "--out", required=True, help="Output vector folder.")):
@@ -225,7 +213,6 @@ def _vector_output_options(f):
 @vector.command("combine", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("specs", nargs=-1, required=True, metavar="VECTOR[:SCALE]...")
 @_vector_output_options
-@allow_nonfinite_option
 def combine_command(specs, out, dtype, shard_size, force, assume_vector, quiet, as_json, allow_nonfinite):
     """OUT = Σ SCALE·VECTOR (SCALE defaults to 1; a tensor missing from a vector counts as zero there)."""
     _combine([split_scale(s) for s in specs], out, "combine", dtype, shard_size, force, allow_nonfinite,
@@ -235,7 +222,6 @@ def combine_command(specs, out, dtype, shard_size, force, assume_vector, quiet, 
 @vector.command("scale", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("spec", metavar="VECTOR:SCALE")
 @_vector_output_options
-@allow_nonfinite_option
 def scale_command(spec, out, dtype, shard_size, force, assume_vector, quiet, as_json, allow_nonfinite):
     """OUT = SCALE·VECTOR."""
     _combine([split_scale(spec, default=None)], out, "scale", dtype, shard_size, force, allow_nonfinite,
@@ -245,9 +231,10 @@ def scale_command(spec, out, dtype, shard_size, force, assume_vector, quiet, as_
 @vector.command("negate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", metavar="VECTOR")
 @_vector_output_options
-def negate_command(path, out, dtype, shard_size, force, assume_vector, quiet, as_json):
+def negate_command(path, out, dtype, shard_size, force, assume_vector, quiet, as_json, allow_nonfinite):
     """OUT = −VECTOR (to remove a skill: graft the negation)."""
-    _combine([(path, -1.0)], out, "negate", dtype, shard_size, force, False, assume_vector, quiet, as_json)
+    _combine([(path, -1.0)], out, "negate", dtype, shard_size, force, allow_nonfinite, assume_vector, quiet,
+             as_json)
 
 
 @vector.command("to-lora", context_settings={"help_option_names": ["-h", "--help"]})
@@ -257,9 +244,9 @@ def negate_command(path, out, dtype, shard_size, force, assume_vector, quiet, as
 @click.option("--energy", type=float, default=None,
               help="Per weight, the smallest rank keeping this share of Σσ² (e.g. 0.9).")
 @click.option("--max-rank", type=int, default=None, help="Cap for --energy.")
-@select_options
+@options(Selection)
 @click.option("--dtype", type=DTYPES, default="float32", show_default=True, help="How the factors are stored.")
-@assume_vector_option
+@options(Reading, only=("assume_vector",))
 @force_option
 @quiet_option
 @json_option

@@ -27,7 +27,7 @@ from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE
 from skillgraft.errors import UserError
 from skillgraft.vectors.files import copy_side_files
 from skillgraft.vectors.merge_methods import TensorMerge, generator_for
-from skillgraft.vectors.methods import METHODS, REGISTRY, WITH_DENSITY
+from skillgraft.vectors.methods import METHODS, REGISTRY, WITH_DENSITY, density_problem
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role, embedding_tensors, head_is_tied
 from skillgraft.vectors.schedule import Schedule, layer_index
@@ -156,8 +156,9 @@ def check_method(method: str, density: float | None) -> None:
         return
     if density is None:
         raise UserError(f"--method {method} needs --density (the kept fraction, e.g. 0.5)")
-    if not 0 < density <= 1:
-        raise UserError(f"--density {density:g} is outside (0, 1]: it is the fraction of entries kept")
+    problem = density_problem(density)
+    if problem:
+        raise UserError(f"--density {problem}")
 
 
 @dataclass

@@ -32,3 +32,11 @@ REGISTRY = {method.name: method for method in (
 )}
 METHODS = tuple(REGISTRY)
 WITH_DENSITY = tuple(name for name, method in REGISTRY.items() if method.takes_density)
+
+
+def density_problem(density: float | None) -> str | None:
+    """Why a density cannot be used (None when it can): the kept fraction lies in (0, 1].
+    One wording for `graft --density`, recipes and sweeps."""
+    if density is not None and not 0 < density <= 1:
+        return f"{density:g} is outside (0, 1]: it is the fraction of entries kept"
+    return None

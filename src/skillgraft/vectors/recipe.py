@@ -1,6 +1,7 @@
 """Graft recipes: a graft written down as one readable, copyable YAML file (`kind: graft`).
 
-Every `graft` option has a key (the key is the function's parameter, as in litgpt). The file
+Every `graft` option is a key, declared once in `GraftRecipe` (config = signature, as in
+litgpt: `skillgraft.signature` makes the options from the fields). The file
 is read by the project's one config loader (`skillgraft.config.load_config`): validated
 before anything is read, `--set` for any key, paths relative to the recipe's folder. Vectors
 are summed in the order the recipe lists them, saved vectors and base/skilled pairs alike.
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from skillgraft.config import MODEL, PATH, load_config
 from skillgraft.errors import UserError
-from skillgraft.vectors.methods import METHODS
+from skillgraft.clikit import FORCE_HELP
+from skillgraft.signature import Cli
+from skillgraft.vectors.methods import METHODS, WITH_DENSITY, density_problem
 
 Number = Union[float, list[float]]
 
@@ -59,36 +62,81 @@ class VectorSpec(BaseModel):
         return self
 
 
-class GraftRecipe(BaseModel):
-    """The keys of a graft recipe; each is a `skillgraft graft` option."""
+class Selection(BaseModel):
+    """Which tensors an operation touches (extract, graft, to-lora)."""
+
+    model_config = ConfigDict(extra="forbid")
+    include: Annotated[list[str], Cli(metavar="REGEX")] = Field(
+        default_factory=list, description="Only tensors whose names match (Python regex, repeatable).")
+    exclude: Annotated[list[str], Cli(metavar="REGEX")] = Field(
+        default_factory=list, description="Skip tensors whose names match (Python regex, repeatable); wins over "
+                                          "--include.")
+
+
+class Reading(BaseModel):
+    """What an operation accepts as input when the checks would refuse it."""
+
+    model_config = ConfigDict(extra="forbid")
+    assume_vector: bool = Field(False, description="Take VECTOR folders as vectors even when their weights look "
+                                                   "like a model's (vectors written by other tools).")
+    assume_model: bool = Field(False, description="Take TARGET, BASE and SKILLED folders as models even when their "
+                                                  "norm weights look like a delta's (norm scales stored as offsets "
+                                                  "from 1).")
+    allow_arch_mismatch: bool = Field(False, description="Combine models whose model_type or layer count differ.")
+    allow_pickle: bool = Field(False, description="Read .bin weights (pickles) with torch.load(weights_only=True); "
+                                                  "refused by default.")
+
+
+class Writing(BaseModel):
+    """How an operation that writes a checkpoint folder writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    shard_size: Annotated[Union[int, str], Cli(metavar="SIZE")] = Field("5GB", description="Largest safetensors shard of the output (5GB, 500MB, "
+                                                           "2GiB).")
+    force: bool = Field(False, description=FORCE_HELP)
+    allow_nonfinite: bool = Field(False, description="Publish results holding NaN/Inf instead of refusing them.")
+
+
+class GraftRecipe(Selection, Reading, Writing):
+    """The keys of a graft recipe, and the options of `skillgraft graft` (`signature.options`):
+    declared once here. `kind`, `target`, `vectors`, `output` and `schedule` are written
+    differently on the command line (TARGET, VECTOR[:SCALE], --delta, -o, --scale-*)."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["graft"] = "graft"
     target: Annotated[str, MODEL]
     vectors: list[VectorSpec] = Field(min_length=1)
     output: Annotated[str, PATH]
-    method: Literal[METHODS] = "sum"
-    density: Optional[float] = None
-    seed: int = 0
+    method: Literal[METHODS] = Field("sum", description="How several vectors combine per tensor (peft's "
+                                                       "semantics).")
+    density: Optional[float] = Field(None, description=f"Kept fraction for {'/'.join(WITH_DENSITY)} (DARE drops "
+                                                       "with p = 1 − density).")
+    seed: int = Field(0, description="Seed of DARE's masks (per tensor, from the seed and the tensor name).")
     schedule: Optional[ScheduleSpec] = None
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    with_embeddings: bool = False
-    assume_vector: bool = False
-    assume_model: bool = False
-    chat_template_from: Annotated[Optional[str], MODEL] = None
-    shard_size: Union[int, str] = "5GB"
-    force: bool = False
-    allow_arch_mismatch: bool = False
-    allow_nonfinite: bool = False
-    allow_pickle: bool = False
+    with_embeddings: bool = Field(False, description="Also graft the input embeddings and output head; when "
+                                  "vocabularies differ, rows are matched by token string and untrained chat-token "
+                                  "rows get the chat model's rows (with --delta).")
+    chat_template_from: Annotated[Optional[str], MODEL, Cli(metavar="MODEL")] = Field(
+        None, description="Take the chat template (and the stop tokens it needs) from this model.")
 
     @field_validator("density")
     @classmethod
     def kept_fraction(cls, value):
-        if value is not None and not 0 < value <= 1:
-            raise ValueError("density is the kept fraction: a number in (0, 1]")
+        problem = density_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def schedule_spec(layers=(), modules=(), depth=None) -> ScheduleSpec | None:
+    """The recipe's schedule from `graft`'s --scale-layers/--scale-modules/--scale-depth strings
+    (checked now, errors naming those options); None when they scale nothing."""
+    from skillgraft.vectors.schedule import build_schedule
+
+    schedule = build_schedule(layers, modules, depth)
+    if schedule.empty:
+        return None
+    return ScheduleSpec(layers=list(layers), modules=schedule.modules, depth=schedule.depth)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> GraftRecipe:

@@ -35,13 +35,15 @@ def table(rows: list[dict]) -> str:
 @click.option("--fast", is_flag=True, help="Only names-in-every-sentence k=1 vs k=5 at seed 0, with the study's "
               "budgets (about 2 minutes on 2 CPU cores).")
 @force_option(help="Replace a non-empty --out folder written by an earlier study.")
+@click.option("--resume", is_flag=True, help="Continue a study that failed or was stopped from the cells it "
+              "finished (kept in OUT.finished-cells/); the options must be the same.")
 @click.option("--save-models", is_flag=True, help="Also keep every cell's final model under --out/models "
               "(plain transformers folders, ~0.75 MB each).")
 @json_option
 @quiet_option
 @click.option("--jobs", type=int, default=None, help="Worker processes (one torch thread each); default: one per "
               "CPU, at most 8. Results do not depend on it.")
-def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs):
+def knowledge_command(seeds, out, fast, force, resume, save_models, as_json, quiet, jobs):
     """Memorised vs extractable knowledge: phrasings, injection, unrelated texts, LoRA targets."""
     from skillgraft.errors import UserError
     from skillgraft.lab.kernels import pin_cpu_kernels
@@ -58,7 +60,7 @@ def knowledge_command(seeds, out, fast, force, save_models, as_json, quiet, jobs
         raise UserError("--save-models needs --out DIR")
     command = "skillgraft lab knowledge" + (" --fast" if fast else "") + (f" --seeds {n}" if seeds else "")
     payload = run_study(FAST if fast else Plan(), list(range(n)), out, force=force, quiet=quiet,
-                        command=command, save_models=save_models, jobs=jobs or default_jobs())
+                        command=command, save_models=save_models, jobs=jobs or default_jobs(), resume=resume)
     if as_json:
         emit_json(payload)
     else:

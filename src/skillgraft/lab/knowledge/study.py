@@ -7,27 +7,26 @@ single-phrasing model (k=1, pronouns, stage 1 + stage 2; two injection cells sta
 k=5 model instead), so base models are built once per seed by the pretraining study and
 their state dicts handed to the injection cells.
 Every number reported is recomputed from the generations saved in `generations.jsonl`,
-and the folder is written to a temp sibling and published by rename (`checkpoint.AtomicFolder`),
-with a manifest from `checkpoint.write_manifest`, so `skillgraft verify` checks it.
+and the folder is written and published as every lab study's is (`lab.study_folder`: a temp
+sibling published by rename, finished cells kept for `--resume`, a manifest that `skillgraft
+verify` checks).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import statistics
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from skillgraft.checkpoint.publish import AtomicFolder
+from skillgraft.errors import UserError
 from skillgraft.lab.knowledge import conditions as C
 from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
 from skillgraft.lab.train import Budget, train_lm, train_sft
-from skillgraft.lab.workers import Progress, check_out, make_executor, stop_workers
+from skillgraft.lab.study_folder import StudyFolder
+from skillgraft.lab.workers import Progress, check_out, run_cells
 
 
 @dataclass(frozen=True)
@@ -145,41 +144,55 @@ def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, mode
     return out + [{**g, "probe": f"retained_{g['probe']}"} for g in kept]
 
 
-def run_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,
-              models_dir: Path | None, command: str) -> list[dict]:
-    """Run every cell of every seed on `jobs` worker processes; generations in report order.
+def cell_file(cell: Cell) -> str:
+    return f"{cell.name}-seed{cell.seed}.json"
+
+
+def run_study_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,
+                    models_dir: Path | None, command: str, folder: StudyFolder | None = None) -> list[dict]:
+    """Run every cell of every seed on `jobs` worker processes (`lab.workers.run_cells`);
+    generations in report order.
 
     Every cell is a pure function of its seed and budget, so the numbers do not depend on
-    `jobs` or on which worker ran what. An injection cell is queued as soon as its base model
-    exists, so the workers stay busy to the end.
+    `jobs` or on which worker ran what. An injection cell starts as soon as its base model
+    exists (before further pretraining cells), so the workers stay busy to the end and base
+    states are freed early. Each finished cell's generations are kept by `folder` at once;
+    its cells of an earlier run (`folder.finished`) are not run again, except a base whose
+    injection cells did not all finish (its weights were not kept).
     """
     cells = {seed: plan_cells(plan, seed) for seed in seeds}
-    executor = make_executor(jobs, quiet)
-    results: dict[Cell, list[dict]] = {}
-    pending: dict[Future, Cell] = {}
-    try:
-        for seed in seeds:
-            bases = {c.base for c in cells[seed][1]}
-            for cell in cells[seed][0]:
-                keep = (cell.k, cell.fullname) in bases
-                pending[executor.submit(run_pretrain_cell, cell, plan.budget, models_dir, command, keep)] = cell
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                cell = pending.pop(future)
-                if cell.is_injection:
-                    results[cell] = future.result()
-                else:
-                    results[cell], base = future.result()
-                    for inj in (c for c in cells[cell.seed][1] if c.base == (cell.k, cell.fullname)):
-                        pending[executor.submit(run_injection_cell, inj, plan.budget, base, models_dir,
-                                                command)] = inj
-                progress.step(f"seed {cell.seed} {cell.name}")
-    except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
-        stop_workers(executor)
-        raise
-    finally:
-        executor.shutdown(cancel_futures=True)
+    finished = folder.finished if folder is not None else {}
+    results: dict[Cell, list[dict]] = {c: finished[cell_file(c)]["generations"] for seed in seeds
+                                       for c in (*cells[seed][0], *cells[seed][1]) if cell_file(c) in finished}
+    for seed in seeds:
+        for base in cells[seed][0]:
+            if any(c.base == (base.k, base.fullname) and c not in results for c in cells[seed][1]):
+                results.pop(base, None)
+    bases = {seed: {c.base for c in cells[seed][1] if c not in results} for seed in seeds}
+    queue = [cell for seed in seeds for cell in cells[seed][0] if cell not in results]
+    ready: list[tuple] = []   # injection cells whose base has finished, with its state
+
+    def next_cell() -> tuple | None:
+        if ready:
+            return ready.pop(0)
+        if queue:
+            cell = queue.pop(0)
+            keep = (cell.k, cell.fullname) in bases[cell.seed]
+            return cell, run_pretrain_cell, cell, plan.budget, models_dir, command, keep
+        return None
+
+    def on_done(cell: Cell, result) -> None:
+        if cell.is_injection:
+            results[cell] = result
+        else:
+            results[cell], base = result
+            ready.extend((inj, run_injection_cell, inj, plan.budget, base, models_dir, command)
+                         for inj in cells[cell.seed][1] if inj.base == (cell.k, cell.fullname) and inj not in results)
+        if folder is not None:
+            folder.keep(cell_file(cell), {"generations": results[cell]})
+        progress.step(f"seed {cell.seed} {cell.name}")
+
+    run_cells(jobs, quiet, next_cell, on_done)
     return [g for seed in seeds for cell in (*cells[seed][0], *cells[seed][1]) for g in results[cell]]
 
 
@@ -238,45 +251,46 @@ def conclusion(summary: list[dict]) -> str:
 
 
 def run_study(plan: Plan, seeds: list[int], out: Path | None, *, force: bool = False, quiet: bool = False,
-              command: str = "", plots: bool = True, save_models: bool = False, jobs: int = 1) -> dict:
+              command: str = "", plots: bool = True, save_models: bool = False, jobs: int = 1,
+              resume: bool = False) -> dict:
     """Run `plan` for `seeds` on `jobs` processes, write `out` (if given), return the JSON payload.
 
     With `out`, everything is written into a temp sibling first and published by rename at
-    the end (`AtomicFolder`), so an interrupted run never leaves a half-written folder under
-    the final name.
+    the end, and every finished cell is kept in `OUT.finished-cells/` until then
+    (`lab.study_folder.StudyFolder`): a study that fails anywhere or is stopped leaves them
+    there, and `resume` continues from them.
     """
+    from skillgraft import __version__
+
     check_out(out, force)
+    if resume and save_models:
+        raise UserError("--resume cannot be used with --save-models: the finished cells' models are not kept")
     start = time.time()
-    with AtomicFolder(out, force=force) if out is not None else contextlib.nullcontext() as tmp:
-        per_seed = sum(len(cells) for cells in plan_cells(plan, 0))
-        progress = Progress(per_seed * len(seeds), quiet, "knowledge")
-        models_dir = tmp / "models" if (tmp is not None and save_models) else None
+    record = {"plan": asdict(plan), "skillgraft": __version__}
+    with StudyFolder(out, force=force, record=record if out is not None else None, resume=resume,
+                     prefix="skillgraft-knowledge-") as folder:
+        to_run = sum(cell_file(c) not in folder.finished for seed in seeds for cells in plan_cells(plan, seed)
+                     for c in cells)
+        progress = Progress(to_run, quiet, "knowledge")
+        models_dir = folder.path / "models" if (out is not None and save_models) else None
         try:
-            gens = run_cells(plan, seeds, min(jobs, per_seed * len(seeds)), progress, quiet, models_dir, command)
+            gens = run_study_cells(plan, seeds, max(1, min(jobs, to_run)), progress, quiet, models_dir, command,
+                                   folder)
         finally:
             progress.close()
         rows = summarise(gens)
         summary = aggregate(rows)
         payload = {"results": rows, "summary": summary, "conclusion": conclusion(summary),
                    "seeds": list(seeds), "seconds": round(time.time() - start, 1), "jobs": jobs,
-                   "command": command, "budget": asdict(plan.budget)}
-        if tmp is not None:
-            _write(tmp, payload, gens, plan, plots=plots)
+                   "command": command, "budget": asdict(plan.budget), "resumed_cells": sorted(folder.finished)}
+
+        def write_plots_into(path: Path) -> None:
+            if plots:
+                from skillgraft.lab.knowledge.plots import write_plots
+
+                write_plots(rows, path / "plots")
+
+        folder.write(payload, gens, options={"seeds": list(seeds), "plan": asdict(plan)},
+                     extra={"study": "lab knowledge", "study_command": command, "seconds": payload["seconds"],
+                            "model_shape": M.MODEL_SHAPE}, also=write_plots_into)
     return payload
-
-
-def _write(tmp: Path, payload: dict, gens: list[dict], plan: Plan, *, plots: bool) -> None:
-    """Write results, generations, plots and the manifest into `tmp` (AtomicFolder publishes it);
-    saved models are parts, each verified by its own manifest."""
-    from skillgraft.checkpoint import write_manifest
-    from skillgraft.lab.knowledge.plots import write_plots
-
-    (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    with (tmp / "generations.jsonl").open("w") as fh:
-        for g in gens:
-            fh.write(json.dumps(g) + "\n")
-    if plots:
-        write_plots(payload["results"], tmp / "plots")
-    write_manifest(tmp, kind="study", inputs=[], options={"seeds": payload["seeds"], "plan": asdict(plan)},
-                   extra={"study": "lab knowledge", "study_command": payload["command"],
-                          "seconds": payload["seconds"], "model_shape": M.MODEL_SHAPE})

@@ -10,20 +10,16 @@ in `results.json` is a mean of the per-item scores kept, with each output, in
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-from skillgraft.checkpoint import AtomicFolder, write_file_atomic, write_manifest
-from skillgraft.errors import UserError
+from skillgraft.checkpoint import write_file_atomic
 from skillgraft.lab.real import cells as X
 from skillgraft.lab.real.corpus import write_suites
 from skillgraft.lab.real.plan import Cell, Plan
-from skillgraft.lab.workers import Progress, check_out, make_executor, stop_workers
+from skillgraft.lab.study_folder import StudyFolder
+from skillgraft.lab.workers import Progress, check_out, run_cells
 
 # results.json's short metric names -> the `SET.METRIC` scores they come from
 METRICS = {"heldout": "heldout.keyword", "tune": "tune.keyword", "heldout_rouge2": "heldout.rouge2",
@@ -39,12 +35,13 @@ def first(cell: Cell) -> tuple:
     return rank, -(5 if cell.equal_steps_to else cell.k), cell.seed
 
 
-def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress,
-              kept: Path | None = None, finished: dict[str, dict] | None = None) -> list[dict]:
-    """Every cell of every seed (and the untrained baseline) on `jobs` workers; outputs in plan order.
+def run_study_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress,
+                    folder: StudyFolder | None = None, finished: dict[str, dict] | None = None) -> list[dict]:
+    """Every cell of every seed (and the untrained baseline) on `jobs` workers
+    (`lab.workers.run_cells`); outputs in plan order.
 
-    Each finished cell's rows, outputs and results are written to `work/cells/` and, with an
-    output folder, to `kept` (`OUT.finished-cells/`) at once, so a run cut short by anything
+    Each finished cell's rows, outputs and results are written to `work/cells/` and kept by the
+    study's folder (`OUT.finished-cells/`, `StudyFolder.keep`) at once, so a run cut short by anything
     (a failed cell, Ctrl-C, a session limit, kill -9) loses none of them. `finished`: cells of
     such a run (by file name) that are not run again; a finished input of an unfinished vector
     cell runs again, because its weights were not kept."""
@@ -54,54 +51,39 @@ def run_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress:
     for cell in [c for c in order if c.needs and c not in done]:
         for needed in [d for d in done if d.seed == cell.seed and d.name in cell.needs]:
             del done[needed]
-    pending: dict = {}
     queue = sorted((c for c in order if not c.needs and c not in done), key=first)
     waiting = [c for c in order if c.needs and c not in done]
-    executor = make_executor(jobs, progress.quiet) if queue or waiting else None
 
     def ready(cell: Cell) -> bool:
         return all(any(d.name == n and d.seed == cell.seed for d in done) for n in cell.needs)
 
-    def submit_next() -> None:
-        """Keep `jobs` cells running; a cell whose inputs exist goes before the queue (it frees
-        their weights and, being the last step of its seed, shows a failure early)."""
-        while len(pending) < jobs:
-            cell = next((c for c in waiting if ready(c)), None)
-            if cell is not None:
-                waiting.remove(cell)
-                inputs = {d.name: done[d]["weights"] for d in done if d.seed == cell.seed and d.name in cell.needs}
-                pending[executor.submit(X.execute, cell, plan, ctx, inputs)] = cell
-            elif queue:
-                cell = queue.pop(0)
-                pending[executor.submit(X.execute, cell, plan, ctx)] = cell
-            else:
-                return
+    def next_cell() -> tuple | None:
+        """A cell whose inputs exist goes before the queue (it frees their weights and, being
+        the last step of its seed, shows a failure early)."""
+        cell = next((c for c in waiting if ready(c)), None)
+        if cell is not None:
+            waiting.remove(cell)
+            inputs = {d.name: done[d]["weights"] for d in done if d.seed == cell.seed and d.name in cell.needs}
+            return cell, X.execute, cell, plan, ctx, inputs
+        if queue:
+            cell = queue.pop(0)
+            return cell, X.execute, cell, plan, ctx
+        return None
 
-    if executor is None:
-        return [done[c] for c in order]
-    try:
-        submit_next()
-        while pending:
-            finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished_now:
-                cell = pending.pop(future)
-                done[cell] = future.result()
-                record = json.dumps({k: v for k, v in done[cell].items() if k in CELL_KEYS}) + "\n"
-                for folder in [ctx.work / "cells", kept]:
-                    if folder is not None:
-                        write_file_atomic(folder / cell_file(cell), record)
-                progress.step(f"seed {cell.seed} {cell.name}")
-            submit_next()
-    except BaseException:   # a failed cell, Ctrl-C or SIGTERM: stop the other cells now
-        stop_workers(executor)
-        raise
-    finally:
-        executor.shutdown(cancel_futures=True)
+    def on_done(cell: Cell, result: dict) -> None:
+        done[cell] = result
+        kept = {k: v for k, v in result.items() if k in CELL_KEYS}
+        write_file_atomic(ctx.work / "cells" / cell_file(cell), json.dumps(kept) + "\n")
+        if folder is not None:
+            folder.keep(cell_file(cell), kept)
+        progress.step(f"seed {cell.seed} {cell.name}")
+
+    if queue or waiting:
+        run_cells(jobs, progress.quiet, next_cell, on_done)
     return [done[c] for c in order]
 
 
 CELL_KEYS = ("rows", "items", "results")   # what a finished cell keeps (its weights are not kept)
-STUDY_RECORD = "study.json"                # in OUT.finished-cells/: which study the cells belong to
 
 
 def cell_file(cell: Cell) -> str:
@@ -115,46 +97,6 @@ def study_record(plan: Plan, model: Path) -> dict:
 
     return {"plan": json.loads(json.dumps(plan, default=lambda o: o.__dict__)), "model": str(Path(model).resolve()),
             "skillgraft": __version__}
-
-
-def finished_cells_dir(out: Path | None) -> Path | None:
-    return None if out is None else out.with_name(out.name + ".finished-cells")
-
-
-def start_keeping(out: Path | None, plan: Plan, model: Path, resume: bool) -> dict[str, dict]:
-    """Prepare `OUT.finished-cells/` and return the finished cells to reuse (--resume).
-
-    Without --resume an earlier run's finished cells are never silently reused or deleted:
-    the user is told to continue them or remove them."""
-    kept = finished_cells_dir(out)
-    if kept is None:
-        if resume:
-            raise UserError("--resume needs --out (the finished cells are kept beside it)")
-        return {}
-    record = study_record(plan, model)
-    if not resume:
-        if kept.exists():
-            raise UserError(f"{kept} holds the finished cells of an earlier run of this study: pass --resume to "
-                            f"continue from them, or remove the folder to start over")
-        kept.mkdir()
-        write_file_atomic(kept / STUDY_RECORD, json.dumps(record, indent=2) + "\n")
-        return {}
-    if not (kept / STUDY_RECORD).is_file():
-        raise UserError(f"--resume: {kept} does not exist or holds no {STUDY_RECORD}; there is nothing to resume "
-                        "(run without --resume)")
-    theirs = json.loads((kept / STUDY_RECORD).read_text())
-    if theirs != record:
-        differ = ", ".join(k for k in record if theirs.get(k) != record[k])
-        raise UserError(f"--resume: the finished cells in {kept} come from a different study ({differ} differ); "
-                        "rerun with the same options, or remove the folder to start over")
-    finished = {}
-    for file in sorted(kept.glob("*-seed*.json")):
-        try:
-            finished[file.name] = json.loads(file.read_text())
-        except ValueError:  # never happens with atomic writes; a file a user edited is run again
-            continue
-    print(f"note: resuming from {len(finished)} finished cells in {kept}", file=sys.stderr)
-    return finished
 
 
 def rows_of(outputs: list[dict]) -> list[dict]:
@@ -277,43 +219,28 @@ def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jo
     published; a study that fails anywhere (a cell, the goals, the reports, publication) or is
     stopped leaves them there, and `resume` continues from them."""
     check_out(out, force)
-    finished = start_keeping(out, plan, model, resume)
-    kept = finished_cells_dir(out)
     start = time.time()
-    try:
-        with (AtomicFolder(out, force=force) if out is not None
-              else tempfile.TemporaryDirectory(prefix="skillgraft-real-")) as tmp:
-            tmp = Path(tmp)
-            ctx = X.Context(model=model, suites=write_suites(tmp / "suites"), work=tmp, keep=keep_models)
-            (tmp / "cells").mkdir()
-            for name, output in finished.items():
-                (tmp / "cells" / name).write_text(json.dumps(output) + "\n")
-            order = [Cell("untrained", seeds[0], "baseline")] + [c for s in seeds for c in plan.cells(s)]
-            progress = Progress(sum(cell_file(c) not in finished for c in order), quiet, "real")
-            try:
-                outputs = run_cells(plan, seeds, jobs, ctx, progress, kept, finished)
-            finally:
-                progress.close()
-            payload = write_outputs(tmp if out is not None else None, outputs, plan, seeds, model,
-                                    jobs=jobs, keep_models=keep_models, command=command, start=start,
-                                    resumed=sorted(finished))
-    except BaseException:
-        count = len(list(kept.glob("*-seed*.json"))) if kept is not None and kept.is_dir() else 0
-        if count:
-            print(f"note: the study did not finish; the rows and outputs of its {count} finished cells are kept "
-                  f"in {kept}: rerun with --resume to continue", file=sys.stderr)
-        elif kept is not None and not resume:  # nothing finished: nothing to resume, no folder left
-            shutil.rmtree(kept, ignore_errors=True)
-        raise
-    if kept is not None:
-        shutil.rmtree(kept, ignore_errors=True)  # published: the cells are in OUT/cells
-    return payload
+    with StudyFolder(out, force=force, record=study_record(plan, model), resume=resume,
+                     prefix="skillgraft-real-") as folder:
+        tmp, finished = folder.path, folder.finished
+        ctx = X.Context(model=model, suites=write_suites(tmp / "suites"), work=tmp, keep=keep_models)
+        (tmp / "cells").mkdir()
+        for name, output in finished.items():
+            (tmp / "cells" / name).write_text(json.dumps(output) + "\n")
+        order = [Cell("untrained", seeds[0], "baseline")] + [c for s in seeds for c in plan.cells(s)]
+        progress = Progress(sum(cell_file(c) not in finished for c in order), quiet, "real")
+        try:
+            outputs = run_study_cells(plan, seeds, jobs, ctx, progress, folder, finished)
+        finally:
+            progress.close()
+        return write_outputs(folder, outputs, plan, seeds, model, jobs=jobs, keep_models=keep_models,
+                             command=command, start=start, resumed=sorted(finished))
 
 
-def write_outputs(folder: Path | None, outputs: list[dict], plan: Plan, seeds: list[int], model: Path, *, jobs: int,
+def write_outputs(folder: StudyFolder, outputs: list[dict], plan: Plan, seeds: list[int], model: Path, *, jobs: int,
                   keep_models: bool, command: str, start: float, resumed: list[str]) -> dict:
-    """The payload (rows, summary, goals) and, into `folder`, results.json, generations.jsonl,
-    the reports and the manifest."""
+    """The payload (rows, summary, goals) and, into the study's folder, results.json,
+    generations.jsonl, the reports and the manifest."""
     from skillgraft.report import write_report
 
     rows = rows_of(outputs)
@@ -322,17 +249,14 @@ def write_outputs(folder: Path | None, outputs: list[dict], plan: Plan, seeds: l
                "seconds": round(time.time() - start, 1), "jobs": jobs, "command": command,
                "resumed_cells": resumed,
                "budget": json.loads(json.dumps(plan.budget, default=lambda o: o.__dict__))}
-    if folder is None:
-        return payload
-    (folder / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    with (folder / "generations.jsonl").open("w") as fh:
-        for output in outputs:
-            for item in output["items"]:
-                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
-    for name, results in reports(outputs, seeds[0]).items():
-        write_report(results, folder / name, title=f"lab real, seed {seeds[0]}: {name[7:-5]}")
-    write_manifest(folder, kind="study", inputs=[{"role": "model", "path": str(model)}],
-                   options={"seeds": list(seeds), "jobs": jobs, "keep_models": keep_models},
-                   file_sha256={}, extra={"study": "lab real", "command": command,
-                                          "seconds": payload["seconds"], "resumed_cells": resumed})
+
+    def write_reports(path: Path) -> None:
+        for name, results in reports(outputs, seeds[0]).items():
+            write_report(results, path / name, title=f"lab real, seed {seeds[0]}: {name[7:-5]}")
+
+    folder.write(payload, [item for output in outputs for item in output["items"]],
+                 inputs=[{"role": "model", "path": str(model)}],
+                 options={"seeds": list(seeds), "jobs": jobs, "keep_models": keep_models},
+                 extra={"study": "lab real", "command": command, "seconds": payload["seconds"],
+                        "resumed_cells": resumed}, also=write_reports)
     return payload
