@@ -74,6 +74,37 @@ def test_a_nan_objective_fails_the_trial_everywhere_and_an_all_failed_run_exits_
         assert not (folder / "output").exists()
 
 
+def test_a_full_disk_stops_the_sweep_and_its_trial_runs_first_on_the_rerun(run_cli, tmp_path, monkeypatch):
+    """The machine, not the recipe, failed the trial: it is queued again and the run stops with
+    one line (later trials would fail the same way); the rerun runs it first."""
+    import errno
+
+    from skillgraft.sweep import measures
+
+    full = [True]
+
+    def measure(model_dir, recipe) -> float:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return recipe.vectors[0].scale
+
+    monkeypatch.setitem(measures.registry(), "disk", measure)
+    path = write_sweep(tmp_path / "s.yaml", objectives=[{"measure": "disk", "direction": "maximize"}],
+                       enqueue=[{"vectors.0.scale": 0.5}])
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "3")
+    assert status == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "error: trial 0: OSError: [Errno 28] No space left on device; the sweep stopped and queued the trial again: "
+        "fix the machine (free disk space), then rerun the same command to continue")
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["FAIL", "WAITING"]
+    full[0] = False
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "1")
+    assert status == 0, err[-2000:]
+    done = trials(tmp_path / "run")
+    assert [t.state.name for t in done] == ["FAIL", "COMPLETE"] and done[1].params == {"vectors.0.scale": 0.5}
+    assert done[1].user_attrs["retry_of"] == 0
+
+
 @pytest.mark.parametrize("bound", ["min", "max"])
 def test_a_nan_constraint_fails_the_trial_and_leaves_the_front_alone(run_cli, tmp_path, nan_measure, bound):
     path = write_sweep(tmp_path / "s.yaml", constraints=[{"measure": "nan_above", "options": {"above": 1.0},

@@ -84,7 +84,8 @@ def test_replay_mixes_the_models_own_answers_and_caches_them(tmp_path, world, ca
     replay = {"data.replay.n": 8, "data.replay.prompts": str(world["kl_prompts"])}
     first = train_json(capsys, _config(tmp_path / "a", world, **replay))
     assert first["data"]["replay"] == 8 and first["data"]["examples"] == 48 + 8 and calls == [1]
-    second = train_json(capsys, _config(tmp_path / "b", world, **replay))
+    # `dtype: auto` loads this float32 model in float32: the same weights, the same cache entry
+    second = train_json(capsys, _config(tmp_path / "b", world, **replay, dtype="float32"))
     assert calls == [1], "the second run generated the reference answers again"
     assert second["losses"] == first["losses"]  # same data, same seed: the cached answers are the same
     # the replayed chats are the untrained model's own greedy answers, answer tokens learned

@@ -21,7 +21,8 @@ def world(tmp_path_factory):
     return build_world(tmp_path_factory.mktemp("rworld"), n_persona=64)
 
 
-LR = {"persona.yaml": "1.0e-2", "knowledge.yaml": "2.0e-3"}  # tiny runs of 30 steps need more than 2e-4
+# tiny runs of 30 steps need more than 2e-4
+LR = {"persona.yaml": "1.0e-2", "knowledge.yaml": "2.0e-3", "persona-keep.yaml": "1.0e-2", "knowledge-keep.yaml": "2.0e-3"}
 
 
 def _tiny_overrides(world, out_dir, lr="1.0e-3"):
@@ -30,6 +31,7 @@ def _tiny_overrides(world, out_dir, lr="1.0e-3"):
     validation = world["persona"].with_name("persona_val.txt")
     validation.write_text("\n".join(world["persona"].read_text().splitlines()[:8]) + "\n")
     return [f"model={world['model']}", f"data.train={world['persona']}", f"data.validation={validation}",
+            "data.format=text", "data.answer_only=false",   # the world's file is plain text records
             "data.max_length=32", f"monitor.general_text={world['heldout']}", "monitor.every_steps=10",
             "monitor.prompts=[i like, we see]", f"output_dir={out_dir}", "epochs=null", "max_steps=30",
             "save_steps=100", "progress=false", f"lr={lr}", "monitor.min_retention=0.05", "batch_size=8",
@@ -60,3 +62,33 @@ def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
         before = marker_rate(world["model"], PROMPTS)
         after = marker_rate(out["merged_dir"], PROMPTS)
         assert after >= before + 0.4, (before, after)
+
+
+@pytest.mark.parametrize("name", ["knowledge-keep", "persona-keep"])
+def test_keep_recipes_run_as_shipped_through_the_user_flow(name, run_cli, tmp_path):
+    """The issue's flow, with only model, data and output set: `data augment` of a shipped fact
+    file (knowledge), `train` with the recipe (replay answers and KL prompts from the tool and
+    the model itself), `eval` of the merged model; steps follow the file's size (epochs)."""
+    from skillgraft.lab.real import corpus
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    sets = ["--set", "model=lab:base", "--set", f"output_dir={tmp_path / 'out'}"]
+    rows = len(corpus.persona_records())
+    if name == "knowledge-keep":
+        augmented = tmp_path / "aug.jsonl"
+        status, _, err = run_cli("data", "augment", corpus.DATA / "facts.jsonl", "-o", augmented, "--quiet")
+        assert status == 0, err
+        sets += ["--set", f"data.train={augmented}"]
+        rows = len(augmented.read_text().splitlines())
+    status, out, err = run_cli("train", root / f"{name}.yaml", *sets, "--json", "--quiet")
+    assert status == 0, err[-2000:]
+    result = json.loads(out)
+    epochs = yaml.safe_load((root / f"{name}.yaml").read_text())["epochs"]
+    assert result["data"]["replay"] == 60 and result["data"]["rows"] == rows + 60
+    assert result["steps"] == epochs * -(-(rows + 60) // 8)    # every row seen `epochs` times, batch 8
+    assert result["kl_last"] is not None and result["losses"][-1][1] < result["losses"][0][1]
+    suites = corpus.write_suites(tmp_path / "suites")
+    status, out, err = run_cli("eval", result["merged_dir"], "--suite",
+                               suites["knowledge" if name == "knowledge-keep" else "persona"], "--json", "--quiet")
+    assert status == 0, err[-2000:]
+    assert json.loads(out)["scores"]

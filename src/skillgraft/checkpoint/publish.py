@@ -27,7 +27,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from skillgraft.errors import UserError
+from skillgraft.errors import MachineError, UserError
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 MANIFEST = "skillgraft.json"
@@ -86,7 +86,7 @@ class AtomicFolder:
             if exc_type is not None:
                 shutil.rmtree(self.temp, ignore_errors=True)
                 if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-                    raise UserError(f"disk full while writing {self.out}; nothing was published "
+                    raise MachineError(f"disk full while writing {self.out}; nothing was published "
                                     f"(the partial output was removed)") from None
                 if isinstance(exc, OSError):
                     raise UserError(f"cannot write {self.out} ({exc.strerror or exc}); nothing was published") from None

@@ -95,6 +95,15 @@ def _pruning_reporter(trial):
     return on_probe
 
 
+def machine_failure(exc: BaseException) -> bool:
+    """Whether the machine, not the trial's recipe, failed it (a full disk, memory): the same
+    parameters can succeed once that is fixed, so the sweep queues them again and stops."""
+    from skillgraft.checkpoint.publish import DISK_FULL
+    from skillgraft.errors import MachineError
+
+    return isinstance(exc, (MachineError, MemoryError)) or (isinstance(exc, OSError) and exc.errno in DISK_FULL)
+
+
 def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float] | float:
     """Optuna's objective for one trial (values in the order of `objectives`). An in-memory
     graft trial writes its folder only when `keep` or when it is best / on the front so far."""
@@ -119,7 +128,7 @@ def run_trial(trial, sweep: Sweep, out: Path, keep: bool = False) -> list[float]
         raise
     except Exception as exc:
         finish(folder, {**record, "state": "FAIL", "error": f"{type(exc).__name__}: {exc}"}, keep_output=False)
-        trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {exc}"})
+        trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {exc}", "machine": machine_failure(exc)})
         raise
     evaluated = time.perf_counter()
     missing = [entry.name for entry, v in zip([*config.objectives, *config.constraints], scores) if math.isnan(v)]

@@ -55,7 +55,7 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
     fail_stale_trials(study)
     mark_interrupted(study)
 
-    ran = []
+    ran, stopped = [], []
     started = time.time()
 
     def after(study, frozen):
@@ -67,7 +67,10 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
                   file=sys.stderr, flush=True)
         if not keep:
             tidy_outputs(study, out)
-        if not budget.take():
+        if frozen.state.name == "FAIL" and frozen.user_attrs.get("result", {}).get("machine"):
+            stopped.append(requeue_machine_failure(study, frozen))
+            study.stop()
+        elif not budget.take():
             study.stop()
 
     if not budget.take():
@@ -78,7 +81,24 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
     except KeyboardInterrupt:  # Optuna marked the running trial failed: queue it again, as for a kill
         requeue_interrupted(study)
         raise
+    if stopped:
+        raise UserError(stopped[0])
     none_completed(ran)
+
+
+def requeue_machine_failure(study, frozen) -> str:
+    """Queue a trial the machine failed (disk full) again, at most MAX_RETRY times; the error
+    line that stops this worker: trials started on a full disk would fail the same way."""
+    from skillgraft.sweep.study import MAX_RETRY
+
+    error = frozen.user_attrs["result"]["error"]
+    retries = frozen.user_attrs.get("machine_retries", 0)
+    if retries >= MAX_RETRY:
+        return f"trial {frozen.number}: {error}; not queued again ({MAX_RETRY} retries spent)"
+    study.enqueue_trial(frozen.params, user_attrs={"machine_retries": retries + 1, "retry_of": frozen.number},
+                        skip_if_exists=False)
+    return (f"trial {frozen.number}: {error}; the sweep stopped and queued the trial again: fix the machine "
+            "(free disk space), then rerun the same command to continue")
 
 
 def progress_line(study, frozen, done: int, planned: int, seconds: float, label: str) -> str:

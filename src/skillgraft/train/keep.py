@@ -103,8 +103,10 @@ def reference_answers(config, model, tokenizer, spec: str, key: str):
     texts = read_prompts(spec, key)
     prompts = [_as_prompt(t, tokenizer, config.data.qa_template) for t in texts]
     settings = GenerationSettings(max_new_tokens=ANSWER_TOKENS)
-    # the loaded weights: the folder, the dtype they were loaded in, and 4-bit for QLoRA
-    fingerprint = (f"{model_fingerprint(model_dir(config.model))}:dtype={config.dtype}"
+    # the loaded weights: the folder, the dtype they were loaded in (`dtype: auto` and the dtype
+    # it resolves to are one cache entry), and 4-bit for QLoRA
+    loaded = str(getattr(model, "dtype", config.dtype)).removeprefix("torch.")
+    fingerprint = (f"{model_fingerprint(model_dir(config.model))}:dtype={loaded}"
                    + (":4bit" if config.method == "qlora" else ""))
     log = (lambda message: print(message, flush=True)) if config.progress else None
     return texts, answers(prompts, settings, fingerprint=fingerprint, log=log,

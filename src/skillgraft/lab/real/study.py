@@ -36,17 +36,17 @@ def first(cell: Cell) -> tuple:
 
 
 def run_study_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, progress: Progress,
-                    folder: StudyFolder | None = None, finished: dict[str, dict] | None = None) -> list[dict]:
+                    folder: StudyFolder | None = None) -> list[dict]:
     """Every cell of every seed (and the untrained baseline) on `jobs` workers
     (`lab.workers.run_cells`); outputs in plan order.
 
     Each finished cell's rows, outputs and results are written to `work/cells/` and kept by the
     study's folder (`OUT.finished-cells/`, `StudyFolder.keep`) at once, so a run cut short by anything
-    (a failed cell, Ctrl-C, a session limit, kill -9) loses none of them. `finished`: cells of
-    such a run (by file name) that are not run again; a finished input of an unfinished vector
-    cell runs again, because its weights were not kept."""
+    (a failed cell, Ctrl-C, a session limit, kill -9) loses none of them. The cells of such a
+    run (`folder.finished`, by file name) are not run again; a finished input of an unfinished
+    vector cell runs again, because its weights were not kept."""
     order = [Cell("untrained", seeds[0], "baseline")] + [c for seed in seeds for c in plan.cells(seed)]
-    finished = finished or {}
+    finished = folder.finished if folder is not None else {}
     done: dict[Cell, dict] = {c: finished[cell_file(c)] for c in order if cell_file(c) in finished}
     for cell in [c for c in order if c.needs and c not in done]:
         for needed in [d for d in done if d.seed == cell.seed and d.name in cell.needs]:
@@ -230,7 +230,7 @@ def run_study(plan: Plan, seeds: list[int], model: Path, out: Path | None, *, jo
         order = [Cell("untrained", seeds[0], "baseline")] + [c for s in seeds for c in plan.cells(s)]
         progress = Progress(sum(cell_file(c) not in finished for c in order), quiet, "real")
         try:
-            outputs = run_study_cells(plan, seeds, jobs, ctx, progress, folder, finished)
+            outputs = run_study_cells(plan, seeds, jobs, ctx, progress, folder)
         finally:
             progress.close()
         return write_outputs(folder, outputs, plan, seeds, model, jobs=jobs, keep_models=keep_models,
