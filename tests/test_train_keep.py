@@ -82,7 +82,8 @@ def test_replay_mixes_the_models_own_answers_and_caches_them(tmp_path, world, ca
     compute = reference.compute
     monkeypatch.setattr(reference, "compute", lambda *a, **k: calls.append(1) or compute(*a, **k))
     replay = {"data.replay.n": 8, "data.replay.prompts": str(world["kl_prompts"])}
-    first = train_json(capsys, _config(tmp_path / "a", world, **replay))
+    # with progress on, the "generating" note goes to stderr: stdout stays --json's one object
+    first = train_json(capsys, _config(tmp_path / "a", world, **replay, progress=True))
     assert first["data"]["replay"] == 8 and first["data"]["examples"] == 48 + 8 and calls == [1]
     # `dtype: auto` loads this float32 model in float32: the same weights, the same cache entry
     second = train_json(capsys, _config(tmp_path / "b", world, **replay, dtype="float32"))

@@ -20,6 +20,7 @@ and prompt file and cached, so a second run generates nothing.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 from skillgraft.errors import UserError
@@ -108,7 +109,8 @@ def reference_answers(config, model, tokenizer, spec: str, key: str):
     loaded = str(getattr(model, "dtype", config.dtype)).removeprefix("torch.")
     fingerprint = (f"{model_fingerprint(model_dir(config.model))}:dtype={loaded}"
                    + (":4bit" if config.method == "qlora" else ""))
-    log = (lambda message: print(message, flush=True)) if config.progress else None
+    # a note on stderr: stdout is `train --json`'s one object
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if config.progress else None
     return texts, answers(prompts, settings, fingerprint=fingerprint, log=log,
                           load=lambda: HFBackend(model, tokenizer, label=config.model))
 
