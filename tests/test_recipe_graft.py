@@ -64,6 +64,15 @@ def test_every_graft_recipe_field_is_a_graft_option_and_a_sweep_key():
     assert recipe.knob == 0.7
 
 
+def test_every_recipe_kind_has_one_model_and_one_loader():
+    """`run FILE` dispatches through one table in the low layer (`config.RECIPE_KINDS`)."""
+    from skillgraft.config import KINDS, recipe_loader, recipe_model
+
+    assert KINDS == ("graft", "train", "sweep")
+    for kind in KINDS:
+        assert recipe_model(kind).model_fields["kind"].default == kind and callable(recipe_loader(kind))
+
+
 def test_a_refused_graft_option_is_named_as_written(run_cli, tmp_path):
     status, out, err = run_cli("graft", "lab:cp", "lab:skilled", "-o", tmp_path / "o", "--method", "ties",
                                "--density", "1.5")

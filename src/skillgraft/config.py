@@ -69,20 +69,32 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     return tree
 
 
-# Each recipe kind and the pydantic model that declares it (config = signature): `run FILE`,
-# a sweep's base and the verbs read the same model. Imported when asked for (`recipe_model`),
-# so this low layer imports none of them.
-RECIPE_MODELS = {"graft": "skillgraft.vectors.recipe:GraftRecipe", "train": "skillgraft.train.config:TrainConfig",
-                 "sweep": "skillgraft.sweep.config:SweepConfig"}
-KINDS = tuple(RECIPE_MODELS)
+# Each recipe kind: the pydantic model that declares it (config = signature) and the function
+# that reads a file of it. `run FILE`, a sweep's base and the verbs read the same model.
+# Imported when asked for, so this low layer imports none of them.
+RECIPE_KINDS = {
+    "graft": ("skillgraft.vectors.recipe:GraftRecipe", "skillgraft.vectors.recipe:load_recipe"),
+    "train": ("skillgraft.train.config:TrainConfig", "skillgraft.train.config:load_train_config"),
+    "sweep": ("skillgraft.sweep.config:SweepConfig", "skillgraft.sweep.config:load_sweep_config"),
+}
+KINDS = tuple(RECIPE_KINDS)
+
+
+def _named(spec: str):
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def recipe_model(kind: str) -> type[BaseModel]:
     """The model of a recipe kind (`graft` -> GraftRecipe)."""
-    import importlib
+    return _named(RECIPE_KINDS[kind][0])
 
-    module, name = RECIPE_MODELS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+
+def recipe_loader(kind: str):
+    """`load(path, overrides) -> model instance` for a recipe kind, validated and checked."""
+    return _named(RECIPE_KINDS[kind][1])
 
 
 def kind_of(tree: dict, where: str, kinds: tuple[str, ...] = KINDS) -> str:

@@ -12,26 +12,17 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from skillgraft.clikit import emit_json
-from skillgraft.config import kind_of, read_yaml
+from skillgraft.config import kind_of, read_yaml, recipe_loader
 from skillgraft.errors import UserError
+
 
 def recipe_kind(path: str | Path) -> str:
     return kind_of(read_yaml(path, "recipe"), str(path))
 
 
 def load_recipe_file(path: str | Path, overrides: list[str]) -> BaseModel:
-    kind = recipe_kind(path)
-    if kind == "graft":
-        from skillgraft.vectors.recipe import load_recipe
-
-        return load_recipe(path, overrides)
-    if kind == "sweep":
-        from skillgraft.sweep.config import load_sweep
-
-        return load_sweep(path, overrides).config
-    from skillgraft.train.config import load_train_config
-
-    return load_train_config(path, overrides)
+    """The file read by its kind's own loader (`config.RECIPE_KINDS`)."""
+    return recipe_loader(recipe_kind(path))(path, overrides)
 
 
 def run_sweep_file(path: str | Path, overrides: list[str], *, out: str | None, as_json: bool,

@@ -142,6 +142,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return sweep
 
 
+def load_sweep_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """A sweep file read and checked as `sweep run` reads it (for `run FILE`)."""
+    return load_sweep(path, overrides).config
+
+
 def _apply_set(sweep: Sweep) -> None:
     """Fix the `set:` keys in the base (a shipped recipe swept with a few keys of this sweep's own,
     e.g. `mixed_precision: auto`); a key the recipe does not have is refused like a space key."""
