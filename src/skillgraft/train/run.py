@@ -169,6 +169,8 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
 
     hf_logging.disable_progress_bar()  # loading bars; the Trainer's own progress bar stays
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # a Trainer checkpoint of an adapter on lm_head keeps the embeddings (for resume): expected, not news
+    warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`", category=UserWarning)
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
     checkpoint = _resume_checkpoint(ckpt_dir, config) if resume else None
