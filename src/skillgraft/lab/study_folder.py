@@ -25,6 +25,11 @@ from skillgraft.errors import UserError
 STUDY_RECORD = "study.json"   # in OUT.finished-cells/: which study the cells belong to
 
 
+def cell_file(cell) -> str:
+    """The file a finished cell (anything with a `name` and a `seed`) is kept in."""
+    return f"{cell.name}-seed{cell.seed}.json"
+
+
 def finished_cells_dir(out: Path | None) -> Path | None:
     return None if out is None else out.with_name(out.name + ".finished-cells")
 

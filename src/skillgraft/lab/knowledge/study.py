@@ -25,7 +25,7 @@ from skillgraft.lab.knowledge import model as M
 from skillgraft.lab.knowledge import world as W
 from skillgraft.lab.knowledge.metrics import cell_scores
 from skillgraft.lab.train import Budget, train_lm, train_sft
-from skillgraft.lab.study_folder import StudyFolder
+from skillgraft.lab.study_folder import StudyFolder, cell_file
 from skillgraft.lab.workers import Progress, check_out, run_cells
 
 
@@ -142,10 +142,6 @@ def run_injection_cell(cell: Cell, budget: C.StudyBudget, base_state: dict, mode
     base_k, base_fullname = cell.base
     kept = C.probe(model, tokenizer, world.test_people, k=base_k, fullname=base_fullname, seed=cell.seed, tags=tags)
     return out + [{**g, "probe": f"retained_{g['probe']}"} for g in kept]
-
-
-def cell_file(cell: Cell) -> str:
-    return f"{cell.name}-seed{cell.seed}.json"
 
 
 def run_study_cells(plan: Plan, seeds: list[int], jobs: int, progress: Progress, quiet: bool,

@@ -18,7 +18,7 @@ from skillgraft.checkpoint import write_file_atomic
 from skillgraft.lab.real import cells as X
 from skillgraft.lab.real.corpus import write_suites
 from skillgraft.lab.real.plan import Cell, Plan
-from skillgraft.lab.study_folder import StudyFolder
+from skillgraft.lab.study_folder import StudyFolder, cell_file
 from skillgraft.lab.workers import Progress, check_out, run_cells
 
 # results.json's short metric names -> the `SET.METRIC` scores they come from
@@ -84,10 +84,6 @@ def run_study_cells(plan: Plan, seeds: list[int], jobs: int, ctx: X.Context, pro
 
 
 CELL_KEYS = ("rows", "items", "results")   # what a finished cell keeps (its weights are not kept)
-
-
-def cell_file(cell: Cell) -> str:
-    return f"{cell.name}-seed{cell.seed}.json"
 
 
 def study_record(plan: Plan, model: Path) -> dict:
