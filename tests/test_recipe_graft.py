@@ -13,7 +13,7 @@ from skillgraft.vectors.recipe import GraftRecipe, load_recipe
 from test_graft import state
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SHIPPED = ["chat-vector.yaml", "math-skill.yaml"]
+SHIPPED = ["chat-vector.yaml", "math-skill.yaml", "persona-graft.yaml"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -110,6 +110,28 @@ def test_math_skill_recipe_equals_graft_command(model_trio, run_cli, tmp_path):
                    f"{trio['skilled2']}:0.5", "--method", "ties", "--density", "0.5", "-o", tmp_path / "cli",
                    "--quiet")[0] == 0
     assert same(tmp_path / "run", tmp_path / "cli")
+
+
+def test_persona_graft_recipe_means_the_same_blocks_at_any_depth(run_cli, tmp_path):
+    """The shipped persona graft's layer scales are shares of the depth: on a 10-layer model
+    they are the search's five ranges of two layers each, the same bits as `graft` given those
+    layers by number (and on SmolLM2's 30 layers, ranges of six: tests/test_vectors_schedule.py)."""
+    from tiny_models import build_tiny_model, perturb_model
+
+    base = build_tiny_model(tmp_path / "base", seed=0, dtype="float32", layers=10)
+    skilled, cp = perturb_model(base, tmp_path / "skilled", seed=1), perturb_model(base, tmp_path / "cp", seed=2)
+    status, _, err = run_cli("run", RECIPES / "persona-graft.yaml", "--set", f"target={cp}",
+                             "--set", f"vectors.0.base={base}", "--set", f"vectors.0.skilled={skilled}",
+                             "--set", f"chat_template_from={skilled}", "-o", tmp_path / "run", "--quiet")
+    assert status == 0, err
+    layers = [f"--scale-layers={a}-{a + 1}={f}" for a, f in zip(range(0, 10, 2), (0.75, 1.3, 1.25, 0.45, 1.5))]
+    assert run_cli("graft", cp, "--delta", base, skilled, *layers, "--chat-template-from", skilled,
+                   "-o", tmp_path / "cli", "--quiet")[0] == 0
+    assert same(tmp_path / "run", tmp_path / "cli")
+    plain = tmp_path / "plain"
+    assert run_cli("graft", cp, "--delta", base, skilled, "-o", plain, "--quiet")[0] == 0
+    got, flat = state(tmp_path / "run"), state(plain)
+    assert not torch.equal(got["model.layers.9.mlp.up_proj.weight"], flat["model.layers.9.mlp.up_proj.weight"])
 
 
 def test_per_vector_schedule(model_trio, run_cli, tmp_path):

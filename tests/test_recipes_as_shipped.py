@@ -15,7 +15,7 @@ SHIPPED = sorted(RECIPES.glob("*.yaml"))
 
 def test_every_recipe_is_covered():
     assert {p.name for p in SHIPPED} == {"chat-vector.yaml", "math-skill.yaml", "persona.yaml", "knowledge.yaml",
-                                         "knowledge-keep.yaml", "persona-keep.yaml"}
+                                         "knowledge-keep.yaml", "persona-keep.yaml", "persona-graft.yaml"}
 
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.name)

@@ -90,6 +90,16 @@ def test_a_dropped_trial_rebuilds_with_its_command(sweep, tmp_path):
     assert registry()["lab_skill_b"](tmp_path / "again", recipe, n=40) == result["values"][0]
 
 
+def test_report_writes_each_plot_as_a_png_beside_the_page(sweep):
+    """The page's plots as files too (docs show a sweep's front): the same images, PNG bytes."""
+    import base64
+
+    html = (sweep / "report" / "report.html").read_text()
+    embedded = [base64.b64decode(uri) for uri in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+    files = [(sweep / "report" / f"{stem}.png").read_bytes() for stem in ("history", "front", "parameters")]
+    assert files == embedded and all(f.startswith(b"\x89PNG") for f in files)
+
+
 def test_report_renders_in_headless_chromium(sweep):
     html = (sweep / "report" / "report.html").read_text()
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:)""", html)

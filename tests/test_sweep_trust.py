@@ -105,6 +105,51 @@ def test_a_full_disk_stops_the_sweep_and_its_trial_runs_first_on_the_rerun(run_c
     assert done[1].user_attrs["retry_of"] == 0
 
 
+def test_a_code_change_under_a_running_sweep_stops_it_and_the_rerun_continues(run_cli, tmp_path, monkeypatch):
+    """A trial imports some modules only when it needs them: code edited (or upgraded) under a
+    running sweep would mix versions. The sweep stops after the trial in flight, queues it again
+    if it failed, and the rerun continues on the new code."""
+    from skillgraft.sweep import workers
+
+    versions = iter([{"a.py": (1, 10)}, {"a.py": (2, 11)}])
+    monkeypatch.setattr(workers, "code_fingerprint", lambda: next(versions, {"a.py": (2, 11)}))
+    path = write_sweep(tmp_path / "s.yaml", enqueue=[{"vectors.0.scale": 0.5}])
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "3")
+    assert status == 2, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error: skillgraft's code changed while the sweep ran (a.py); "
+                                                   "the sweep stopped so that no trial mixes old and new code")
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["COMPLETE"]
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "2")
+    assert status == 0, err[-2000:]
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["COMPLETE"] * 3
+    assert workers.changed_files({"a.py": (1, 1), "b.py": (1, 1)}, {"a.py": (1, 1), "c.py": (1, 1)}) == ["b.py", "c.py"]
+
+
+def test_a_trial_that_failed_while_the_code_changed_runs_again_on_the_rerun(run_cli, tmp_path, monkeypatch):
+    from skillgraft.sweep import measures, workers
+
+    versions = iter([{"a.py": (1, 10)}, {"a.py": (2, 11)}])
+    monkeypatch.setattr(workers, "code_fingerprint", lambda: next(versions, {"a.py": (2, 11)}))
+    broken = [True]
+
+    def measure(model_dir, recipe) -> float:
+        if broken[0]:
+            raise ImportError("cannot import name 'new_helper' (an old module met a new one)")
+        return recipe.vectors[0].scale
+
+    monkeypatch.setitem(measures.registry(), "mixed", measure)
+    path = write_sweep(tmp_path / "s.yaml", objectives=[{"measure": "mixed", "direction": "maximize"}],
+                       enqueue=[{"vectors.0.scale": 0.5}])
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "3")
+    assert status == 2 and "and queued trial 0 (failed) again" in err.strip().splitlines()[-1], err[-2000:]
+    assert [t.state.name for t in trials(tmp_path / "run")] == ["FAIL", "WAITING"]
+    broken[0] = False
+    status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "1")
+    assert status == 0, err[-2000:]
+    done = trials(tmp_path / "run")
+    assert [t.state.name for t in done] == ["FAIL", "COMPLETE"] and done[1].params == {"vectors.0.scale": 0.5}
+
+
 @pytest.mark.parametrize("bound", ["min", "max"])
 def test_a_nan_constraint_fails_the_trial_and_leaves_the_front_alone(run_cli, tmp_path, nan_measure, bound):
     path = write_sweep(tmp_path / "s.yaml", constraints=[{"measure": "nan_above", "options": {"above": 1.0},

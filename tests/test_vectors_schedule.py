@@ -42,8 +42,27 @@ def test_interpolation_and_rules():
     assert schedule.factor("model.norm.weight") == 1.0
 
 
+@pytest.mark.parametrize("num_layers,expected", [
+    (30, [0.75] * 6 + [1.3] * 6 + [1.25] * 6 + [0.45] * 6 + [1.5] * 6),
+    (5, [0.75, 1.3, 1.25, 0.45, 1.5]),
+    (4, [0.75, 1.3, 0.45, 1.5]),       # middles at 12.5, 37.5, 62.5, 87.5 %: none in [40 %, 60 %)
+    (2, [1.3, 0.45]),                   # middles at 25 and 75 %
+    (10, [0.75] * 2 + [1.3] * 2 + [1.25] * 2 + [0.45] * 2 + [1.5] * 2),
+])
+def test_shares_of_the_depth_mean_the_same_blocks_at_any_depth(num_layers, expected):
+    """'A%-B%' ranges (the shipped persona graft's) cover layer i of L when its middle does,
+    A <= 100·(i+½)/L < B, computed exactly (no layer on a boundary goes to two ranges)."""
+    rules = ["0%-20%=0.75", "20%-40%=1.3", "40%-60%=1.25", "60%-80%=0.45", "80%-=1.5"]
+    schedule = build_schedule(rules, num_layers=num_layers)
+    assert [schedule.factor(f"model.layers.{i}.mlp.up_proj.weight") for i in range(num_layers)] == expected
+    assert schedule.describe()["layers"][-1] == "80%-100%=1.5"
+    mixed = build_schedule(["0%-50%=0", "1=2"], num_layers=4)   # the last rule naming a layer wins
+    assert [mixed.factor(f"model.layers.{i}.mlp.up_proj.weight") for i in range(4)] == [0.0, 2.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("option,value,message", [
-    ("layers", "7-2=1", "ends before"), ("layers", "a=1", "FIRST-LAST"), ("layers", "1=x", "not a number"),
+    ("layers", "7-2=1", "ends before"), ("layers", "20%-10%=1", "A < B <= 100"), ("layers", "0%-120%=1", "A < B"),
+    ("layers", "5%=1", "A%-B%"), ("layers", "a=1", "FIRST-LAST"), ("layers", "1=x", "not a number"),
     ("modules", "conv=1", "KIND"), ("modules", "mlp=[1,'a']", "list of numbers"), ("depth", "[]", "list"),
 ])
 def test_bad_rules_name_the_option(option, value, message):

@@ -74,6 +74,11 @@ def pareto_plot(study, names: list[str], on_front: set[int]) -> str | None:
     for label, group, color in groups:
         if group:
             ax.scatter([t.values[0] for t in group], [t.values[1] for t in group], s=18, color=color, label=label)
+    labels: dict[tuple, list[str]] = {}   # the front's trial numbers (as tables name them), one label per point
+    for t in groups[0][1]:
+        labels.setdefault((t.values[0], t.values[1]), []).append(f"#{t.number}")
+    for point, numbers in labels.items():
+        ax.annotate(" ".join(numbers), point, textcoords="offset points", xytext=(4, 3), fontsize=7, color="C3")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.legend(fontsize=8)
@@ -139,7 +144,11 @@ def text_table(best: list[dict], names: list[str]) -> str:
 
 
 def write_sweep_report(folder: Path, storage: str | None = None, name: str | None = None) -> dict:
-    """Write `FOLDER/report/{trials.csv, report.html}`; returns paths, the front and importances."""
+    """Write `FOLDER/report/{trials.csv, report.html}` and each plot of the page as a PNG beside
+    it (history.png, front.png, parameters.png: for a document that shows the front); returns
+    paths, the front and importances."""
+    import base64
+
     import jinja2
 
     from skillgraft.checkpoint.publish import write_file_atomic
@@ -152,18 +161,21 @@ def write_sweep_report(folder: Path, storage: str | None = None, name: str | Non
     table = rows(study)
     best = front_entries(study, folder)
     importance = importances(study, names)
-    plots = [("History", history_plot(study, names)) if best else None,
-             ("Pareto front", pareto_plot(study, names, {e["number"] for e in best})) if best else None,
-             ("Parameters against objectives", slice_plot(study, names)) if best else None]
-    plots = [(title, uri) for title, uri in filter(None, plots) if uri]
+    plots = [("History", "history", history_plot(study, names)) if best else None,
+             ("Pareto front", "front", pareto_plot(study, names, {e["number"] for e in best})) if best else None,
+             ("Parameters against objectives", "parameters", slice_plot(study, names)) if best else None]
+    plots = [plot for plot in plots if plot and plot[2]]
     out = folder / "report"
     csv_path = write_file_atomic(out / "trials.csv", to_csv(table))
+    images = {stem: str(write_file_atomic(out / f"{stem}.png", base64.b64decode(uri.partition(",")[2])))
+              for _, stem, uri in plots}
+    plots = [(title, uri) for title, _, uri in plots]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         study=study.study_name, storage=shown(url), names=names,
         directions=[d.name.lower() for d in study.directions], best=best, rows=table,
         importance=importance, plots=plots, multi=len(names) > 1)
     html_path = write_file_atomic(out / "report.html", html)
-    return {"html": str(html_path), "csv": str(csv_path), "study": study.study_name, "storage": shown(url),
+    return {"html": str(html_path), "csv": str(csv_path), "images": images, "study": study.study_name, "storage": shown(url),
             "objectives": names, "best": best, "importances": importance, "trials": len(table),
             "table": text_table(best, names)}

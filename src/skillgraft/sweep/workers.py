@@ -50,6 +50,7 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
     """Run trials in this process (any queued retries first) while `budget` has some left."""
     from optuna.storages import fail_stale_trials
 
+    code = code_fingerprint()
     study = load(sweep, url, name, worker)
     fail_dead_local(study)
     fail_stale_trials(study)
@@ -67,7 +68,11 @@ def optimize(sweep: Sweep, out: Path, url: str, name: str, budget: Budget, *, ti
                   file=sys.stderr, flush=True)
         if not keep:
             tidy_outputs(study, out)
-        if frozen.state.name == "FAIL" and frozen.user_attrs.get("result", {}).get("machine"):
+        changed = changed_files(code, code_fingerprint())
+        if changed:
+            stopped.append(stop_for_changed_code(study, frozen, changed))
+            study.stop()
+        elif frozen.state.name == "FAIL" and frozen.user_attrs.get("result", {}).get("machine"):
             stopped.append(requeue_machine_failure(study, frozen))
             study.stop()
         elif not budget.take():
@@ -99,6 +104,35 @@ def requeue_machine_failure(study, frozen) -> str:
                         skip_if_exists=False)
     return (f"trial {frozen.number}: {error}; the sweep stopped and queued the trial again: fix the machine "
             "(free disk space), then rerun the same command to continue")
+
+
+def code_fingerprint() -> dict[str, tuple[int, int]]:
+    """{source file: (mtime, size)} of the skillgraft package this process runs: a sweep runs for
+    hours, and its trials import some modules only when they first need them, so an edit or an
+    upgrade meanwhile would mix the old code with the new (a trial failed that way, with an
+    ImportError). A stat of each file: milliseconds, checked after every trial."""
+    import skillgraft
+
+    root = Path(skillgraft.__file__).parent
+    return {str(path.relative_to(root)): (stat.st_mtime_ns, stat.st_size)
+            for path in root.rglob("*.py") for stat in [path.stat()]}
+
+
+def changed_files(before: dict, now: dict) -> list[str]:
+    return sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
+
+
+def stop_for_changed_code(study, frozen, changed: list[str]) -> str:
+    """The error line that stops a worker whose code changed on disk; a trial that failed
+    meanwhile may have failed for the change, so it is queued again to run on the new code."""
+    files = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    requeued = ""
+    if frozen.state.name == "FAIL":
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number}, skip_if_exists=False)
+        requeued = f" and queued trial {frozen.number} (failed) again"
+    return (f"skillgraft's code changed while the sweep ran ({files}); the sweep stopped{requeued} so that "
+            "no trial mixes old and new code: rerun the same command to continue on the new code "
+            "(run long sweeps from an installation you do not edit)")
 
 
 def progress_line(study, frozen, done: int, planned: int, seconds: float, label: str) -> str:

@@ -85,7 +85,8 @@ def extract_command(base, skilled, out, include, exclude, dtype, assume_model, s
 @click.option("--delta", "deltas", nargs=2, multiple=True, metavar="BASE SKILLED[:SCALE]",
               help="Add SKILLED − BASE without saving a vector (repeatable; summed after the VECTORs).")
 @click.option("--scale-layers", multiple=True, metavar="FIRST-LAST=FACTOR",
-              help="Scale the vectors in a layer range, e.g. 0-7=0.5 (repeatable; the last match wins).")
+              help="Scale the vectors in a layer range, e.g. 0-7=0.5, or a share of the depth, e.g. "
+                   "0%-20%=0.5 (repeatable; the last match wins).")
 @click.option("--scale-modules", multiple=True, metavar="KIND=FACTOR",
               help="Scale by module kind (attention, mlp, norm, embedding, other); FACTOR may be a depth list "
                    "like [0,1] (repeatable).")

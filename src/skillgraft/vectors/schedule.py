@@ -4,7 +4,9 @@ Chat Vector users and mergekit configs scale a vector differently per layer rang
 early layers of the target, graft the late ones) or per module (attention vs MLP). A
 tensor's factor is the product of three parts, each 1 when not given:
 
-    layer part   --scale-layers 0-7=0.5 (repeatable; the last rule naming a layer wins)
+    layer part   --scale-layers 0-7=0.5 (repeatable; the last rule naming a layer wins), or by
+                 share of the depth, 0%-20%=0.5 (layer i of L is in [a%, b%) when its middle is:
+                 a <= 100·(i+½)/L < b): one recipe means the same blocks at any depth
     module part  --scale-modules mlp=0.5 or mlp=[0,1] (attention, mlp, norm, embedding, other)
     depth part   --scale-depth [0.0, 0.5, 1.0]: anchors spread evenly from the first layer
                  to the last, linearly interpolated in between (mergekit's "gradient")
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import NamedTuple
 
 from skillgraft.errors import UserError
 
@@ -75,11 +79,33 @@ def parse_number_list(text: str, option: str) -> list[float]:
     return [float(v) for v in values]
 
 
+class LayerRule(NamedTuple):
+    """Layers first..last (inclusive) get `factor`; with `percent`, first and last are shares of
+    the depth in percent and the range is half-open, [first %, last %), holding each layer
+    whose middle lies in it (so the first and the last layer are treated alike)."""
+
+    first: Fraction
+    last: Fraction
+    factor: float
+    percent: bool = False
+
+    def covers(self, layer: int, num_layers: int) -> bool:
+        if not self.percent:
+            return self.first <= layer <= self.last
+        position = Fraction(100 * (2 * layer + 1), 2 * num_layers)
+        return self.first <= position < self.last
+
+    def __str__(self) -> str:
+        if self.percent:
+            return f"{self.first}%-{self.last}%={self.factor:g}"
+        return f"{self.first}-{self.last}={self.factor:g}"
+
+
 @dataclass
 class Schedule:
     """Per-tensor scale factors; an empty schedule gives exactly 1.0 everywhere."""
 
-    layers: list[tuple[int, int, float]] = field(default_factory=list)  # (first, last inclusive, factor)
+    layers: list[LayerRule] = field(default_factory=list)
     modules: dict[str, list[float]] = field(default_factory=dict)      # kind -> [factor] or depth anchors
     depth: list[float] | None = None
     num_layers: int | None = None
@@ -95,9 +121,9 @@ class Schedule:
         layers = self.num_layers or 1
         value = 1.0
         if layer is not None:
-            for first, last, factor in self.layers:
-                if first <= layer <= last:
-                    value = factor  # the last matching rule wins
+            for rule in self.layers:
+                if rule.covers(layer, layers):
+                    value = rule.factor  # the last matching rule wins
             if self.depth:
                 value *= interpolate(self.depth, layer, layers)
         kind = module_kind(name)
@@ -107,24 +133,34 @@ class Schedule:
         return value
 
     def describe(self) -> dict:
-        return {"layers": [f"{a}-{b}={f:g}" for a, b, f in self.layers], "modules": self.modules,
+        return {"layers": [str(rule) for rule in self.layers], "modules": self.modules,
                 "depth": self.depth, "num_layers": self.num_layers}
 
 
-def parse_layer_rule(spec: str, option: str = "--scale-layers") -> tuple[int, int, float]:
-    """'0-7=0.5' -> (0, 7, 0.5); '3=0' -> (3, 3, 0.0); '8-=2' -> (8, huge, 2.0)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d*))?\s*=\s*(\S+)\s*", str(spec))
+def parse_layer_rule(spec: str, option: str = "--scale-layers") -> LayerRule:
+    """'0-7=0.5' -> layers 0..7 at 0.5; '3=0' -> layer 3 at 0; '8-=2' -> layer 8 onwards at 2;
+    '0%-20%=0.5' -> the first fifth of the layers, whatever the depth; '80%-=2' -> the last fifth."""
+    text = str(spec)
+    percent = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*-\s*(?:(\d+(?:\.\d+)?)\s*%)?\s*=\s*(\S+)\s*", text)
+    match = percent or re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d*))?\s*=\s*(\S+)\s*", text)
     if not match:
-        raise UserError(f"{option} {spec!r}: expected FIRST-LAST=FACTOR, e.g. 0-7=0.5")
+        raise UserError(f"{option} {spec!r}: expected FIRST-LAST=FACTOR (layers, e.g. 0-7=0.5) "
+                        f"or A%-B%=FACTOR (shares of the depth, e.g. 0%-20%=0.5)")
+    factor_text = match.group(match.lastindex)
+    try:
+        factor = float(factor_text)
+    except ValueError:
+        raise UserError(f"{option} {spec!r}: factor {factor_text!r} is not a number") from None
+    if percent:
+        first, last = Fraction(match.group(1)), Fraction(match.group(2) or 100)
+        if last > 100 or last <= first:
+            raise UserError(f"{option} {spec!r}: a share of the depth runs from A% to B% with A < B <= 100")
+        return LayerRule(first, last, factor, percent=True)
     first = int(match.group(1))
     last = first if not match.group(2) else (int(match.group(3)) if match.group(3) else 1 << 30)
-    try:
-        factor = float(match.group(4))
-    except ValueError:
-        raise UserError(f"{option} {spec!r}: factor {match.group(4)!r} is not a number") from None
     if last < first:
         raise UserError(f"{option} {spec!r}: the range ends before it starts")
-    return first, last, factor
+    return LayerRule(Fraction(first), Fraction(last), factor)
 
 
 def parse_module_rule(spec: str, option: str = "--scale-modules") -> tuple[str, list[float]]:
@@ -142,7 +178,7 @@ def parse_module_rule(spec: str, option: str = "--scale-modules") -> tuple[str, 
 def build_schedule(layers=(), modules=(), depth=None, num_layers: int | None = None,
                    options: tuple[str, str, str] = ("--scale-layers", "--scale-modules", "--scale-depth")) -> Schedule:
     """A Schedule from CLI strings (or recipe values); `options` name the source in errors."""
-    layer_rules = [rule if isinstance(rule, tuple) else parse_layer_rule(rule, options[0]) for rule in layers]
+    layer_rules = [rule if isinstance(rule, LayerRule) else parse_layer_rule(rule, options[0]) for rule in layers]
     module_rules: dict[str, list[float]] = {}
     for rule in modules.items() if isinstance(modules, dict) else modules:
         if isinstance(rule, str):
