@@ -208,6 +208,22 @@ def test_mixed_precision_trains_under_bf16_autocast_only_when_asked(tmp_path, wo
     assert (first == reference) is (not expected) and abs(first - reference) < 0.05 * reference
 
 
+def test_group_by_length_pads_less_and_still_sees_every_row(tmp_path, world, capsys):
+    """`data.group_by_length` batches rows of like lengths (transformers' LengthGroupedSampler,
+    shuffled in mega-batches): fewer padded tokens in an epoch (`train --json` counts them),
+    the same rows; off, the plain random batches."""
+    tokens = {}
+    for grouped in (False, True):
+        config = train_config(tmp_path / str(grouped), world, epochs=1, max_steps=None, batch_size=4,
+                              **{"data.group_by_length": grouped})
+        out = train_json(capsys, config)
+        assert out["losses"][-1][1] < out["losses"][0][1] and out["steps"] == 12
+        tokens[grouped] = out["tokens"]
+    assert tokens[True]["real"] == tokens[False]["real"] > 0    # every row once, in both
+    assert tokens[True]["padded"] < tokens[False]["padded"], tokens
+    assert tokens[False]["padded"] > tokens[False]["real"]
+
+
 def test_mixed_precision_auto_follows_the_measured_speed(monkeypatch):
     from skillgraft import cpu
     from skillgraft.train.config import TrainConfig

@@ -187,16 +187,21 @@ class Collator:
     """Pads a batch: `input_ids` with the pad id, `labels` with IGNORE.
 
     Unpacked rows get an attention mask; packed rows get position ids instead (the padding
-    tail is a separate sequence starting at position 0, and its labels are ignored).
+    tail is a separate sequence starting at position 0, and its labels are ignored). It counts
+    the tokens it was given and those it returned with padding: what a batch layout costs
+    (`train --json` reports them as `tokens`).
     """
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
+        self.real_tokens = self.padded_tokens = 0
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
 
         width = max(len(r["input_ids"]) for r in rows)
+        self.real_tokens += sum(len(r["input_ids"]) for r in rows)
+        self.padded_tokens += width * len(rows)
         batch = {
             "input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * (width - len(r["input_ids"])) for r in rows]),
             "labels": torch.tensor([r["labels"] + [IGNORE] * (width - len(r["labels"])) for r in rows]),

@@ -50,6 +50,7 @@ class DataConfig(Strict):
     format: Literal["text", "qa", "chat", "auto"] = "text"  # auto: each record by its fields
     answer_only: bool = False
     packing: bool = False
+    group_by_length: bool = False  # batches of like lengths (transformers' LengthGroupedSampler): less padding
     max_length: int = Field(512, ge=2)
     overlong: Literal["error", "drop", "truncate"] = "error"
     qa_template: str = "Q: {question}\nA:"

@@ -129,7 +129,21 @@ def _training_args(config: TrainConfig, ckpt_dir: Path):
         save_strategy="steps", save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit,
         # the bar only where it is seen: in a log file its redraws are noise, the heartbeat is not
         report_to="none", disable_tqdm=not bar_visible(config.progress), remove_unused_columns=False, bf16=bf16,
-        use_cpu=not torch.cuda.is_available(), deepspeed=config.deepspeed, **length)
+        use_cpu=not torch.cuda.is_available(), deepspeed=config.deepspeed, **_sampling(config), **length)
+
+
+def _sampling(config: TrainConfig) -> dict:
+    """Trainer's option for batches of like lengths: `train_sampling_strategy` in transformers 5,
+    `group_by_length` before (the same LengthGroupedSampler); nothing when not asked."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if not config.data.group_by_length:
+        return {}
+    if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
 
 
 def _monitor(config: TrainConfig, tokenizer, prepared, on_probe=None):
@@ -218,6 +232,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
         "kl_last": regularizer.last if regularizer else None,
         "steps": trainer.state.global_step, "world_size": trainer.args.world_size,
         "train_runtime": result.metrics.get("train_runtime"), "bf16_autocast": bool(args.bf16),
+        "tokens": {"real": trainer.data_collator.real_tokens, "padded": trainer.data_collator.padded_tokens},
         "data": prepared.report, "targets": targets, "notes": notes,
     }
     from skillgraft.train.outputs import gather_weights, save_outputs
