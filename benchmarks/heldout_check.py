@@ -54,11 +54,19 @@ def sh(args: list[str], log: Path) -> None:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(args)}; see {log}")
 
 
-def evaluate(model: str, suite: str, out: Path, reference: str | None = None) -> dict:
+def evaluate(model, suite: str, out: Path, reference: str | None = None) -> dict:
+    """`skillgraft eval` of `model` (a path, or a callable that makes the model and returns its
+    path: called only when this evaluation has not been written yet)."""
     if not out.is_file():
+        model = model() if callable(model) else model
         sh([SKILLGRAFT, "eval", model, "--suite", suite, "--batch-size", "32", "-o", str(out), "--quiet",
             *(["--reference", reference] if reference else [])], out.with_suffix(".log"))
     return json.loads(out.read_text())
+
+
+def scores(result: dict) -> dict:
+    """The evaluated model's scores (one model per file, whatever path it was given as)."""
+    return next(iter(result["scores"].values()))
 
 
 def right_answers(result: dict) -> dict[str, bool]:
@@ -129,23 +137,26 @@ def main() -> None:
             place = out / f"seed{seed}" / f"trial{number}"
             if kind == "graft":
                 model, start = graft_model(recipe, folder, place)
-            else:
-                model, start = trained_model(recipe, seed, place), untrained_model
+            else:   # trained only if an evaluation below still needs it (the sweep may have tidied it away)
+                model, start = (lambda recipe=recipe, seed=seed, place=place: trained_model(recipe, seed, place),
+                                untrained_model)
             start_right = right_answers(evaluate(start, "retention_check",
                                                  out / f"seed{seed}" / "start.retention_check.json"))
-            probes = evaluate(model, args.suite, place.with_suffix(".probes.json"))["scores"][model]
+            probes = scores(evaluate(model, args.suite, place.with_suffix(".probes.json")))
             check = evaluate(model, "retention_check", place.with_suffix(".retention_check.json"), reference=start)
             row = {"tune": probes["tune"][metric], "heldout": probes["heldout"][metric],
                    "kept_vs_untrained": kept(right_answers(check), untrained),
                    "kept_vs_start": kept(right_answers(check), start_right),
-                   "general_kl_vs_start": check["scores"][model]["retention_check"]["general_kl"]}
+                   "general_kl_vs_start": scores(check)["retention_check"]["general_kl"]}
             if args.unseen and kind != "graft" and index == 0:
                 unseen_place = out / "unseen" / f"trial{number}"
-                unseen_model = trained_model(recipe, seed, unseen_place, f"data.train={unseen_data(recipe)}")
-                scores = evaluate(unseen_model, args.unseen, unseen_place.with_suffix(".probes.json"))
+                data = f"data.train={unseen_data(recipe)}"
+                unseen_model = lambda recipe=recipe, seed=seed, place=unseen_place, data=data: trained_model(  # noqa: E731
+                    recipe, seed, place, data)
+                unseen_scores = scores(evaluate(unseen_model, args.unseen, unseen_place.with_suffix(".probes.json")))
                 unseen_check = evaluate(unseen_model, "retention_check",
                                         unseen_place.with_suffix(".retention_check.json"), reference=start)
-                row["unseen"] = scores["scores"][unseen_model]["unseen"][metric]
+                row["unseen"] = unseen_scores["unseen"][metric]
                 row["unseen_kept"] = kept(right_answers(unseen_check), untrained)
             rows.setdefault(number, []).append(row)
     columns = ["tune", "heldout", "kept_vs_untrained", "kept_vs_start", "general_kl_vs_start"]
