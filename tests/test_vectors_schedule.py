@@ -56,6 +56,7 @@ def test_shares_of_the_depth_mean_the_same_blocks_at_any_depth(num_layers, expec
     schedule = build_schedule(rules, num_layers=num_layers)
     assert [schedule.factor(f"model.layers.{i}.mlp.up_proj.weight") for i in range(num_layers)] == expected
     assert schedule.describe()["layers"][-1] == "80%-100%=1.5"
+    assert build_schedule(["12.5%-37.5%=2"]).describe()["layers"] == ["12.5%-37.5%=2"]
     mixed = build_schedule(["0%-50%=0", "1=2"], num_layers=4)   # the last rule naming a layer wins
     assert [mixed.factor(f"model.layers.{i}.mlp.up_proj.weight") for i in range(4)] == [0.0, 2.0, 1.0, 1.0]
 

@@ -97,7 +97,7 @@ class LayerRule(NamedTuple):
 
     def __str__(self) -> str:
         if self.percent:
-            return f"{self.first}%-{self.last}%={self.factor:g}"
+            return f"{float(self.first):g}%-{float(self.last):g}%={self.factor:g}"
         return f"{self.first}-{self.last}={self.factor:g}"
 
 
