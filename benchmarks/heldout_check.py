@@ -90,6 +90,21 @@ def graft_model(recipe: Path, seed_dir: str, model: Path) -> tuple[str, str]:
     return str(model), target
 
 
+def portable(recipe: Path, copy: Path) -> Path:
+    """The trial's training config with every relative path made absolute from the current
+    folder, written to `copy`: sweeps before 2026-12-05 wrote their trials' paths relative to the
+    folder they ran in (run the check from there), and `skillgraft run` reads a recipe's relative
+    paths from the recipe's own folder. Absolute paths (sweeps since) stay as they are."""
+    from skillgraft.config import resolve_paths, validate
+    from skillgraft.train.config import TrainConfig
+
+    config = validate(yaml.safe_load(recipe.read_text()), TrainConfig, str(recipe))
+    resolve_paths(config, Path.cwd(), [])
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return copy
+
+
 def trained_model(recipe: Path, seed: str, run: Path, *sets: str) -> str:
     """The trial's training config run again with another seed (or data); its merged model."""
     own = recipe.parent / "output" / "merged"
@@ -97,8 +112,8 @@ def trained_model(recipe: Path, seed: str, run: Path, *sets: str) -> str:
         return str(own)     # the sweep's own run of this recipe
     if not (run / "merged" / "config.json").is_file():
         overrides = [f"seed={seed}", f"output_dir={run}", *sets]
-        sh([SKILLGRAFT, "run", str(recipe), *[a for item in overrides for a in ("--set", item)], "--force", "--quiet"],
-           run.with_suffix(".log"))
+        sh([SKILLGRAFT, "run", str(portable(recipe, run.with_suffix(".recipe.yaml"))),
+            *[a for item in overrides for a in ("--set", item)], "--force", "--quiet"], run.with_suffix(".log"))
     return str(run / "merged")
 
 

@@ -50,12 +50,17 @@ def check(monkeypatch):
     return run
 
 
-def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check, tmp_path, capsys):
+def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check, tmp_path, monkeypatch):
+    """And a trial recipe written with paths relative to the folder the sweep ran in (sweeps
+    before 2026-12-05) is trained from a copy whose paths are absolute."""
+    monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "sweep"
     for number in (0, 1):
         folder = sweep / "trials" / f"{number:04d}"
         folder.mkdir(parents=True)
-        (folder / "recipe.yaml").write_text(yaml.safe_dump({"kind": "train", "data": {"train": "k5.jsonl"}}))
+        (folder / "recipe.yaml").write_text(yaml.safe_dump({
+            "kind": "train", "model": "lab:base", "data": {"train": "kit/data/k5.jsonl"},
+            "output_dir": str(folder / "output")}))
     own = sweep / "trials" / "0000" / "output" / "merged"   # trial 0 kept its model; trial 1's was tidied away
     own.mkdir(parents=True)
     (own / "config.json").write_text("{}")
@@ -64,8 +69,10 @@ def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check
             "--seed", "0", "--seed", "1", "-o", out]
     calls = check(*argv)
     trained = [call for call in calls if call[0] == "run"]
-    assert [(Path(c[1]).parent.name, [x for x in c if x.startswith("seed=")]) for c in trained] == [
-        ("0001", ["seed=0"]), ("0000", ["seed=1"]), ("0001", ["seed=1"])]
+    assert [(Path(c[1]).name, [x for x in c if x.startswith("seed=")]) for c in trained] == [
+        ("trial1.recipe.yaml", ["seed=0"]), ("trial0.recipe.yaml", ["seed=1"]), ("trial1.recipe.yaml", ["seed=1"])]
+    copy = yaml.safe_load(Path(trained[0][1]).read_text())
+    assert copy["data"]["train"] == str(tmp_path / "kit" / "data" / "k5.jsonl") and copy["model"] == "lab:base"
     evaluated = [call[1] for call in calls if call[0] == "eval"]
     assert evaluated.count(str(own)) == 2 and evaluated.count(str(out / "seed1" / "trial1" / "merged")) == 2
     rows = json.loads((out / "rows.json").read_text())

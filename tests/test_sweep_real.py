@@ -166,6 +166,33 @@ def test_a_relative_base_is_relative_to_the_sweep_file(tmp_path, monkeypatch):
     assert Path(sweep.config.base).resolve() == (tmp_path / "kit" / "graft.yaml").resolve()
 
 
+def test_a_trial_recipe_rebuilds_from_any_folder(run_cli, tmp_path, monkeypatch):
+    """A sweep started with relative paths (as the docs' commands are) writes each trial's
+    recipe with absolute paths: `skillgraft run TRIAL/recipe.yaml` reads a recipe's relative
+    paths from the recipe's folder, where the sweep's relative paths would not be found."""
+    import shutil
+
+    from skillgraft.lab.demo import SHIPPED
+
+    (tmp_path / "kit" / "models").mkdir(parents=True)
+    shutil.copytree(SHIPPED / "cp", tmp_path / "kit" / "models" / "cp")
+    (tmp_path / "kit" / "graft.yaml").write_text(yaml.safe_dump({
+        "kind": "graft", "target": "models/cp", "vectors": [{"base": "lab:base", "skilled": "lab:skilled"}],
+        "exclude": ["embed_tokens", "lm_head"], "output": "out"}))
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "s.yaml").write_text(yaml.safe_dump({
+        "kind": "sweep", "base": "../kit/graft.yaml", "objectives": [{"measure": "lab_skill_b", "options": {"n": 20}}],
+        "space": {"vectors.0.scale": {"type": "float", "low": 0.5, "high": 1.5}}}))
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_cli("sweep", "run", "sweeps/s.yaml", "-o", "run", "--n-trials", "1", "--quiet")
+    assert status == 0, err[-2000:]
+    recipe = tmp_path / "run" / "trials" / "0000" / "recipe.yaml"
+    target = yaml.safe_load(recipe.read_text())["target"]
+    assert Path(target).is_absolute() and Path(target).resolve() == (tmp_path / "kit" / "models" / "cp").resolve()
+    monkeypatch.chdir(tmp_path / "kit")
+    assert run_cli("run", recipe, "-o", tmp_path / "again", "--quiet")[0] == 0
+
+
 def test_a_trial_scores_only_the_sets_its_objectives_name(tmp_path, monkeypatch):
     """The held-out half of a suite is never computed during a search, not only never optimised on."""
     from types import SimpleNamespace

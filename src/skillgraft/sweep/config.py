@@ -129,10 +129,13 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     """Read and check a sweep config; every problem is one UserError naming the key."""
     config = load_config(path, SweepConfig, overrides, what="sweep config")
     source = str(path)
+    # the base's folder made absolute: a trial's recipe.yaml then names its files absolutely and
+    # `skillgraft run TRIAL/recipe.yaml` rebuilds it from any folder (relative paths in a recipe
+    # are read from the recipe's own folder, which is not where the sweep ran)
     if isinstance(config.base, str):
-        base_tree, base_root = read_yaml(config.base, "base recipe"), Path(config.base).parent
+        base_tree, base_root = read_yaml(config.base, "base recipe"), Path(config.base).parent.resolve()
     else:
-        base_tree, base_root = copy.deepcopy(config.base), Path(path).parent
+        base_tree, base_root = copy.deepcopy(config.base), Path(path).parent.resolve()
     sweep = Sweep(config, source, base_tree, base_root, *_recipe_model(base_tree, source))
     _apply_set(sweep)
     check_space(sweep)
