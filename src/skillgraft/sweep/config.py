@@ -104,7 +104,8 @@ class Sweep:
 
     def recipe(self, values: dict, output: str | Path) -> BaseModel:
         """The base recipe with `values` ({dotted key: value}) applied as `--set` overrides, and its
-        output set to `output`; relative paths stay relative to the base recipe's folder."""
+        output set to `output`; relative paths are read from the base recipe's folder and
+        written absolute."""
         from skillgraft.config import apply_override, resolve_paths, validate
 
         tree = copy.deepcopy(self.base_tree)
