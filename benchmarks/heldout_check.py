@@ -168,7 +168,8 @@ def main() -> None:
                 data = f"data.train={unseen_data(recipe)}"
                 unseen_model = lambda recipe=recipe, seed=seed, place=unseen_place, data=data: trained_model(  # noqa: E731
                     recipe, seed, place, data)
-                unseen_scores = scores(evaluate(unseen_model, args.unseen, unseen_place.with_suffix(".probes.json")))
+                unseen_probes = unseen_place.with_suffix(".probes.json")
+                unseen_scores = scores(evaluate(unseen_model, args.unseen, unseen_probes))
                 unseen_check = evaluate(unseen_model, "retention_check",
                                         unseen_place.with_suffix(".retention_check.json"), reference=start)
                 row["unseen"] = unseen_scores["unseen"][metric]

@@ -176,6 +176,6 @@ def write_sweep_report(folder: Path, storage: str | None = None, name: str | Non
         directions=[d.name.lower() for d in study.directions], best=best, rows=table,
         importance=importance, plots=plots, multi=len(names) > 1)
     html_path = write_file_atomic(out / "report.html", html)
-    return {"html": str(html_path), "csv": str(csv_path), "images": images, "study": study.study_name, "storage": shown(url),
-            "objectives": names, "best": best, "importances": importance, "trials": len(table),
+    return {"html": str(html_path), "csv": str(csv_path), "images": images, "study": study.study_name,
+            "storage": shown(url), "objectives": names, "best": best, "importances": importance, "trials": len(table),
             "table": text_table(best, names)}
