@@ -105,14 +105,22 @@ def test_a_full_disk_stops_the_sweep_and_its_trial_runs_first_on_the_rerun(run_c
     assert done[1].user_attrs["retry_of"] == 0
 
 
-def test_a_code_change_under_a_running_sweep_stops_it_and_the_rerun_continues(run_cli, tmp_path, monkeypatch):
+@pytest.fixture
+def code_changes_once(monkeypatch):
+    """skillgraft's files as a worker sees them: one version when it starts, another from the
+    first check after a trial on."""
+    from skillgraft.sweep import workers
+
+    versions = iter([{"a.py": (1, 10)}])
+    monkeypatch.setattr(workers, "code_fingerprint", lambda: next(versions, {"a.py": (2, 11)}))
+
+
+def test_a_code_change_under_a_running_sweep_stops_it_and_the_rerun_continues(run_cli, tmp_path, code_changes_once):
     """A trial imports some modules only when it needs them: code edited (or upgraded) under a
     running sweep would mix versions. The sweep stops after the trial in flight, queues it again
     if it failed, and the rerun continues on the new code."""
     from skillgraft.sweep import workers
 
-    versions = iter([{"a.py": (1, 10)}, {"a.py": (2, 11)}])
-    monkeypatch.setattr(workers, "code_fingerprint", lambda: next(versions, {"a.py": (2, 11)}))
     path = write_sweep(tmp_path / "s.yaml", enqueue=[{"vectors.0.scale": 0.5}])
     status, out, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--n-trials", "3")
     assert status == 2, err[-2000:]
@@ -125,11 +133,10 @@ def test_a_code_change_under_a_running_sweep_stops_it_and_the_rerun_continues(ru
     assert workers.changed_files({"a.py": (1, 1), "b.py": (1, 1)}, {"a.py": (1, 1), "c.py": (1, 1)}) == ["b.py", "c.py"]
 
 
-def test_a_trial_that_failed_while_the_code_changed_runs_again_on_the_rerun(run_cli, tmp_path, monkeypatch):
-    from skillgraft.sweep import measures, workers
+def test_a_trial_that_failed_while_the_code_changed_runs_again_on_the_rerun(run_cli, tmp_path, monkeypatch,
+                                                                            code_changes_once):
+    from skillgraft.sweep import measures
 
-    versions = iter([{"a.py": (1, 10)}, {"a.py": (2, 11)}])
-    monkeypatch.setattr(workers, "code_fingerprint", lambda: next(versions, {"a.py": (2, 11)}))
     broken = [True]
 
     def measure(model_dir, recipe) -> float:

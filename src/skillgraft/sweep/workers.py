@@ -100,10 +100,14 @@ def requeue_machine_failure(study, frozen) -> str:
     retries = frozen.user_attrs.get("machine_retries", 0)
     if retries >= MAX_RETRY:
         return f"trial {frozen.number}: {error}; not queued again ({MAX_RETRY} retries spent)"
-    study.enqueue_trial(frozen.params, user_attrs={"machine_retries": retries + 1, "retry_of": frozen.number},
-                        skip_if_exists=False)
+    queue_again(study, frozen, machine_retries=retries + 1)
     return (f"trial {frozen.number}: {error}; the sweep stopped and queued the trial again: fix the machine "
             "(free disk space), then rerun the same command to continue")
+
+
+def queue_again(study, frozen, **attrs) -> None:
+    """Queue a failed trial's parameters to run next, marked as a retry of it."""
+    study.enqueue_trial(frozen.params, user_attrs={**attrs, "retry_of": frozen.number}, skip_if_exists=False)
 
 
 def code_fingerprint() -> dict[str, tuple[int, int]]:
@@ -128,7 +132,7 @@ def stop_for_changed_code(study, frozen, changed: list[str]) -> str:
     files = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
     requeued = ""
     if frozen.state.name == "FAIL":
-        study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number}, skip_if_exists=False)
+        queue_again(study, frozen)
         requeued = f" and queued trial {frozen.number} (failed) again"
     return (f"skillgraft's code changed while the sweep ran ({files}); the sweep stopped{requeued} so that "
             "no trial mixes old and new code: rerun the same command to continue on the new code "
