@@ -190,25 +190,57 @@ def test_merge_in_tiny_blocks_equals_whole_blocks(two_vectors, run_cli, tmp_path
                    f"{trio['skilled2']}:-0.5", "--with-embeddings", "--method", method, "--density", "0.4")
 
 
-@pytest.mark.parametrize("first_block_scale", [1.0, 1000.0])
-def test_top_k_is_exact_whether_or_not_the_first_block_predicts_the_threshold(monkeypatch, first_block_scale):
-    """The first pass counts lower bits only in a window around the first block's k-th largest;
-    a first block unlike the rest (scaled 1000×) puts the window elsewhere, and a second pass
-    finds the threshold: the same exact set either way."""
-    from skillgraft.vectors import merge_methods
+def _kept_and_passes(values: torch.Tensor, k: int, block: int = 500, row: int = 1) -> tuple[torch.Tensor, float]:
+    """(TopK's kept set over `values`, how many passes over the entries its search read);
+    every read must cover whole rows of `row` entries, as a reader of rows matched by token's."""
+    ranges = [(s, min(s + block, values.numel())) for s in range(0, values.numel(), block)]
+    read_entries = []
 
-    values = torch.randn(20_000, generator=torch.Generator().manual_seed(3))
-    values[:500] *= first_block_scale
-    ranges = [(s, min(s + 500, values.numel())) for s in range(0, values.numel(), 500)]
-    windows = []
-    original = merge_methods._Window.lower_bits
-    monkeypatch.setattr(merge_methods._Window, "lower_bits",
-                        lambda self, upper: windows.append(original(self, upper)) or windows[-1])
-    k = 7_000
-    top = TopK.find(lambda s, e: (values[s:e], None, 1.0), ranges, k)
+    def read(start, stop):
+        assert start % row == 0 and stop % row == 0, (start, stop)
+        read_entries.append(stop - start)
+        return values[start:stop], None, 1.0
+
+    top = TopK.find(read, ranges, k, row)
     work = Workspace()
     kept = torch.cat([top.mask(values[s:e].clone(), work).bool() for s, e in ranges])
-    want = torch.zeros_like(kept)
-    want[torch.topk(values.abs(), k).indices] = True
-    assert torch.equal(kept, want)
-    assert (windows[0] is None) == (first_block_scale > 1)  # the second pass ran only when the window missed
+    return kept, sum(read_entries) / values.numel()
+
+
+def _lowest_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    want = torch.zeros(values.numel(), dtype=torch.bool)
+    want[torch.sort(values.abs(), descending=True, stable=True).indices[:k]] = True
+    return want
+
+
+@pytest.mark.parametrize("case", ["small", "quantised", "continuous", "misleading sample", "rows",
+                                  "quantised, cut at a run's end"])
+def test_top_k_is_exact_in_each_plan_the_sample_chooses(monkeypatch, case):
+    """A tensor within the sample needs no pass; deltas with few distinct values (as bf16
+    checkpoints give) one pass that confirms the sample's threshold; continuous values, or a cut
+    the sample cannot place on one value, two counting passes; a sample unlike the tensor is
+    refuted by its pass and the two counting passes follow. The same exact set every time, the
+    lowest-numbered of tied entries kept."""
+    from skillgraft.vectors import merge_methods
+
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randn(40_000, generator=generator)
+    monkeypatch.setattr(TopK, "SAMPLE_READS", 100)
+    monkeypatch.setattr(TopK, "SAMPLE_SPAN", 400 if case == "small" else 40)
+    if case.startswith("quantised") or case == "misleading sample":
+        values = (values * 8).round() / 8  # 60-odd distinct magnitudes: thousands share the threshold
+    if case == "misleading sample":
+        original = merge_methods._sample
+        monkeypatch.setattr(merge_methods, "_sample", lambda *args: original(*args) + (1 << 20))  # ties kept, values moved
+    k = 17_000
+    if case in ("quantised", "misleading sample"):  # the cut in the middle of the run of equal magnitudes there
+        cut = values.abs().sort(descending=True).values[k]
+        k = int((values.abs() > cut).sum()) + int((values.abs() == cut).sum()) // 2
+    if case.endswith("end"):  # the sample cannot tell which value the k-th is
+        cut = values.abs().sort(descending=True).values[k]
+        k = int((values.abs() > cut).sum()) + 3
+    kept, passes = _kept_and_passes(values, k, row=100 if case == "rows" else 1)
+    assert int(kept.sum()) == k and torch.equal(kept, _lowest_k(values, k))
+    expected = {"small": 1, "quantised": 1.1, "continuous": 2.1, "misleading sample": 3.1, "rows": 2.25,
+                "quantised, cut at a run's end": 2.1}[case]
+    assert passes == pytest.approx(expected, abs=0.01)  # the sample: all entries, or a tenth

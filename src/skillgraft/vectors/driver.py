@@ -12,6 +12,7 @@ decided from the headers alone; `graft --dry-run` prints it) and its execution
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,7 +349,8 @@ def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows:
         else:  # target + merged == merged + target bit for bit
             merging = TensorMerge(method, [source.delta_reader(name) for source in work[name]], factors[name],
                                   list(blocks(planned.shape)), density=density,
-                                  generator=generator_for(seed, name) if REGISTRY[method].drops else None)
+                                  generator=generator_for(seed, name) if REGISTRY[method].drops else None,
+                                  row=math.prod(planned.shape[1:]))
 
             def parts(start: int, stop: int) -> list:
                 return [(target.read_entries(name, start, stop), None, 1.0), (merging.block(start, stop), None, 1.0)]

@@ -8,8 +8,8 @@ that with `torch.equal`. Semantics, as in peft:
 
 - `density` is the kept fraction for every method (DARE drops with p = 1 − density);
   density ≥ 1 keeps every entry (and DARE then does not rescale).
-- magnitude trim keeps the `int(density · numel)` largest |entries|, found exactly by two
-  counting passes over the blocks (`TopK`). Where several entries share the k-th largest
+- magnitude trim keeps the `int(density · numel)` largest |entries|, found exactly by one or
+  two counting passes over the blocks (`TopK`). Where several entries share the k-th largest
   magnitude, the lowest-numbered of them are kept. torch.topk (and so peft) keeps whichever
   of them its selection algorithm meets (neither the first nor the last, measured), which
   no blockwise pass can reproduce; so with such a tie the kept set can differ from peft's
@@ -34,6 +34,7 @@ that number, which is how the tests feed peft the same masks.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,13 @@ class Workspace:
         self.count = torch.empty(CHUNK, dtype=torch.float32)
         self.key = torch.empty(CHUNK, dtype=torch.int32)
         self.ones = torch.ones(CHUNK, dtype=torch.int64)
+        self._agreements: list[torch.Tensor] = []
+
+    def agreements(self, count: int) -> list[torch.Tensor]:
+        """`count` chunk buffers for ties' per-delta agreement masks (1.0/0.0)."""
+        while len(self._agreements) < count:
+            self._agreements.append(torch.empty(CHUNK, dtype=torch.float32))
+        return self._agreements[:count]
 
     def load(self, part: Part, chunk: slice, out: torch.Tensor | None = None) -> torch.Tensor:
         """The delta's entries in `chunk` of `part`, in float32, written to `out` (default: the
@@ -117,61 +125,92 @@ class TopK:
     """The exact set of the k largest magnitudes of one delta, applied chunk by chunk in order.
 
     A float32 magnitude's bits, read as an int32, order like its value, so the k-th largest
-    magnitude is found by counting, not sorting: one pass counts the upper 12 bits of every
-    entry, and the lower 19 bits of the entries in the bin where the k-th falls (in the same
-    pass when the first block predicted that bin, else in a second). Kept:
-    every entry above that threshold, and of the entries equal to it the lowest-numbered ones,
-    until k are kept. Memory: the histograms (a few MB), whatever the tensor size.
+    magnitude is found by counting, not sorting. A sample spread over the tensor (`sample`)
+    plans the passes:
+
+    - a tensor no larger than the sample is its own sample: the threshold comes from it, no pass;
+    - where the sample's k-th largest value is shared by enough entries that the tensor's k-th
+      is that value too (deltas of bf16 or fp16 checkpoints take few distinct values: at
+      density 0.5 a fifth of a tensor can share the threshold), one pass counts the entries
+      above and equal to it, and confirms it;
+    - otherwise (or where the count refutes the sample) two counting passes: the upper 12 bits
+      of every entry, then the lower 19 bits of the entries in the bin where the k-th falls.
+
+    Kept: every entry above the threshold, and of the entries equal to it the lowest-numbered
+    ones, until k are kept. Memory: the sample (256 KB; a tensor within reach of it, at most
+    512 rows, is held as int32 bits) and the histograms (a few MB), whatever the tensor size.
     """
 
     threshold: int  # the k-th largest magnitude, as its float32 bits
     ties: int  # entries equal to the threshold still to keep, lowest index first
 
+    SAMPLE_READS = 256  # reads of the sample that plans the passes, spread evenly over the tensor
+    SAMPLE_SPAN = 256  # entries kept per read (a read is of whole rows: a reader of rows matched by token reads no less)
+
     @classmethod
-    def find(cls, read: Reader, ranges: list[tuple[int, int]], k: int) -> TopK:
-        """One delta's top k. The first pass also counts the lower bits of the entries in a few
-        bins around where the first block puts the k-th largest; when the tensor's k-th falls
-        there too (as it does for deltas alike across their rows), no second pass is read."""
+    def find(cls, read: Reader, ranges: list[tuple[int, int]], k: int, row: int = 1) -> TopK:
+        """One delta's top k, in as few passes over its entries as the sample allows; `row`:
+        entries per row of the tensor (reads cover whole rows, as `ranges` do)."""
         if k == 0:
             return cls(_KEEP_NONE, 0)
-        work = Workspace()
+        numel, work = ranges[-1][1], Workspace()
+        sample = _sample(read, ranges, row, cls.SAMPLE_READS, cls.SAMPLE_SPAN, work)
+        flat_sample, size = sample.view(-1), sample.numel()
+        rank = k if size == numel else min(size, max(1, round(k * size / numel)))
+        guess = int(torch.kthvalue(flat_sample, size - rank + 1).values)
+        above_per_read, equal_per_read = (sample > guess).sum(-1), (sample == guess).sum(-1)
+        above, equal = int(above_per_read.sum()), int(equal_per_read.sum())
+        if size == numel:
+            return cls(guess, k - above)
+        # the sample's counts vary by how alike the rows read are: their spread across the reads
+        # (one read is a few rows) gives the standard error, the binomial one at least
+        binomial = math.sqrt(size * (k / numel) * (1 - k / numel))
+        error_above = max(binomial, math.sqrt(len(sample)) * float(above_per_read.double().std()))
+        error_below = max(binomial, math.sqrt(len(sample)) * float((above_per_read + equal_per_read).double().std()))
+        if above + 2 * error_above < rank <= above + equal - 2 * error_below:  # the k-th is `guess` itself
+            above, equal = _count_around(read, ranges, guess, work)
+            if above < k <= above + equal:
+                return cls(guess, k - above)
+        return cls._counted(read, ranges, k, work)
+
+    @classmethod
+    def _counted(cls, read: Reader, ranges: list[tuple[int, int]], k: int, work: Workspace) -> TopK:
+        """The top k by two counting passes: upper bits of all entries, lower bits of one bin's."""
         high = torch.zeros(1 << (31 - _SHIFT), dtype=torch.int64)
-        window = None
-        for index, (start, stop) in enumerate(ranges):
-            part = flat(read(start, stop))
-            if index == 0:
-                window = _Window.around(part, stop - start, k * (stop - start) / ranges[-1][1], work)
-            for bits in _magnitudes(part, stop - start, work):
+        for start, stop in ranges:
+            for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
                 high += torch.bincount(torch.bitwise_right_shift(bits, _SHIFT, out=work.key[:bits.numel()]),
                                        minlength=high.numel())
-                window.count(bits, work)
         upper, above_upper = _kth_bin(high, k)
-        low = window.lower_bits(upper)
-        if low is None:  # the k-th largest lies outside the window: count its bin's lower bits
-            low = torch.zeros(1 << _SHIFT, dtype=torch.int64)
-            for start, stop in ranges:
-                for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
-                    inside = bits[torch.eq(torch.bitwise_right_shift(bits, _SHIFT, out=work.key[:bits.numel()]),
-                                           upper, out=work.mask[:bits.numel()])]
-                    low.index_add_(0, inside.bitwise_and_((1 << _SHIFT) - 1), work.ones[:inside.numel()])
+        low = torch.zeros(1 << _SHIFT, dtype=torch.int64)
+        for start, stop in ranges:
+            for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
+                inside = bits[torch.eq(torch.bitwise_right_shift(bits, _SHIFT, out=work.key[:bits.numel()]),
+                                       upper, out=work.mask[:bits.numel()])]
+                low.index_add_(0, inside.bitwise_and_((1 << _SHIFT) - 1), work.ones[:inside.numel()])
         lower, above = _kth_bin(low, k - above_upper)
         return cls((upper << _SHIFT) | lower, k - above_upper - above)
 
     @classmethod
-    def find_all(cls, readers: list[Reader], ranges: list[tuple[int, int]], k: int) -> list[TopK]:
+    def find_all(cls, readers: list[Reader], ranges: list[tuple[int, int]], k: int, row: int = 1) -> list[TopK]:
         """Each delta's top k, the deltas on parallel threads (the kernels release the GIL, and
         while a tensor's thresholds are searched the graft's writer has nothing to write)."""
-        return in_parallel([lambda read=read: cls.find(read, ranges, k) for read in readers])
+        return in_parallel([lambda read=read: cls.find(read, ranges, k, row) for read in readers])
 
     def mask(self, values: torch.Tensor, work: Workspace) -> torch.Tensor:
         """1.0 where the next entries are among the k largest, else 0.0 (call on every entry, in order)."""
         bits = work.magnitude_bits(values)
-        keep = torch.gt(bits, self.threshold, out=work.factor[:values.numel()])
-        if self.ties:
-            tied = (bits == self.threshold).nonzero().view(-1)[:self.ties]
-            keep[tied] = 1.0
-            self.ties -= tied.numel()
-        return keep
+        size = values.numel()
+        if self.ties:  # the tied entries of this chunk, all kept when as many ties are left
+            equal = int(torch.eq(bits, self.threshold, out=work.factor[:size]).sum())
+            if equal <= self.ties:
+                self.ties -= equal
+                return torch.ge(bits, self.threshold, out=work.factor[:size])
+            keep = torch.gt(bits, self.threshold, out=work.factor[:size])
+            keep[(bits == self.threshold).nonzero().view(-1)[:self.ties]] = 1.0
+            self.ties = 0
+            return keep
+        return torch.gt(bits, self.threshold, out=work.factor[:size])
 
 
 def _magnitudes(part: Part, size: int, work: Workspace) -> Iterator[torch.Tensor]:
@@ -180,36 +219,46 @@ def _magnitudes(part: Part, size: int, work: Workspace) -> Iterator[torch.Tensor
         yield work.magnitude_bits(work.load(part, chunk))
 
 
-class _Window:
-    """Lower-bit counts of the entries whose upper bits fall in bins [first, last]."""
+def _sample(read: Reader, ranges: list[tuple[int, int]], row: int, reads: int, span: int,
+            work: Workspace) -> torch.Tensor:
+    """Magnitude bits of a sample: `reads` reads of whole rows spread evenly over the tensor,
+    `span` entries evenly spaced kept from each (a 2-D tensor, one row per read); or every
+    entry (1-D) when the reads would cover most of the tensor."""
+    numel = ranges[-1][1]
+    rows_per_read = -(-span // row)
+    total_rows = numel // row
+    if numel <= 2 * reads * rows_per_read * row:
+        spans = ranges
+        sample = torch.empty(numel, dtype=torch.int32)
+        position = 0
+        for start, stop in spans:
+            for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
+                sample[position:position + bits.numel()] = bits
+                position += bits.numel()
+        return sample
+    sample = torch.empty(reads, span, dtype=torch.int32)
+    size = rows_per_read * row
+    every = torch.arange(span) * size // span  # the entries kept of each read
+    read_bits = torch.empty(size, dtype=torch.int32)
+    for index in range(reads):
+        first = index * (total_rows - rows_per_read) // (reads - 1)
+        position = 0
+        for bits in _magnitudes(flat(read(first * row, first * row + size)), size, work):
+            read_bits[position:position + bits.numel()] = bits
+            position += bits.numel()
+        torch.index_select(read_bits, 0, every, out=sample[index])
+    return sample
 
-    SPAN = 1  # bins each side of the first block's estimate (each bin: an eighth of an octave)
 
-    def __init__(self, first: int, last: int):
-        self.low_bits, self.high_bits = first << _SHIFT, (last + 1) << _SHIFT
-        self.first, self.last = first, last
-        self.counts = torch.zeros((last - first + 1) << _SHIFT, dtype=torch.int64)
-
-    @classmethod
-    def around(cls, part: Part, size: int, k: float, work: Workspace) -> _Window:
-        """The window around the bin of the first block's k-th largest (k scaled to the block)."""
-        high = torch.zeros(1 << (31 - _SHIFT), dtype=torch.int64)
-        for bits in _magnitudes(part, size, work):
-            high += torch.bincount(torch.bitwise_right_shift(bits, _SHIFT, out=work.key[:bits.numel()]),
-                                   minlength=high.numel())
-        guess = _kth_bin(high, max(1, min(size, round(k))))[0] if size else 0
-        return cls(max(0, guess - cls.SPAN), min(high.numel() - 1, guess + cls.SPAN))
-
-    def count(self, bits: torch.Tensor, work: Workspace) -> None:
-        inside = work.mask[:bits.numel()]
-        torch.ge(bits, self.low_bits, out=inside).logical_and_(bits < self.high_bits)
-        self.counts.index_add_(0, bits[inside].sub_(self.low_bits), work.ones[:int(inside.sum())])
-
-    def lower_bits(self, upper: int) -> torch.Tensor | None:
-        """The lower-bit counts of bin `upper`, or None when the window does not hold it."""
-        if not self.first <= upper <= self.last:
-            return None
-        return self.counts[(upper - self.first) << _SHIFT:(upper - self.first + 1) << _SHIFT]
+def _count_around(read: Reader, ranges: list[tuple[int, int]], value: int, work: Workspace) -> tuple[int, int]:
+    """(entries whose magnitude bits are above `value`, entries equal to it), in one pass."""
+    above = equal = 0
+    for start, stop in ranges:
+        for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
+            counts = work.factor[:bits.numel()]  # 0/1 as float32: a chunk's sum is exact
+            above += int(torch.gt(bits, value, out=counts).sum())
+            equal += int(torch.eq(bits, value, out=counts).sum())
+    return above, equal
 
 
 def _kth_bin(histogram: torch.Tensor, k: int) -> tuple[int, int]:
@@ -235,8 +284,9 @@ class TensorMerge:
     """One tensor's merge of several deltas, computed a block at a time, whatever its size.
 
     `readers` give each delta's entries (unscaled), `ranges` the blocks that cover the tensor
-    (the order the caller will ask for them). Magnitude trimming first reads the deltas twice
-    to find each one's exact top-k threshold (`TopK`); DARE gives each delta a generator
+    (the order the caller will ask for them), `row` the entries per row (every read covers
+    whole rows). Magnitude trimming first reads each delta once or twice to find its exact
+    top-k threshold (`TopK`); DARE gives each delta a generator
     positioned where its draws start when the deltas draw one after the other from
     `generator` (as peft draws them). Then `block(start, stop)`, asked for in order, reads
     the deltas' entries and applies the method a cache-sized chunk at a time: every step
@@ -253,7 +303,7 @@ class TensorMerge:
     """
 
     def __init__(self, method: str, readers: list[Reader], weights: list[float], ranges: list[tuple[int, int]],
-                 *, density: float | None = None, generator: torch.Generator | None = None):
+                 *, density: float | None = None, generator: torch.Generator | None = None, row: int = 1):
         if method not in REGISTRY:
             raise ValueError(f"unknown merge method {method!r}")
         self.kind = REGISTRY[method]
@@ -262,60 +312,90 @@ class TensorMerge:
         numel = ranges[-1][1] if ranges else 0
         self.readers, self.density = readers, density
         self.weights = [float(torch.tensor(w, dtype=torch.float32)) for w in weights]  # peft's float32 weights
-        self.work = Workspace()  # the combining step's, on the calling thread
-        self.works = [Workspace() for _ in readers]  # each delta's chunk and its selection's buffers
+        self.works = [Workspace() for _ in readers]  # each delta's selection's buffers
+        self.selected = [torch.empty(0) for _ in readers]  # each delta's selected block
+        self.combining = [Workspace(), Workspace()]  # the combination's, one per half of a block
         self.position = 0
         self.trims, self.drops = None, None
         if self.kind.trims and density < 1:
-            self.trims = TopK.find_all(readers, ranges, int(density * numel))
+            self.trims = TopK.find_all(readers, ranges, int(density * numel), row)
         if self.kind.drops and density < 1:
             generator = generator if generator is not None else torch.Generator().manual_seed(0)
             self.drops = in_parallel([lambda i=i: skipped_generator(generator, i * numel) for i in range(len(readers))])
 
     def block(self, start: int, stop: int) -> torch.Tensor:
-        """The merged delta of entries [start, stop) (1-D float32); blocks must come in order."""
+        """The merged delta of entries [start, stop) (1-D float32); blocks must come in order.
+
+        Two stages, each on parallel threads: every delta's entries selected (trimmed or
+        dropped) on its own thread, in order, as its top-k ties and its DARE draws require;
+        then the combination, which is elementwise, split between threads by halves."""
         if start != self.position:
             raise ValueError(f"blocks must be merged in order: asked for {start}, next is {self.position}")
         self.position = stop
+        size = stop - start
         parts = in_parallel([lambda read=read: flat(read(start, stop)) for read in self.readers])
-        merged = torch.empty(stop - start, dtype=torch.float32)
-        for chunk in chunk_slices(stop - start):
-            deltas = [self._selected(index, part, chunk) for index, part in enumerate(parts)]
-            out = merged[chunk]
+        selected = in_parallel([lambda index=index, part=part: self._selected(index, part, size)
+                                for index, part in enumerate(parts)])
+        merged = torch.empty(size, dtype=torch.float32)
+        chunks = list(chunk_slices(size))
+        halves = [half for half in (chunks[:len(chunks) // 2], chunks[len(chunks) // 2:]) if half]
+        in_parallel([lambda half=half, work=work: self._combine(selected, merged, half, work)
+                     for half, work in zip(halves, self.combining)])
+        return merged
+
+    def _selected(self, index: int, part: Part, size: int) -> torch.Tensor:
+        """Delta `index` on the block's first `size` entries, trimmed or dropped as the method
+        says, in its own block buffer (one thread per delta: its chunks go in order)."""
+        work = self.works[index]
+        if self.selected[index].numel() < size:
+            self.selected[index] = torch.empty(size, dtype=torch.float32)
+        block = self.selected[index][:size]
+        for chunk in chunk_slices(size):
+            delta = work.load(part, chunk, out=block[chunk])
+            if self.trims is not None:
+                delta.mul_(self.trims[index].mask(delta, work))
+            if self.drops is not None:
+                draws = torch.rand(delta.numel(), generator=self.drops[index], out=work.values[:delta.numel()])
+                delta.mul_(torch.lt(draws, self.density, out=work.factor[:delta.numel()])).div_(self.density)
+        return block
+
+    def _combine(self, selected: list[torch.Tensor], merged: torch.Tensor, chunks: list[slice],
+                 work: Workspace) -> None:
+        """The combination of the selected deltas on `chunks` of the block, into `merged`."""
+        for chunk in chunks:
+            deltas, out = [block[chunk] for block in selected], merged[chunk]
             if self.kind.elects:
-                self._disjoint_mean(deltas, out)
+                self._disjoint_mean(deltas, out, work)
             else:
                 out.copy_(deltas[0]).mul_(self.weights[0])
                 for delta, weight in zip(deltas[1:], self.weights[1:]):
                     out.add_(delta.mul_(weight))
-        return merged
 
-    def _selected(self, index: int, part: Part, chunk: slice) -> torch.Tensor:
-        """Delta `index` on `chunk`, trimmed or dropped as the method says (in its workspace)."""
-        work = self.works[index]
-        delta = work.load(part, chunk)
-        if self.trims is not None:
-            delta.mul_(self.trims[index].mask(delta, work))
-        if self.drops is not None:
-            draws = torch.rand(delta.numel(), generator=self.drops[index], out=work.values[:delta.numel()])
-            delta.mul_(torch.lt(draws, self.density, out=work.factor[:delta.numel()])).div_(self.density)
-        return delta
-
-    def _disjoint_mean(self, deltas: list[torch.Tensor], out: torch.Tensor) -> None:
-        work, size = self.work, deltas[0].numel()
-        total = out.copy_(deltas[0])
-        for delta in deltas[1:]:
+    def _disjoint_mean(self, deltas: list[torch.Tensor], out: torch.Tensor, work: Workspace) -> None:
+        """peft's ties combination on one chunk, a kernel per step: the elected sign, each
+        delta's agreement with it, the weighted agreeing deltas summed and divided by how many
+        agree."""
+        size = deltas[0].numel()
+        total = torch.add(deltas[0], deltas[1], out=out) if len(deltas) > 1 else out.copy_(deltas[0])
+        for delta in deltas[2:]:
             total.add_(delta)
         sign = torch.ge(total, 0, out=work.sign[:size]).mul_(2).sub_(1)
-        count = work.count[:size].zero_()
-        for index, (delta, weight) in enumerate(zip(deltas, self.weights)):
-            agree = torch.gt(torch.mul(delta, sign, out=work.values[:size]), 0, out=work.factor[:size])
-            delta.mul_(weight).mul_(agree)
-            count.add_(agree)
-            if index == 0:
-                out.copy_(delta)
-            else:
-                out.add_(delta)
+        agreements = work.agreements(len(deltas))
+        for delta, weight, agree in zip(deltas, self.weights, agreements):
+            torch.gt(torch.mul(delta, sign, out=work.values[:size]), 0, out=agree[:size])
+            if weight != 1.0:  # x·1.0 is x: the product peft computes, without its kernel
+                delta.mul_(weight)
+            delta.mul_(agree[:size])
+        count = work.count[:size]
+        if len(deltas) > 1:
+            torch.add(deltas[0], deltas[1], out=out)
+            torch.add(agreements[0][:size], agreements[1][:size], out=count)
+        else:
+            out.copy_(deltas[0])
+            count.copy_(agreements[0][:size])
+        for delta, agree in zip(deltas[2:], agreements[2:]):
+            out.add_(delta)
+            count.add_(agree[:size])
         out.div_(count.clamp_(min=1))
 
 
