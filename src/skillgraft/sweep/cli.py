@@ -1,4 +1,4 @@
-"""`skillgraft sweep run|report`: recipe search on Optuna.
+"""`skillgraft sweep run|report|check`: recipe search on Optuna, and its points checked on held-out data.
 
 Heavy imports (optuna, torch) happen inside the commands, so `--help` stays instant.
 """
@@ -93,6 +93,44 @@ def report_command(folder, storage, study_name, as_json):
     print(f"report: {result['html']}\ncsv: {result['csv']}")
 
 
+@command("check")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--trials", required=True, metavar="N,N,…", help="Trial numbers to check (choose them by their tune "
+              "numbers only).")
+@click.option("--suite", required=True, help="The probe suite with `tune` and `heldout` sets.")
+@click.option("--score", required=True, metavar="NAME=METRIC",
+              help="The probe metric to report, e.g. keyword=keyword or persona=style.marker.persona.")
+@click.option("--untrained", required=True, metavar="MODEL",
+              help="The model before any training: `kept` counts the retention_check questions it answers right.")
+@click.option("--seed", "seeds", multiple=True, required=True, metavar="N[:MODELS_DIR]",
+              help="Seeds to run each trial with (repeat); grafts: the folder of that seed's models (a kit's models/).")
+@click.option("--unseen", default=None, metavar="SUITE", help="Training sweeps: also train on the unseen facts "
+              "(first seed) and score this suite's `unseen` set.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Check folder: every step's model, evaluation and log; rows.json and table.md.")
+@json_option
+@quiet_option
+def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, as_json, quiet):
+    """Check trials of the sweep in FOLDER on what no trial saw: the held-out probe half,
+    retention_check, other seeds (and unseen facts), run as a user runs them. Every step's file is
+    reused, so rerunning the command continues a check cut short."""
+    from skillgraft.errors import UserError
+    from skillgraft.sweep.check import check, parse_seed
+
+    try:
+        numbers = [int(number) for number in trials.split(",")]
+    except ValueError:
+        raise UserError(f"--trials {trials!r}: expected trial numbers separated by commas, e.g. 0,1,12") from None
+    say = (lambda line: None) if quiet or as_json else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = check(folder, numbers, suite, score, untrained, [parse_seed(seed) for seed in seeds], out,
+                   unseen=unseen, say=say)
+    if as_json:
+        emit_json(result)
+        return
+    print(result["table"])
+    print(f"table: {Path(result['out']) / 'table.md'}", file=sys.stderr)
+
+
 @command("knowledge-kit")
 @click.option("--seed", type=int, default=0, show_default=True, help="World and training seed.")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
@@ -129,6 +167,7 @@ def real_kit_command(seed, out, models, model, max_length, force, quiet):
 
 sweep_group.add_command(run_command)
 sweep_group.add_command(report_command)
+sweep_group.add_command(check_command)
 sweep_group.add_command(knowledge_kit_command)
 sweep_group.add_command(real_kit_command)
 

@@ -1,0 +1,232 @@
+"""`skillgraft sweep check`: points of a sweep checked on what no trial saw — the held-out
+probe half, the `retention_check` questions, other seeds and (training sweeps) a fact set no
+search looked at — run as a user runs them (`skillgraft run TRIAL/recipe.yaml --set …`,
+`skillgraft eval`), each step in its own process.
+
+A search ranks its trials on the tune data; a point counts only where it holds on the rest
+(docs/sweeps.md). Every step writes a file under OUT and is skipped when that file exists, so a
+check cut short continues where it stopped, and a trial's model is trained again only when an
+evaluation still needs it (the sweep tidies away the models of trials that leave its front).
+
+Graft trials are rebuilt on another seed's models: `--seed N:DIR` names a folder laid out as a
+kit's `models/` (`cp/model`, `persona/merged`, …), the target becoming DIR/cp/model and the
+skilled model the folder of DIR named like the trial's own. Training trials are trained again
+with `--set seed=N` (seed 0 reuses the trial's own model when the sweep kept it); with
+`--unseen SUITE`, also once (first seed) on the unseen facts: `data.train`'s file NAME replaced
+by `unseen-NAME` beside it (`sweep real-kit` writes both), scored on that suite's `unseen` set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from skillgraft.errors import UserError
+
+PROBE_SETS = ("tune", "heldout")
+
+
+@dataclass(frozen=True)
+class Seed:
+    number: str
+    models: Path | None  # graft sweeps: a folder laid out as a kit's models/
+
+
+def parse_seed(text: str) -> Seed:
+    number, _, folder = text.partition(":")
+    if not number.isdigit():
+        raise UserError(f"--seed {text!r}: expected N or N:MODELS_DIR (a seed number, for grafts its models' folder)")
+    return Seed(number, Path(folder) if folder else None)
+
+
+def parse_score(text: str) -> tuple[str, str]:
+    label, _, metric = text.partition("=")
+    if not label or not metric:
+        raise UserError(f"--score {text!r}: expected NAME=METRIC, e.g. persona=style.marker.persona or keyword=keyword")
+    return label, metric
+
+
+class Steps:
+    """The check's steps as `skillgraft` runs in child processes, each logged beside its output."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+
+    def skillgraft(self, args: list[str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.say(f"skillgraft {' '.join(args[:2])} … (log: {log})")
+        with open(log, "w") as handle:
+            done = subprocess.run([sys.executable, "-m", "skillgraft.cli", *args], stdout=handle,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode:
+            last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
+            reason = last[0].strip().removeprefix("error: ") if last else "no output"
+            raise UserError(f"`skillgraft {' '.join(args)}` failed ({done.returncode}): {reason}; see {log}")
+
+    def evaluate(self, model: str | Callable[[], str], suite: str, out: Path, reference: str | None = None) -> dict:
+        """`skillgraft eval` of `model` (a path, or a callable that makes the model and returns
+        its path: called only when this evaluation has not been written yet)."""
+        if not out.is_file():
+            model = model() if callable(model) else model
+            self.skillgraft(["eval", model, "--suite", suite, "--batch-size", "32", "-o", str(out), "--quiet",
+                             *(["--reference", reference] if reference else [])], out.with_suffix(".log"))
+        return json.loads(out.read_text())
+
+    def graft(self, recipe: Path, seed: Seed, model: Path) -> tuple[str, str]:
+        """The trial's graft rebuilt on another seed's models; (model, its target)."""
+        if seed.models is None:
+            raise UserError(f"{recipe}: a graft trial is rebuilt on another seed's models: give --seed "
+                            f"{seed.number}:MODELS_DIR (a folder laid out as a kit's models/)")
+        target = str(seed.models / "cp" / "model")
+        trained = Path(yaml.safe_load(recipe.read_text())["vectors"][0]["skilled"]).parent.name
+        if not (model / "skillgraft.json").is_file():
+            self.skillgraft(["run", str(recipe), "--set", f"target={target}",
+                             "--set", f"vectors.0.skilled={seed.models / trained / 'merged'}",
+                             "--set", f"output={model}", "--set", "force=true", "--quiet"], model.with_suffix(".log"))
+        return str(model), target
+
+    def trained(self, recipe: Path, seed: str, run: Path, *sets: str) -> str:
+        """The trial's training config run again with another seed (or data); its merged model."""
+        own = recipe.parent / "output" / "merged"
+        if seed == "0" and not sets and (own / "config.json").is_file():
+            return str(own)  # the sweep's own run of this recipe
+        if not (run / "merged" / "config.json").is_file():
+            overrides = [f"seed={seed}", f"output_dir={run}", *sets]
+            self.skillgraft(["run", str(portable(recipe, run.with_suffix(".recipe.yaml"))),
+                             *[a for item in overrides for a in ("--set", item)], "--force", "--quiet"],
+                            run.with_suffix(".log"))
+        return str(run / "merged")
+
+
+def portable(recipe: Path, copy: Path) -> Path:
+    """The trial's training config with every relative path made absolute from the current
+    folder, written to `copy`: sweeps before 2026-12-05 wrote their trials' paths relative to the
+    folder they ran in (run the check from there), and `skillgraft run` reads a recipe's relative
+    paths from the recipe's own folder. Absolute paths (sweeps since) stay as they are."""
+    from skillgraft.config import resolve_paths, validate
+    from skillgraft.train.config import TrainConfig
+
+    config = validate(yaml.safe_load(recipe.read_text()), TrainConfig, str(recipe))
+    resolve_paths(config, Path.cwd(), [])
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return copy
+
+
+def scores(result: dict) -> dict:
+    """The evaluated model's scores (one model per file, whatever path it was given as)."""
+    return next(iter(result["scores"].values()))
+
+
+def right_answers(result: dict) -> dict[str, bool]:
+    return {item["id"]: item["metrics"]["keyword"] == 1.0 for item in result["items"]}
+
+
+def kept(model: dict[str, bool], reference: dict[str, bool]) -> float:
+    """Of the questions the reference answers right, the share `model` still answers right."""
+    known = [question for question, right in reference.items() if right]
+    return sum(model[q] for q in known) / len(known) if known else float("nan")  # a lab model knows none
+
+
+def metric_of(result: dict, set_name: str, metric: str, suite: str) -> float:
+    values = scores(result)
+    if set_name not in values or metric not in values[set_name]:
+        found = {name: sorted(v) for name, v in values.items()}
+        raise UserError(f"{suite}: no {metric!r} on set {set_name!r} (scored: {found}); the check needs a suite "
+                        f"with sets {' and '.join(PROBE_SETS)} and the metric given to --score")
+    return values[set_name][metric]
+
+
+def unseen_data(recipe: Path) -> str:
+    """`data.train` with its file NAME replaced by `unseen-NAME` (the same augmentation of the unseen facts)."""
+    train = Path(yaml.safe_load(recipe.read_text())["data"]["train"])
+    unseen = train.with_name(f"unseen-{train.name}")
+    if not unseen.is_file():
+        raise UserError(f"{unseen} does not exist: --unseen trains on `unseen-NAME` beside the trial's data "
+                        "(`skillgraft sweep real-kit` writes both)")
+    return str(unseen)
+
+
+def trial_recipes(sweep: Path, trials: list[int]) -> dict[int, Path]:
+    recipes = {number: sweep / "trials" / f"{number:04d}" / "recipe.yaml" for number in trials}
+    missing = [str(path) for path in recipes.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"no such trial in {sweep}: {', '.join(missing)} not found")
+    return recipes
+
+
+def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str, seeds: list[Seed], out: Path,
+          unseen: str | None = None, say: Callable[[str], None] = lambda line: None) -> dict:
+    """Run the check; returns {"rows": {trial: [one row per seed]}, "table": markdown, "out": OUT}
+    and writes OUT/rows.json and OUT/table.md."""
+    label, metric = parse_score(score)
+    recipes = trial_recipes(sweep, trials)
+    if not seeds:
+        raise UserError("give at least one --seed")
+    out = out.resolve()
+    steps = Steps(say)
+    untrained_right = right_answers(steps.evaluate(untrained, "retention_check", out / "untrained.retention_check.json"))
+    rows: dict[str, list[dict]] = {}
+    for index, seed in enumerate(seeds):
+        for number, recipe in recipes.items():
+            kind = yaml.safe_load(recipe.read_text()).get("kind", "graft")
+            place = out / f"seed{seed.number}" / f"trial{number}"
+            if kind == "graft":
+                model, start = steps.graft(recipe, seed, place)
+            else:  # trained only if an evaluation below still needs it
+                model = lambda recipe=recipe, seed=seed, place=place: steps.trained(recipe, seed.number, place)  # noqa: E731
+                start = untrained
+            start_right = right_answers(steps.evaluate(start, "retention_check",
+                                                       out / f"seed{seed.number}" / "start.retention_check.json"))
+            probes = steps.evaluate(model, suite, place.with_suffix(".probes.json"))
+            retention = steps.evaluate(model, "retention_check", place.with_suffix(".retention_check.json"),
+                                       reference=start)
+            row = {"tune": metric_of(probes, "tune", metric, suite), "heldout": metric_of(probes, "heldout", metric, suite),
+                   "kept_vs_untrained": kept(right_answers(retention), untrained_right),
+                   "kept_vs_start": kept(right_answers(retention), start_right),
+                   "general_kl_vs_start": scores(retention)["retention_check"]["general_kl"]}
+            if unseen and kind != "graft" and index == 0:
+                unseen_place = out / "unseen" / f"trial{number}"
+                data = f"data.train={unseen_data(recipe)}"
+                unseen_model = lambda recipe=recipe, place=unseen_place, data=data: steps.trained(  # noqa: E731
+                    recipe, seeds[0].number, place, data)
+                unseen_probes = steps.evaluate(unseen_model, unseen, unseen_place.with_suffix(".probes.json"))
+                unseen_retention = steps.evaluate(unseen_model, "retention_check",
+                                                  unseen_place.with_suffix(".retention_check.json"), reference=start)
+                row["unseen"] = metric_of(unseen_probes, "unseen", metric, unseen)
+                row["unseen_kept"] = kept(right_answers(unseen_retention), untrained_right)
+            rows.setdefault(str(number), []).append(row)
+    table = markdown_table(rows, label)
+    (out / "table.md").write_text(table + "\n")
+    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    return {"rows": rows, "table": table, "out": str(out)}
+
+
+def markdown_table(rows: dict[str, list[dict]], label: str) -> str:
+    """One line per trial: mean ± sd (each seed's value) of every column."""
+    columns = ["tune", "heldout", "kept_vs_untrained", "kept_vs_start", "general_kl_vs_start"]
+    headers = [f"{label} tune", f"{label} held-out", "check kept (vs untrained)", "check kept (vs start)",
+               "check general_kl (vs start)"]
+    if any("unseen" in row for runs in rows.values() for row in runs):
+        columns += ["unseen", "unseen_kept"]
+        headers += [f"unseen facts {label} (1 seed)", "unseen check kept (vs untrained)"]
+    lines = ["| trial | seeds | " + " | ".join(headers) + " |", "|---" * (len(headers) + 2) + "|"]
+    for number, runs in rows.items():
+        cells = []
+        for column in columns:
+            values = [row[column] for row in runs if column in row and row[column] == row[column]]  # NaN: nothing to keep
+            if not values:
+                cells.append("n/a")
+                continue
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f} ({', '.join(f'{v:.2f}' for v in values)})")
+        lines.append(f"| {number} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

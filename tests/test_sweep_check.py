@@ -1,0 +1,125 @@
+"""`skillgraft sweep check` (the walk-through's step that checks a sweep's front on what no
+trial saw), with the child `skillgraft` processes replaced by a recorder: which models it trains
+again and what it evaluates, that a check cut short continues without redoing anything, and
+bad input as one error line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture
+def check(monkeypatch, run_cli):
+    from skillgraft.sweep import check as module
+
+    calls = []
+
+    def fake_skillgraft(self, args, log):
+        """`skillgraft run RECIPE --set …` makes a merged model; `skillgraft eval MODEL -o OUT`
+        writes a result whose numbers depend on the model's path (so a wrong model shows)."""
+        calls.append(args)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if args[0] == "run":
+            out = Path(next(item.split("=", 1)[1] for item in args if item.startswith("output_dir=")))
+            (out / "merged").mkdir(parents=True)
+            (out / "merged" / "config.json").write_text("{}")
+        else:
+            model, out = args[1], Path(args[args.index("-o") + 1])
+            score = 0.25 if "seed1" in model else 0.75
+            out.write_text(json.dumps({
+                "scores": {model: {"tune": {"keyword": score}, "heldout": {"keyword": score / 2},
+                                   "retention_check": {"general_kl": 0.1}}},
+                "items": [{"id": "q1", "metrics": {"keyword": 1.0}}, {"id": "q2", "metrics": {"keyword": 0.0}}]}))
+
+    monkeypatch.setattr(module.Steps, "skillgraft", fake_skillgraft)
+
+    def run(*argv):
+        calls.clear()
+        status, out, err = run_cli("sweep", "check", *argv)
+        return status, out, err, list(calls)
+
+    return run
+
+
+def sweep_with_two_trials(root: Path) -> Path:
+    sweep = root / "sweep"
+    for number in (0, 1):
+        folder = sweep / "trials" / f"{number:04d}"
+        folder.mkdir(parents=True)
+        (folder / "recipe.yaml").write_text(yaml.safe_dump({
+            "kind": "train", "model": "lab:base", "data": {"train": "kit/data/k5.jsonl"},
+            "output_dir": str(folder / "output")}))
+    return sweep
+
+
+def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check, tmp_path, monkeypatch):
+    """And a trial recipe written with paths relative to the folder the sweep ran in (sweeps
+    before 2026-12-05) is trained from a copy whose paths are absolute."""
+    monkeypatch.chdir(tmp_path)
+    sweep = sweep_with_two_trials(tmp_path)
+    own = sweep / "trials" / "0000" / "output" / "merged"   # trial 0 kept its model; trial 1's was tidied away
+    own.mkdir(parents=True)
+    (own / "config.json").write_text("{}")
+    out = tmp_path / "check"
+    argv = [sweep, "--trials", "0,1", "--suite", "s.yaml", "--score", "keyword=keyword", "--untrained", "lab:base",
+            "--seed", "0", "--seed", "1", "-o", out]
+    status, printed, _, calls = check(*argv)
+    assert status == 0
+    trained = [call for call in calls if call[0] == "run"]
+    assert [(Path(c[1]).name, [x for x in c if x.startswith("seed=")]) for c in trained] == [
+        ("trial1.recipe.yaml", ["seed=0"]), ("trial0.recipe.yaml", ["seed=1"]), ("trial1.recipe.yaml", ["seed=1"])]
+    copy = yaml.safe_load(Path(trained[0][1]).read_text())
+    assert copy["data"]["train"] == str(tmp_path / "kit" / "data" / "k5.jsonl") and copy["model"] == "lab:base"
+    evaluated = [call[1] for call in calls if call[0] == "eval"]
+    assert evaluated.count(str(own)) == 2 and evaluated.count(str(out / "seed1" / "trial1" / "merged")) == 2
+    rows = json.loads((out / "rows.json").read_text())
+    assert [r["tune"] for r in rows["0"]] == [0.75, 0.25] and rows["1"][1]["heldout"] == 0.125
+    assert rows["0"][0]["kept_vs_untrained"] == 1.0
+    assert "| 0 | 2 | 0.500 ± 0.354 (0.75, 0.25)" in (out / "table.md").read_text()
+    assert printed.strip() == (out / "table.md").read_text().strip()
+    # cut short and run again: every step's file is there, nothing is trained or evaluated again,
+    # even for the trial whose model the sweep tidied away after its evaluations
+    (out / "seed1" / "trial0" / "merged" / "config.json").unlink()
+    status, printed, _, calls = check(*argv, "--json")
+    assert status == 0 and calls == [] and json.loads(printed)["rows"] == rows
+    assert json.loads((out / "rows.json").read_text()) == rows
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--trials": "0,7"}, "no such trial in"),
+    ({"--trials": "0,x"}, "expected trial numbers"),
+    ({"--score": "keyword"}, "expected NAME=METRIC"),
+    ({"--score": "keyword=rouge"}, "no 'rouge' on set 'tune'"),
+    ({"--seed": "one"}, "expected N or N:MODELS_DIR"),
+])
+def test_bad_input_is_one_error_line(check, tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    sweep = sweep_with_two_trials(tmp_path)
+    options = {"--trials": "0,1", "--suite": "s.yaml", "--score": "keyword=keyword", "--untrained": "lab:base",
+               "--seed": "0", **change}
+    status, _, err, _ = check(sweep, *[a for item in options.items() for a in item], "-o", tmp_path / "check")
+    assert status == 2 and err.startswith("error:") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "check" / "table.md").exists()
+
+
+def test_a_graft_trial_needs_the_seeds_models(check, tmp_path):
+    folder = tmp_path / "sweep" / "trials" / "0000"
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"kind": "graft", "target": "m/cp/model",
+                                                         "vectors": [{"base": "b", "skilled": "m/persona/merged"}]}))
+    status, _, err, _ = check(tmp_path / "sweep", "--trials", "0", "--suite", "s.yaml", "--score", "p=style",
+                              "--untrained", "lab:base", "--seed", "1", "-o", tmp_path / "check")
+    assert status == 2 and "--seed 1:MODELS_DIR" in err, err
+
+
+def test_a_failed_step_names_its_log(monkeypatch, run_cli, tmp_path):
+    """A child process that fails: one error line with its last line and the log to read."""
+    sweep = sweep_with_two_trials(tmp_path)
+    status, _, err = run_cli("sweep", "check", sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword",
+                             "--untrained", str(tmp_path / "no-such-model"), "--seed", "0", "-o", tmp_path / "check", "--quiet")
+    assert status == 2 and err.count("\n") == 1 and "skillgraft eval" in err and "untrained.retention_check.log" in err
+    assert "failed (2): model" in err and "does not exist" in err, err
