@@ -213,3 +213,35 @@ def test_a_changed_suite_file_is_refused_on_resume(run_cli, tmp_path):
     status, _, err = run_cli(*run, "--allow-changed-data")
     assert status == 0, err[-2000:]
     assert len(trials(tmp_path / "run")) == 2
+
+
+def test_a_study_folder_kept_without_models_continues_in_another_checkout(run_cli, tmp_path):
+    """The repository keeps long studies as `studies/NAME` minus models and SQLite's side files
+    (.gitignore); a copy of just that, in another folder, continues the same study: the next
+    trial is numbered after the copied ones and repeats none of their points."""
+    import shutil
+    import sqlite3
+    import subprocess
+    from pathlib import Path
+
+    config = write_sweep(tmp_path / "s.yaml", space=SPACE)
+    first = tmp_path / "machine-a" / "study"
+    assert run_cli("sweep", "run", config, "-o", first, "--n-trials", "2", "--quiet", "--keep")[0] == 0
+    with sqlite3.connect(first / "study.db") as db:  # as docs/sweeps.md says to before committing
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    kept_out = shutil.ignore_patterns("output", "study.db-wal", "study.db-shm")
+    second = tmp_path / "machine-b" / "study"
+    shutil.copytree(first, second, ignore=kept_out)
+    assert not list(second.glob("trials/*/output"))
+    status, out, err = run_cli("sweep", "run", config, "-o", second, "--n-trials", "1", "--quiet", "--json")
+    assert status == 0, err
+    done = [t for t in trials(second) if t.state.name == "COMPLETE"]
+    assert [t.number for t in done] == [0, 1, 2]
+    assert done[2].params not in [t.params for t in done[:2]]
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") and (root / ".git").exists():  # the repository's rules keep exactly that
+        def ignored(path: str) -> bool:
+            return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+        assert ignored("studies/x/trials/0001/output/merged/model.safetensors") and ignored("studies/x/study.db-wal")
+        assert not ignored("studies/x/study.db") and not ignored("studies/x/trials/0001/recipe.yaml")
+        assert not ignored("studies/x/trials/0001/result.json")
