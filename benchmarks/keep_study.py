@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from skillgraft.sweep.check import seeds_cell
 from skillgraft.sweep.real_kit import CP, KNOWLEDGE, PERSONA, training_config  # the hand-set recipes, declared once
 
 KL = {"regularize.kl.weight": 1.0}
@@ -196,8 +197,6 @@ def table(work: Path, names: list[str]) -> str:
 def seeds_table(works: list[Path], names: list[str]) -> str:
     """Mean ± sample sd over the seed folders `works` (per-seed values in brackets) of each
     column of `table`, for the runs every folder has finished."""
-    import statistics
-
     columns = [("heldout.keyword", "held-out keyword"), ("persona.style.marker.persona", "style"),
                ("retention_check.kept", "check kept"), ("retention_check.kept_vs_cp", "check kept vs CP"),
                ("retention_check.keyword", "check keyword"), ("retention_check.general_kl", "check general_kl"),
@@ -211,11 +210,7 @@ def seeds_table(works: list[Path], names: list[str]) -> str:
         cells = []
         for key, _ in columns:
             values = [r[key] for r in rows if r.get(key) is not None]
-            if not values:
-                cells.append("–")
-                continue
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {sd:.3f} ({', '.join(f'{v:.2f}' for v in values)})")
+            cells.append(seeds_cell(values) if values else "–")
         lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -223,10 +223,12 @@ def markdown_table(rows: dict[str, list[dict]], label: str) -> str:
         cells = []
         for column in columns:
             values = [row[column] for row in runs if column in row and row[column] == row[column]]  # NaN: nothing to keep
-            if not values:
-                cells.append("n/a")
-                continue
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f} ({', '.join(f'{v:.2f}' for v in values)})")
+            cells.append(seeds_cell(values) if values else "n/a")
         lines.append(f"| {number} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seeds_cell(values: list[float]) -> str:
+    """A table cell for one number over seeds: mean ± sd, then each seed's value."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {spread:.3f} ({', '.join(f'{v:.2f}' for v in values)})"
