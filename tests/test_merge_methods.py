@@ -9,7 +9,9 @@ import pytest
 import torch
 from peft.utils import merge_utils
 
-from skillgraft.vectors.merge_methods import TensorMerge, TopK, Workspace, generator_for, merge, tensor_seed
+from skillgraft.vectors.chunked import Workspace
+from skillgraft.vectors.merge_methods import TensorMerge, generator_for, merge, tensor_seed
+from skillgraft.vectors.topk import TopK
 from test_blockwise import same_in_blocks
 from test_graft import EMBEDDINGS, state
 
@@ -221,7 +223,7 @@ def test_top_k_is_exact_in_each_plan_the_sample_chooses(monkeypatch, case):
     the sample cannot place on one value, two counting passes; a sample unlike the tensor is
     refuted by its pass and the two counting passes follow. The same exact set every time, the
     lowest-numbered of tied entries kept."""
-    from skillgraft.vectors import merge_methods
+    from skillgraft.vectors import topk
 
     generator = torch.Generator().manual_seed(3)
     values = torch.randn(40_000, generator=generator)
@@ -230,8 +232,8 @@ def test_top_k_is_exact_in_each_plan_the_sample_chooses(monkeypatch, case):
     if case.startswith("quantised") or case == "misleading sample":
         values = (values * 8).round() / 8  # 60-odd distinct magnitudes: thousands share the threshold
     if case == "misleading sample":
-        original = merge_methods._sample
-        monkeypatch.setattr(merge_methods, "_sample", lambda *args: original(*args) + (1 << 20))  # ties kept, values moved
+        original = topk._sample
+        monkeypatch.setattr(topk, "_sample", lambda *args: original(*args) + (1 << 20))  # ties kept, values moved
     k = 17_000
     if case in ("quantised", "misleading sample"):  # the cut in the middle of the run of equal magnitudes there
         cut = values.abs().sort(descending=True).values[k]
