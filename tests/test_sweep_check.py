@@ -75,6 +75,7 @@ def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check
     copy = yaml.safe_load(Path(trained[0][1]).read_text())
     assert copy["data"]["train"] == str(tmp_path / "kit" / "data" / "k5.jsonl") and copy["model"] == "lab:base"
     evaluated = [call[1] for call in calls if call[0] == "eval"]
+    assert evaluated.count("lab:base") == 1  # the untrained model is every training trial's start: once
     assert evaluated.count(str(own)) == 2 and evaluated.count(str(out / "seed1" / "trial1" / "merged")) == 2
     rows = json.loads((out / "rows.json").read_text())
     assert [r["tune"] for r in rows["0"]] == [0.75, 0.25] and rows["1"][1]["heldout"] == 0.125

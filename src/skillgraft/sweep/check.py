@@ -184,8 +184,8 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
             else:  # trained only if an evaluation below still needs it
                 model = lambda recipe=recipe, seed=seed, place=place: steps.trained(recipe, seed.number, place)  # noqa: E731
                 start = untrained
-            start_right = right_answers(steps.evaluate(start, "retention_check",
-                                                       out / f"seed{seed.number}" / "start.retention_check.json"))
+            start_right = untrained_right if start == untrained else right_answers(steps.evaluate(
+                start, "retention_check", out / f"seed{seed.number}" / "start.retention_check.json"))
             probes = steps.evaluate(model, suite, place.with_suffix(".probes.json"))
             retention = steps.evaluate(model, "retention_check", place.with_suffix(".retention_check.json"),
                                        reference=start)
