@@ -245,3 +245,7 @@ def test_a_study_folder_kept_without_models_continues_in_another_checkout(run_cl
         assert ignored("studies/x/trials/0001/output/merged/model.safetensors") and ignored("studies/x/study.db-wal")
         assert not ignored("studies/x/study.db") and not ignored("studies/x/trials/0001/recipe.yaml")
         assert not ignored("studies/x/trials/0001/result.json")
+        # a `sweep check` folder kept beside it: its evaluations and logs, not the models it trained
+        assert ignored("studies/x-check/seed1/trial2/merged/model.safetensors")
+        assert ignored("studies/x-check/unseen/trial2/merged/config.json")
+        assert not ignored("studies/x-check/seed1/trial2.probes.json") and not ignored("studies/x-check/rows.json")
