@@ -124,13 +124,9 @@ def _sample(read: Reader, ranges: list[tuple[int, int]], row: int, reads: int, s
     rows_per_read = -(-span // row)
     total_rows = numel // row
     if numel <= 2 * reads * rows_per_read * row:
-        spans = ranges
         sample = torch.empty(numel, dtype=torch.int32)
-        position = 0
-        for start, stop in spans:
-            for bits in _magnitudes(flat(read(start, stop)), stop - start, work):
-                sample[position:position + bits.numel()] = bits
-                position += bits.numel()
+        for start, stop in ranges:
+            _bits_into(sample[start:stop], read(start, stop), work)
         return sample
     sample = torch.empty(reads, span, dtype=torch.int32)
     size = rows_per_read * row
@@ -138,12 +134,15 @@ def _sample(read: Reader, ranges: list[tuple[int, int]], row: int, reads: int, s
     read_bits = torch.empty(size, dtype=torch.int32)
     for index in range(reads):
         first = index * (total_rows - rows_per_read) // (reads - 1)
-        position = 0
-        for bits in _magnitudes(flat(read(first * row, first * row + size)), size, work):
-            read_bits[position:position + bits.numel()] = bits
-            position += bits.numel()
+        _bits_into(read_bits, read(first * row, first * row + size), work)
         torch.index_select(read_bits, 0, every, out=sample[index])
     return sample
+
+
+def _bits_into(out: torch.Tensor, part: Part, work: Workspace) -> None:
+    """The magnitude bits of a part's entries, written to `out` (as long as the part)."""
+    for chunk, bits in zip(chunk_slices(out.numel()), _magnitudes(flat(part), out.numel(), work)):
+        out[chunk] = bits
 
 
 def _count_around(read: Reader, ranges: list[tuple[int, int]], value: int, work: Workspace) -> tuple[int, int]:
