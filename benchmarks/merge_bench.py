@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from skillgraft.vectors.merge_methods import TensorMerge
+from skillgraft.vectors.merge_methods import TensorMerge, dare_generators
 
 
 def deltas(entries: int, row: int = 8192, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -36,7 +36,7 @@ def time_method(method: str, base: torch.Tensor, others: list[torch.Tensor], row
     ranges = [(s, min(s + block, entries)) for s in range(0, entries, block)]
     options = {} if method == "sum" else {"density": 0.5}
     start = time.perf_counter()
-    merging = TensorMerge(method, readers, [1.0, 1.0], ranges, generator=torch.Generator().manual_seed(1),
+    merging = TensorMerge(method, readers, [1.0, 1.0], ranges, generators=dare_generators(1, "bench", len(others)),
                           row=row, **options)
     built = time.perf_counter()
     for first, last in ranges:

@@ -4,13 +4,14 @@ through the streaming graft; DARE deterministic per seed and independent of shar
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 import torch
 from peft.utils import merge_utils
 
 from skillgraft.vectors.chunked import Workspace
-from skillgraft.vectors.merge_methods import TensorMerge, generator_for, merge, tensor_seed
+from skillgraft.vectors.merge_methods import TensorMerge, dare_generators, merge, tensor_seed
 from skillgraft.vectors.topk import TopK
 from test_blockwise import same_in_blocks
 from test_graft import EMBEDDINGS, state
@@ -27,9 +28,17 @@ PEFT = {
 
 
 def peft_reference(method, deltas, weights, density, seed=0, name="t"):
-    """peft's function on clones, with torch's global generator seeded as our per-tensor one."""
-    torch.manual_seed(tensor_seed(seed, name))
-    return PEFT[method]([d.clone() for d in deltas], torch.tensor(weights), density)
+    """peft's function on clones, each vector's random pruning drawn from torch's global
+    generator seeded as that vector's generator is (`dare_generators`)."""
+    vectors = iter(range(len(deltas)))
+    original = merge_utils.random_pruning
+
+    def seeded_pruning(*args, **kwargs):
+        torch.manual_seed(tensor_seed(seed, name, next(vectors)))
+        return original(*args, **kwargs)
+
+    with mock.patch.object(merge_utils, "random_pruning", seeded_pruning):
+        return PEFT[method]([d.clone() for d in deltas], torch.tensor(weights), density)
 
 
 def peft_with_lowest_ties(monkeypatch, *args, **kwargs):
@@ -60,7 +69,7 @@ def test_equals_peft(monkeypatch, method, count, density, levels, block):
     deltas[0][0, :5] = 0.0  # zeros: never vote in the sign election
     weights = [0.3, -0.7, 1.1][:count]
     got = merge(method, [d.clone() for d in deltas], weights, density=None if method == "sum" else density,
-                generator=generator_for(0, "t"), block=block)
+                generators=dare_generators(0, "t", count), block=block)
     shared = method in ("ties", "magnitude") and any(threshold_is_shared(d, density) for d in deltas)
     assert shared == (levels > 0 and method in ("ties", "magnitude") and density < 1)
     if shared:
@@ -108,10 +117,10 @@ def test_ties_semantics_by_hand():
 
 def test_dare_seed_is_per_tensor_name_and_rescales():
     delta = torch.ones(200, 50)
-    first = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "a.weight"))
-    again = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "a.weight"))
-    other_name = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(7, "b.weight"))
-    other_seed = merge("dare", [delta.clone()], [1.0], density=0.25, generator=generator_for(8, "a.weight"))
+    first = merge("dare", [delta.clone()], [1.0], density=0.25, generators=dare_generators(7, "a.weight", 1))
+    again = merge("dare", [delta.clone()], [1.0], density=0.25, generators=dare_generators(7, "a.weight", 1))
+    other_name = merge("dare", [delta.clone()], [1.0], density=0.25, generators=dare_generators(7, "b.weight", 1))
+    other_seed = merge("dare", [delta.clone()], [1.0], density=0.25, generators=dare_generators(8, "a.weight", 1))
     assert torch.equal(first, again)
     assert not torch.equal(first, other_name) and not torch.equal(first, other_seed)
     assert set(first.unique().tolist()) == {0.0, 4.0}  # kept entries rescaled by 1/density

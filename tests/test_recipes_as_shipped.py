@@ -29,7 +29,9 @@ def test_recipe_runs_as_shipped(recipe, run_cli, tmp_path):
         assert result["tensors"]["grafted"] > 0 and result["chat_template"]["tokens_needed"]
         folders = [out]
     else:
-        assert result["stopped"] is None and result["losses"][-1][1] < result["losses"][0][1]
+        losses = [loss for _, loss in result["losses"]]
+        quarter = max(1, len(losses) // 4)   # batches differ (facts, replayed answers): compare quarters
+        assert result["stopped"] is None and sum(losses[-quarter:]) < sum(losses[:quarter]), losses
         folders = [out]  # the run folder verifies its adapter and merged model as parts
         assert (out / "merged" / "config.json").is_file()
     for folder in folders:

@@ -23,7 +23,11 @@ def check(monkeypatch, run_cli):
         writes a result whose numbers depend on the model's path (so a wrong model shows)."""
         calls.append(args)
         log.parent.mkdir(parents=True, exist_ok=True)
-        if args[0] == "run":
+        if args[0] == "run" and any(item.startswith("output=") for item in args):   # a graft
+            out = Path(next(item.split("=", 1)[1] for item in args if item.startswith("output=")))
+            out.mkdir(parents=True)
+            (out / "skillgraft.json").write_text("{}")
+        elif args[0] == "run":
             out = Path(next(item.split("=", 1)[1] for item in args if item.startswith("output_dir=")))
             (out / "merged").mkdir(parents=True)
             (out / "merged" / "config.json").write_text("{}")
@@ -31,7 +35,7 @@ def check(monkeypatch, run_cli):
             model, out = args[1], Path(args[args.index("-o") + 1])
             score = 0.25 if "seed1" in model else 0.75
             out.write_text(json.dumps({
-                "scores": {model: {"tune": {"keyword": score}, "heldout": {"keyword": score / 2},
+                "scores": {model: {"tune": {"keyword": score}, "heldout": {"keyword": score / 2}, "unseen": {"keyword": 0.5},
                                    "retention_check": {"general_kl": 0.1}}},
                 "items": [{"id": "q1", "metrics": {"keyword": 1.0}}, {"id": "q2", "metrics": {"keyword": 0.0}}]}))
 
@@ -107,14 +111,46 @@ def test_bad_input_is_one_error_line(check, tmp_path, monkeypatch, change, messa
     assert not (tmp_path / "check" / "table.md").exists()
 
 
-def test_a_graft_trial_needs_the_seeds_models(check, tmp_path):
-    folder = tmp_path / "sweep" / "trials" / "0000"
+def graft_sweep(root: Path, target: str, skilled: str) -> Path:
+    folder = root / "sweep" / "trials" / "0000"
     folder.mkdir(parents=True)
-    (folder / "recipe.yaml").write_text(yaml.safe_dump({"kind": "graft", "target": "m/cp/model",
-                                                         "vectors": [{"base": "b", "skilled": "m/persona/merged"}]}))
-    status, _, err, _ = check(tmp_path / "sweep", "--trials", "0", "--suite", "s.yaml", "--score", "p=style",
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"kind": "graft", "target": target,
+                                                         "vectors": [{"base": "lab:base", "skilled": skilled}]}))
+    return root / "sweep"
+
+
+def test_a_graft_trial_needs_the_seeds_models(check, tmp_path):
+    sweep = graft_sweep(tmp_path, "/kit/models/cp/model", "/kit/models/persona/merged")
+    status, _, err, _ = check(sweep, "--trials", "0", "--suite", "s.yaml", "--score", "p=style",
                               "--untrained", "lab:base", "--seed", "1", "-o", tmp_path / "check")
     assert status == 2 and "--seed 1:MODELS_DIR" in err, err
+    status, _, err, _ = check(sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword", "--untrained",
+                              "lab:base", "--seed", f"1:{tmp_path}", "--unseen", "u.yaml", "-o", tmp_path / "check")
+    assert status == 2 and "--unseen SUITE:MODELS_DIR" in err, err
+
+
+@pytest.mark.parametrize("target", ["/kit/models/cp/model", "lab:base"])
+def test_a_graft_trial_is_rebuilt_on_each_seeds_models(check, tmp_path, target):
+    """Each model of the trial inside its kit's models/ is taken from the seed's folder (the
+    persona graft's CP and persona); a model named otherwise stays every seed's (the knowledge
+    graft's instruct model, which is then also the start `kept` is counted against). With
+    --unseen SUITE:DIR the trial is rebuilt once more on the models trained on the unseen facts."""
+    sweep = graft_sweep(tmp_path, target, "/kit/models/knowledge-full/model")
+    seeds = {n: tmp_path / f"seed{n}-models" for n in (0, 1)}
+    status, _, err, calls = check(sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword",
+                                  "--untrained", "lab:base", "--seed", f"0:{seeds[0]}", "--seed", f"1:{seeds[1]}",
+                                  "--unseen", f"u.yaml:{tmp_path / 'unseen-models'}", "-o", tmp_path / "check")
+    assert status == 0, err
+    grafts = [dict(item.split("=", 1) for item in call if "=" in item) for call in calls if call[0] == "run"]
+    folders = [seeds[0], tmp_path / "unseen-models", seeds[1]]
+    assert [g["vectors.0.skilled"] for g in grafts] == [str(f / "knowledge-full" / "model") for f in folders]
+    assert [g["target"] for g in grafts] == [target if target == "lab:base" else str(f / "cp" / "model")
+                                             for f in folders]
+    starts = [call[1] for call in calls
+              if call[0] == "eval" and call[call.index("-o") + 1].endswith("start.retention_check.json")]
+    assert starts == ([] if target == "lab:base" else [str(seeds[0] / "cp" / "model"), str(seeds[1] / "cp" / "model")])
+    rows = json.loads((tmp_path / "check" / "rows.json").read_text())["0"]
+    assert "unseen" in rows[0] and "unseen" not in rows[1]
 
 
 def test_a_failed_step_names_its_log(monkeypatch, run_cli, tmp_path):

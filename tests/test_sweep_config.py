@@ -138,3 +138,34 @@ def test_set_fixes_base_keys_and_refuses_unknown_or_searched_ones(run_cli, tmp_p
     space = {"density": {"type": "float", "low": 0.1, "high": 1.0}}
     line = refused(run_cli, tmp_path, sweep_file(tmp_path, set={"density": 0.5}, space=space))
     assert "set.density: also in space" in line
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"schedule.layers": {"type": "module_scales", "kinds": ["attention"], "low": 0, "high": 1}},
+     "space.schedule.layers: module_scales sets a schedule's `modules` (e.g. schedule.modules)"),
+    ({"schedule.modules": {"type": "layer_scales", "ranges": ["0-1"], "low": 0, "high": 1}},
+     "space.schedule.modules: layer_scales sets a schedule's `layers` (e.g. schedule.layers)"),
+    ({"schedule.modules": {"type": "module_scales", "kinds": ["attn"], "low": 0, "high": 1}},
+     "kinds.0: Input should be 'attention', 'mlp', 'norm', 'embedding' or 'other'"),
+])
+def test_scales_set_the_schedule_part_they_name(run_cli, tmp_path, space, message):
+    assert message in refused(run_cli, tmp_path, sweep_file(tmp_path, space=space))
+
+
+def test_module_scales_become_one_parameter_per_kind_and_reach_the_recipe(run_cli, tmp_path):
+    """A grid over the attention and MLP scales: every pair runs, and each trial's recipe holds
+    its pair as `schedule.modules` (the scales the graft multiplies those tensors by)."""
+    from sweep_helpers import trials
+
+    path = sweep_file(tmp_path, space={"schedule.modules": {"type": "module_scales", "kinds": ["attention", "mlp"],
+                                                            "low": 0.0, "high": 1.0, "step": 1.0}},
+                      sampler={"name": "grid"}, n_trials=4)
+    status, _, err = run_cli("sweep", "run", path, "-o", tmp_path / "run", "--quiet")
+    assert status == 0, err
+    found = trials(tmp_path / "run")
+    pairs = {(t.params["schedule.modules[attention]"], t.params["schedule.modules[mlp]"]) for t in found}
+    assert pairs == {(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)}
+    for trial in found:
+        recipe = yaml.safe_load((tmp_path / "run" / "trials" / f"{trial.number:04d}" / "recipe.yaml").read_text())
+        assert recipe["schedule"]["modules"] == {"attention": trial.params["schedule.modules[attention]"],
+                                                 "mlp": trial.params["schedule.modules[mlp]"]}

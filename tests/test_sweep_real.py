@@ -54,15 +54,24 @@ def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
     assert graft["target"] == "models/cp/model"
     assert all((lab_kit / "models" / name / "merged" / "config.json").is_file() for name in ("persona", "persona-replay"))
     assert not (lab_kit / "models" / "cp" / "checkpoints").exists()
+    from skillgraft.sweep.real_kit import KNOWLEDGE_FULL
+
+    full = yaml.safe_load((lab_kit / "knowledge-full.yaml").read_text())   # the knowledge sweep's winner, whole
+    assert full["method"] == "full" and full["lr"] == KNOWLEDGE_FULL["lr"] and "merge_scale" not in full
+    assert full["data"]["train"] == "data/k5-qa.jsonl" and full["data"]["replay"] == {"n": 40}
+    knowledge_graft = yaml.safe_load((lab_kit / "knowledge-graft.yaml").read_text())
+    assert knowledge_graft["target"] == knowledge_graft["vectors"][0]["base"] == "lab:skilled"
+    assert (lab_kit / knowledge_graft["vectors"][0]["skilled"] / "config.json").is_file()
 
 
-@pytest.mark.parametrize("study", ["graft", "graft-kept", "persona", "knowledge"])
+@pytest.mark.parametrize("study", ["graft", "graft-kept", "persona", "knowledge", "knowledge-graft"])
 def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_path, lab_kit, study):
     # `kept` needs questions the start model answers right: the lab models answer none of
     # retention_tune's, so a `kept` objective is its keyword score here
     recipe = "graft" if study.startswith("graft") else study
+    suite = "persona" if recipe == "graft" else "knowledge" if study == "knowledge-graft" else study
     overrides = ["--set", f"base={lab_kit / (recipe + '.yaml')}",
-                 "--set", f"objectives.0.suite={lab_kit / 'suites' / ('persona' if recipe == 'graft' else study)}.yaml"]
+                 "--set", f"objectives.0.suite={lab_kit / 'suites' / suite}.yaml"]
     if study != "graft":
         overrides += ["--set", "objectives.1.metric=keyword"]
     status, out, err = run_cli("sweep", "run", SWEEPS / f"real-{study}.yaml", "-o", tmp_path / "run",
@@ -72,9 +81,12 @@ def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_pat
     enqueued = len(yaml.safe_load((SWEEPS / f"real-{study}.yaml").read_text()).get("enqueue", []))
     assert result["trials"] == {"COMPLETE": 2, **({"WAITING": enqueued - 2} if enqueued > 2 else {})}
     recipes = [yaml.safe_load(p.read_text()) for p in sorted((tmp_path / "run" / "trials").glob("*/recipe.yaml"))]
-    if recipe == "graft":   # trial 0 is the hand-set graft: every layer range at 1, the plain sum
+    if recipe in ("graft", "knowledge-graft"):   # trial 0 is the hand-set graft: every layer range at 1, the plain sum
         assert recipes[0]["method"] == "sum" and recipes[0]["density"] is None
         assert set(recipes[0]["schedule"]["layers"].values()) == {1.0}
+        if study == "knowledge-graft":   # the knowledge winner's delta as trained, onto the model it was trained from
+            assert recipes[0]["schedule"]["modules"] == {"attention": 1.0} and recipes[0]["with_embeddings"]
+            assert recipes[0]["vectors"][0]["skilled"].endswith("models/knowledge-full/model")
         if study == "graft-kept":   # trial 1: the same with the persona-replay vector
             assert recipes[1]["vectors"][0]["skilled"].endswith("models/persona-replay/merged")
     else:                  # trials 0 and 1: the hand-set recipe and the keep study's

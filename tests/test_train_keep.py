@@ -116,6 +116,43 @@ def test_full_fine_tuning_merge_scale_is_the_graft_arithmetic(tmp_path, world, c
         assert torch.equal(half[name], expected), name
 
 
+def test_full_fine_tuning_merge_schedule_scales_each_tensor_as_a_graft_would(tmp_path, world, capsys):
+    """The first half of the layers left out, attention at half in the rest: each tensor of
+    merged/ is base + 0.8·s·(trained − base) with s its layer's and kind's factor."""
+    from skillgraft.vectors.schedule import layer_index, module_kind
+
+    schedule = {"layers": {"0%-50%": 0.0}, "modules": {"attention": 0.5}}
+    train_json(capsys, _config(tmp_path, world, method="full", lr=1e-2, merge=True, merge_scale=0.8,
+                               merge_schedule=schedule))
+    base, trained, merged = (_tensors(world["model"]), _tensors(tmp_path / "run/model"),
+                             _tensors(tmp_path / "run/merged"))
+    layers = 1 + max(i for name in base if (i := layer_index(name)) is not None)
+    kinds = set()
+    for name, value in base.items():
+        layer = layer_index(name)
+        factor = 0.0 if layer is not None and layer < layers / 2 else 1.0
+        factor *= 0.5 if module_kind(name) == "attention" else 1.0
+        kinds.add((factor, module_kind(name)))
+        expected = (value.float() + (0.8 * factor) * (trained[name].float() - value.float())).to(value.dtype)
+        assert torch.equal(merged[name], expected), name
+        assert factor or torch.equal(merged[name], value)   # a layer left out is the base's
+    assert {f for f, _ in kinds} >= {0.0, 0.5, 1.0}
+
+
+def test_lora_merge_schedule_scales_each_modules_delta(tmp_path, world, capsys):
+    """A layer at 0 keeps the base's weights, the rest are today's merge (factor 1)."""
+    from skillgraft.vectors.schedule import layer_index
+
+    train_json(capsys, _config(tmp_path / "plain", world, merge=True))
+    train_json(capsys, _config(tmp_path / "scheduled", world, merge=True, merge_schedule={"layers": {"0": 0.0}}))
+    base, plain, scheduled = (_tensors(world["model"]), _tensors(tmp_path / "plain/run/merged"),
+                              _tensors(tmp_path / "scheduled/run/merged"))
+    changed_first = [n for n in base if layer_index(n) == 0 and not torch.equal(plain[n], base[n])]
+    assert changed_first   # the adapter did change layer 0...
+    for name in base:      # ...which the schedule gives back; every other tensor is the plain merge
+        assert torch.equal(scheduled[name], base[name] if layer_index(name) == 0 else plain[name]), name
+
+
 def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_path, world, capsys):
     validation = write_lines(tmp_path / "val.txt", general_texts(16, seed=3))
     out = train_json(capsys, _config(tmp_path, world, lr=2e-1, max_steps=12, merge=True, **{
@@ -143,6 +180,8 @@ def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_p
     ({"data.replay.n": 1000}, "data.replay.n"),
     ({"data.replay.n": 2, "data.replay.prompts": "no-such-prompts"}, "data.replay.prompts"),
     ({"merge_scale": 0.5}, "merge_scale"),
+    ({"merge_schedule": {"layers": {"0": 0.5}}}, "merge_schedule"),
+    ({"merge": True, "merge_schedule": {"layers": {"x-y": 0.5}}}, "merge_schedule.layers"),
     ({"monitor": {"keep": "best", "keep_by": "nonsense", "general_text": "x"}}, "monitor"),
 ])
 def test_bad_keep_options_are_one_error_line_and_write_nothing(tmp_path, world, capsys, overrides, key):

@@ -1,6 +1,7 @@
 """Every shipped recipe loads and runs on a tiny model; the persona recipe teaches the style."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def test_recipes_are_shipped():
 def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
     seeds = yaml.safe_load(recipe.read_text())
     config = load_train_config(recipe, [])  # the shipped file validates as it is
-    assert config.model == seeds["model"] and config.lora.targets == seeds["lora"]["targets"]
+    assert config.model == seeds["model"]
+    assert config.method == "full" or config.lora.targets == seeds["lora"]["targets"]
     capsys.readouterr()
     overrides = _tiny_overrides(world, tmp_path / "out", LR.get(recipe.name, "1.0e-3"))
     rc = main(["train", str(recipe), "--json", *[arg for item in overrides for arg in ("--set", item)]])
@@ -56,8 +58,10 @@ def test_recipe_loads_and_runs_tiny(recipe, tmp_path, world, capsys):
     assert out["steps"] == 30 and out["stopped"] is None, out["stopped"]
     assert out["losses"][-1][1] < out["losses"][0][1]
     assert out["merged_dir"] and Path(out["merged_dir"], "config.json").is_file()
-    options = json.loads((tmp_path / "out" / "adapter" / "skillgraft.json").read_text())["options"]
-    assert options["lora"]["r"] == seeds["lora"]["r"] and options["lora"]["alpha"] == seeds["lora"]["alpha"]
+    kind = "model" if config.method == "full" else "adapter"
+    options = json.loads((tmp_path / "out" / kind / "skillgraft.json").read_text())["options"]
+    assert options["lr"] == float(LR.get(recipe.name, "1.0e-3"))
+    assert kind == "model" or (options["lora"]["r"], options["lora"]["alpha"]) == (seeds["lora"]["r"], seeds["lora"]["alpha"])
     if recipe.name == "persona.yaml":
         before = marker_rate(world["model"], PROMPTS)
         after = marker_rate(out["merged_dir"], PROMPTS)
@@ -76,19 +80,42 @@ def test_keep_recipes_run_as_shipped_through_the_user_flow(name, run_cli, tmp_pa
     rows = len(corpus.persona_records())
     if name == "knowledge-keep":
         augmented = tmp_path / "aug.jsonl"
-        status, _, err = run_cli("data", "augment", corpus.DATA / "facts.jsonl", "-o", augmented, "--quiet")
+        status, _, err = run_cli("data", "augment", corpus.DATA / "facts.jsonl", "-o", augmented, "--styles",
+                                 "qa,article,interview,textbook,qa-pairs", "--quiet")
         assert status == 0, err
         sets += ["--set", f"data.train={augmented}"]
         rows = len(augmented.read_text().splitlines())
     status, out, err = run_cli("train", root / f"{name}.yaml", *sets, "--json", "--quiet")
     assert status == 0, err[-2000:]
     result = json.loads(out)
-    epochs = yaml.safe_load((root / f"{name}.yaml").read_text())["epochs"]
-    assert result["data"]["replay"] == 60 and result["data"]["rows"] == rows + 60
-    assert result["steps"] == epochs * -(-(rows + 60) // 8)    # every row seen `epochs` times, batch 8
+    recipe = yaml.safe_load((root / f"{name}.yaml").read_text())
+    replay = recipe["data"]["replay"]["n"]
+    assert result["data"]["replay"] == replay and result["data"]["rows"] == rows + replay
+    batches = -(-(rows + replay) // 8)
+    assert result["steps"] == math.ceil(recipe["epochs"] * batches)    # every row seen `epochs` times, batch 8
     assert result["kl_last"] is not None and result["losses"][-1][1] < result["losses"][0][1]
     suites = corpus.write_suites(tmp_path / "suites")
     status, out, err = run_cli("eval", result["merged_dir"], "--suite",
                                suites["knowledge" if name == "knowledge-keep" else "persona"], "--json", "--quiet")
     assert status == 0, err[-2000:]
     assert json.loads(out)["scores"]
+    if recipe.get("merge_schedule"):   # merged/ holds the delta at the schedule's scales: left-out layers are the model's
+        check_left_out_layers(recipe["merge_schedule"], Path(result["model_dir"]), Path(result["merged_dir"]))
+
+
+def check_left_out_layers(schedule: dict, trained: Path, merged: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from skillgraft.checkpoint.resolve import resolve_model
+    from skillgraft.vectors.recipe import ScheduleSpec
+    from skillgraft.vectors.schedule import layer_index
+
+    base = {k: v for f in sorted(Path(resolve_model("lab:base").path).glob("*.safetensors")) for k, v in load_file(f).items()}
+    tuned = {k: v for f in sorted(trained.glob("*.safetensors")) for k, v in load_file(f).items()}
+    out = {k: v for f in sorted(merged.glob("*.safetensors")) for k, v in load_file(f).items()}
+    rules = ScheduleSpec.model_validate(schedule).build()
+    rules.num_layers = 1 + max(i for name in base if (i := layer_index(name)) is not None)
+    zero = [name for name in base if rules.factor(name) == 0.0 and not torch.equal(tuned[name], base[name])]
+    assert zero   # training changed tensors the schedule leaves out...
+    assert all(torch.equal(out[name], base[name]) for name in zero)   # ...which merged/ gives back

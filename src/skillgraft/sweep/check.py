@@ -9,11 +9,14 @@ check cut short continues where it stopped, and a trial's model is trained again
 evaluation still needs it (the sweep tidies away the models of trials that leave its front).
 
 Graft trials are rebuilt on another seed's models: `--seed N:DIR` names a folder laid out as a
-kit's `models/` (`cp/model`, `persona/merged`, …), the target becoming DIR/cp/model and the
-skilled model the folder of DIR named like the trial's own. Training trials are trained again
-with `--set seed=N` (seed 0 reuses the trial's own model when the sweep kept it); with
-`--unseen SUITE`, also once (first seed) on the unseen facts: `data.train`'s file NAME replaced
-by `unseen-NAME` beside it (`sweep real-kit` writes both), scored on that suite's `unseen` set.
+kit's `models/` (`cp/model`, `persona/merged`, `knowledge-full/model`, …), and every model of
+the trial's recipe inside its kit's `models/` becomes the same path under DIR (a model named
+otherwise, such as the instruct model a knowledge graft starts from, stays). Training trials
+are trained again with `--set seed=N` (seed 0 reuses the trial's own model when the sweep kept
+it). `--unseen SUITE` also checks each trial once on the unseen facts, scored on that suite's
+`unseen` set: a training trial trained (first seed) with `data.train`'s file NAME replaced by
+`unseen-NAME` beside it (`sweep real-kit` writes both); a graft trial, with `--unseen
+SUITE:DIR`, rebuilt on the models in DIR that were trained on the unseen facts.
 """
 
 from __future__ import annotations
@@ -85,13 +88,32 @@ class Steps:
         if seed.models is None:
             raise UserError(f"{recipe}: a graft trial is rebuilt on another seed's models: give --seed "
                             f"{seed.number}:MODELS_DIR (a folder laid out as a kit's models/)")
-        target = str(seed.models / "cp" / "model")
-        trained = Path(yaml.safe_load(recipe.read_text())["vectors"][0]["skilled"]).parent.name
+        tree = yaml.safe_load(recipe.read_text())
+        target = on_seed(tree["target"], seed.models)
         if not (model / "skillgraft.json").is_file():
             self.skillgraft(["run", str(recipe), "--set", f"target={target}",
-                             "--set", f"vectors.0.skilled={seed.models / trained / 'merged'}",
+                             "--set", f"vectors.0.skilled={on_seed(tree['vectors'][0]['skilled'], seed.models)}",
                              "--set", f"output={model}", "--set", "force=true", "--quiet"], model.with_suffix(".log"))
         return str(model), target
+
+    def unseen(self, recipe: Path, kind: str, unseen: str, seed: str, place: Path, untrained: str,
+               untrained_right: dict, metric: str) -> dict:
+        """The trial on the unseen facts: its `unseen` score and the share of the untrained
+        model's right retention_check answers it keeps."""
+        suite, _, folder = unseen.partition(":")
+        if kind == "graft":
+            if not folder:
+                raise UserError(f"{recipe}: a graft trial is checked on the unseen facts with --unseen SUITE:MODELS_DIR "
+                                "(its models trained on the unseen facts, laid out as a kit's models/)")
+            model, start = self.graft(recipe, Seed(seed, Path(folder)), place)
+        else:
+            data = f"data.train={unseen_data(recipe)}"
+            model, start = lambda: self.trained(recipe, seed, place, data), untrained  # noqa: E731
+        probes = self.evaluate(model, suite, place.with_suffix(".probes.json"))
+        retention = self.evaluate(model, "retention_check", place.with_suffix(".retention_check.json"),
+                                  reference=start)
+        return {"unseen": metric_of(probes, "unseen", metric, suite),
+                "unseen_kept": kept(right_answers(retention), untrained_right)}
 
     def trained(self, recipe: Path, seed: str, run: Path, *sets: str) -> str:
         """The trial's training config run again with another seed (or data); its merged model."""
@@ -104,6 +126,17 @@ class Steps:
                              *[a for item in overrides for a in ("--set", item)], "--force", "--quiet"],
                             run.with_suffix(".log"))
         return str(run / "merged")
+
+
+def on_seed(model: str, models: Path) -> str:
+    """A graft trial's model on another seed's models: a path inside a kit's `models/`
+    (`…/models/cp/model`) becomes the same path under `models`; a model named otherwise (the
+    instruct model the knowledge graft starts from, `lab:smollm2`) is every seed's."""
+    parts = Path(model).parts
+    if "models" not in parts:
+        return model
+    last = len(parts) - 1 - parts[::-1].index("models")
+    return str(models.joinpath(*parts[last + 1:]))
 
 
 def portable(recipe: Path, copy: Path) -> Path:
@@ -193,16 +226,9 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
                    "kept_vs_untrained": kept(right_answers(retention), untrained_right),
                    "kept_vs_start": kept(right_answers(retention), start_right),
                    "general_kl_vs_start": scores(retention)["retention_check"]["general_kl"]}
-            if unseen and kind != "graft" and index == 0:
-                unseen_place = out / "unseen" / f"trial{number}"
-                data = f"data.train={unseen_data(recipe)}"
-                unseen_model = lambda recipe=recipe, place=unseen_place, data=data: steps.trained(  # noqa: E731
-                    recipe, seeds[0].number, place, data)
-                unseen_probes = steps.evaluate(unseen_model, unseen, unseen_place.with_suffix(".probes.json"))
-                unseen_retention = steps.evaluate(unseen_model, "retention_check",
-                                                  unseen_place.with_suffix(".retention_check.json"), reference=start)
-                row["unseen"] = metric_of(unseen_probes, "unseen", metric, unseen)
-                row["unseen_kept"] = kept(right_answers(unseen_retention), untrained_right)
+            if unseen and index == 0:
+                row.update(steps.unseen(recipe, kind, unseen, seeds[0].number, out / "unseen" / f"trial{number}",
+                                        untrained, untrained_right, metric))
             rows.setdefault(str(number), []).append(row)
     table = markdown_table(rows, label)
     (out / "table.md").write_text(table + "\n")

@@ -104,8 +104,9 @@ def report_command(folder, storage, study_name, as_json):
               help="The model before any training: `kept` counts the retention_check questions it answers right.")
 @click.option("--seed", "seeds", multiple=True, required=True, metavar="N[:MODELS_DIR]",
               help="Seeds to run each trial with (repeat); grafts: the folder of that seed's models (a kit's models/).")
-@click.option("--unseen", default=None, metavar="SUITE", help="Training sweeps: also train on the unseen facts "
-              "(first seed) and score this suite's `unseen` set.")
+@click.option("--unseen", default=None, metavar="SUITE[:MODELS_DIR]", help="Also check each trial on the unseen "
+              "facts (first seed), scored on this suite's `unseen` set: training trials trained on them, graft trials "
+              "rebuilt on MODELS_DIR (models trained on them, laid out as a kit's models/).")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Check folder: every step's model, evaluation and log; rows.json and table.md.")
 @json_option
@@ -150,8 +151,9 @@ def knowledge_kit_command(seed, out, force, quiet):
 @command("real-kit")
 @click.option("--seed", type=int, default=0, show_default=True, help="Training seed of the recipes (and the CP text's draw).")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Kit folder to write.")
-@click.option("--models", is_flag=True, help="Also train CP and the persona (about 7 minutes on one core) and "
-              "write graft.yaml, for recipes/sweeps/real-graft.yaml.")
+@click.option("--models", is_flag=True, help="Also train CP, the persona, the persona with replay and the "
+              "knowledge winner (about 27 minutes on one core) and write graft.yaml and knowledge-graft.yaml, for "
+              "recipes/sweeps/real-graft*.yaml and real-knowledge-graft.yaml.")
 @click.option("--model", default="lab:smollm2", show_default=True, help="The chat model the recipes train "
               "(lab:smollm2: `skillgraft lab fetch` first).")
 @click.option("--max-length", type=click.IntRange(min=2), default=None, help="Tokens per training text for a "

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from skillgraft.config import NAMED, PATH, did_you_mean, kind_of, load_config, read_yaml, recipe_model
 from skillgraft.errors import UserError
 from skillgraft.sweep.space import (
-    Bool, Categorical, Distribution, FloatRange, IntRange, LayerScales, Strict, Subset, grid, overrides,
+    Bool, Categorical, Distribution, FloatRange, IntRange, LayerScales, Scales, Strict, Subset, grid, overrides,
 )
 
 
@@ -203,14 +203,15 @@ def check_space(sweep: Sweep) -> None:
         if key not in valid:
             raise UserError(f"{where}: not a key of the base {sweep.recipe_kind} recipe"
                             f"{did_you_mean(key, valid)} (valid keys: {', '.join(valid)})")
-        if isinstance(dist, (FloatRange, IntRange, LayerScales)):
+        if isinstance(dist, (FloatRange, IntRange, Scales)):
             if dist.low > dist.high or (dist.low == dist.high and not isinstance(dist, IntRange)):
                 raise UserError(f"{where}: the range [{dist.low}, {dist.high}] is "
                                 f"{'inverted' if dist.low > dist.high else 'empty'}; give low < high")
             if getattr(dist, "log", False) and dist.low <= 0:
                 raise UserError(f"{where}: a log range needs low > 0 (got {dist.low})")
-        if isinstance(dist, LayerScales) and key.rsplit(".", 1)[-1] != "layers":
-            raise UserError(f"{where}: layer_scales sets a schedule's `layers` (e.g. schedule.layers)")
+        part = "layers" if isinstance(dist, LayerScales) else "modules"
+        if isinstance(dist, Scales) and key.rsplit(".", 1)[-1] != part:
+            raise UserError(f"{where}: {dist.type} sets a schedule's `{part}` (e.g. schedule.{part})")
     keys = list(config.space)
     for index, (key, dist) in enumerate(config.space.items()):
         for other, allowed in (dist.when or {}).items():
@@ -230,7 +231,7 @@ def check_space(sweep: Sweep) -> None:
         raise UserError(f"{sweep.source}: the grid sampler needs every parameter in every trial; remove `when`")
     if config.sampler.name == "grid":
         for key, dist in config.space.items():
-            if isinstance(dist, (FloatRange, LayerScales)) and dist.step is None:
+            if isinstance(dist, (FloatRange, Scales)) and dist.step is None:
                 raise UserError(f"{sweep.source}: space.{key}: the grid sampler needs a `step` for float ranges")
     multi = len(config.objectives) > 1
     if config.pruner is not None and multi:
@@ -298,8 +299,8 @@ def check_values(sweep: Sweep) -> None:
             candidates = [False, True]
         elif isinstance(dist, Subset):
             candidates = [list(dist.choices)]
-        elif isinstance(dist, LayerScales):
-            candidates = [{span: dist.low for span in dist.ranges}, {span: dist.high for span in dist.ranges}]
+        elif isinstance(dist, Scales):
+            candidates = [{name: dist.low for name in dist.names}, {name: dist.high for name in dist.names}]
         else:
             candidates = [dist.low, dist.high]
         condition = {other: allowed[0] for other, allowed in (dist.when or {}).items()}

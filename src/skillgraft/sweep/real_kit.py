@@ -14,10 +14,14 @@ search them with `skillgraft train` / `skillgraft graft` as a user would on thei
     KIT/knowledge.yaml         the hand-set recipes of the keep study (docs/real-model.md): k5 LoRA,
     KIT/persona.yaml           the persona LoRA (seed 002's q,v r16), CP full fine-tuning
     KIT/cp.yaml
+    KIT/knowledge-full.yaml    the knowledge sweep's held-out winner (full fine-tuning, KL, replay, QA
+                               pairs; docs/sweeps.md), its learned delta kept whole (merge scale 1)
     with --models:
     KIT/models/cp, persona,    cp.yaml and persona.yaml trained (the graft sweep's target and vector),
       persona-replay           and the persona with replay (a vector that keeps more of CP's answers)
+    KIT/models/knowledge-full  knowledge-full.yaml trained (the knowledge graft sweep's vector)
     KIT/graft.yaml             the hand-set graft: CP + (persona − instruct) at scale 1
+    KIT/knowledge-graft.yaml   the instruct model + (knowledge-full − instruct) at scale 1
 
 Every path in the recipes is relative to KIT and the model is `lab:smollm2` (the converted
 SmolLM2-135M-Instruct in the cache: `skillgraft lab fetch`). The probes' held-out halves are
@@ -51,6 +55,12 @@ CP = {"method": "full", "dtype": "float32", "lr": 1e-4, "max_steps": 35, "batch_
       "data": {"format": "text", "max_length": 512}}
 CP_UNRELATED = 40
 PERSONA_REPLAY = {"replay": 60, "max_steps": 53}   # the keep study's persona-replay run
+# The knowledge sweep's first held-out winner (studies/real-knowledge trial 2, docs/sweeps.md),
+# trained whole: the knowledge graft sweep searches the scales its delta is applied at.
+KNOWLEDGE_FULL = {"method": "full", "dtype": "float32", "mixed_precision": "auto", "lr": 2.1e-4, "max_steps": 111,
+                  "batch_size": 8, "regularize": {"kl": {"weight": 0.15}},
+                  "data": {"format": "auto", "answer_only": True, "max_length": 512, "group_by_length": True,
+                           "replay": {"n": 40}}}
 
 
 def training_config(budget: dict, train: str, seed: int, *, merge: bool, model: str = MODEL) -> dict:
@@ -77,8 +87,9 @@ def write_data(folder: Path, seed: int) -> None:
 
 def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | None = None, models: bool = False,
               force: bool = False, quiet: bool = False) -> Path:
-    """Write the kit folder (published by rename); with `models`, train CP, the persona and the
-    persona with replay (about 2, 5 and 7 minutes on one core for SmolLM2) for the graft sweeps. `model`: another chat
+    """Write the kit folder (published by rename); with `models`, train CP, the persona, the
+    persona with replay and the knowledge winner (about 2, 5, 7 and 13 minutes on one core for
+    SmolLM2) for the graft sweeps. `model`: another chat
     model to study instead (`max_length` to fit its context; longer texts are then truncated)."""
     from skillgraft.checkpoint.resolve import resolve_model
     from skillgraft.lab.real import corpus
@@ -91,7 +102,8 @@ def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | Non
         corpus.write_suites(temp / "suites", persona_halves=True)
         recipes = {name: training_config(budget, train, seed, merge=name != "cp", model=model)
                    for name, budget, train in (("knowledge", KNOWLEDGE, "data/k5.jsonl"),
-                                               ("persona", PERSONA, "data/persona.jsonl"), ("cp", CP, "data/cp.jsonl"))}
+                                               ("persona", PERSONA, "data/persona.jsonl"), ("cp", CP, "data/cp.jsonl"),
+                                               ("knowledge-full", KNOWLEDGE_FULL, "data/k5-qa.jsonl"))}
         if max_length is not None:
             for recipe in recipes.values():
                 recipe["data"].update(max_length=max_length, overlong="truncate")
@@ -102,6 +114,10 @@ def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | Non
             graft = {"kind": "graft", "target": "models/cp/model",
                      "vectors": [{"base": model, "skilled": "models/persona/merged", "scale": 1.0}], "output": "out"}
             (temp / "graft.yaml").write_text(yaml.safe_dump(graft, sort_keys=False))
+            knowledge = {"kind": "graft", "target": model, "with_embeddings": True,
+                         "vectors": [{"base": model, "skilled": "models/knowledge-full/model", "scale": 1.0}],
+                         "output": "out"}
+            (temp / "knowledge-graft.yaml").write_text(yaml.safe_dump(knowledge, sort_keys=False))
         write_manifest(temp, kind="kit", inputs=[], options={"seed": seed, "models": models, "model": model,
                                                               "model_folder": str(base), "world": "lab real"})
     return out
@@ -110,13 +126,15 @@ def write_kit(out: Path, seed: int, *, model: str = MODEL, max_length: int | Non
 def _train_models(kit: Path, recipes: dict, quiet: bool) -> None:
     """CP, the persona, and the persona trained with replay (the keep study's persona-replay:
     60 of the model's own general answers mixed in, the steps that keep the persona data's
-    two epochs), whose vector keeps more of CP's answers when grafted (docs/real-model.md)."""
+    two epochs), whose vector keeps more of CP's answers when grafted (docs/real-model.md);
+    and the knowledge sweep's winner, whose delta the knowledge graft sweep scales."""
     from skillgraft.train.config import TrainConfig
     from skillgraft.train.run import train
 
     runs = {"cp": recipes["cp"], "persona": recipes["persona"],
             "persona-replay": {**recipes["persona"], "max_steps": PERSONA_REPLAY["max_steps"],
-                               "data": {**recipes["persona"]["data"], "replay": {"n": PERSONA_REPLAY["replay"]}}}}
+                               "data": {**recipes["persona"]["data"], "replay": {"n": PERSONA_REPLAY["replay"]}}},
+            "knowledge-full": recipes["knowledge-full"]}
     for name, recipe in runs.items():
         if not quiet:
             print(f"[real-kit] training {name} ({recipe['max_steps']} steps)", file=sys.stderr, flush=True)

@@ -2,7 +2,8 @@
 from them to Optuna parameters and back to recipe keys.
 
 A trial's parameters are named by the recipe's dotted keys (`vectors.0.scale`, `lora.r`);
-a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`), a `subset`
+a `layer_scales` entry becomes one parameter per range (`schedule.layers[0-1]`), a
+`module_scales` entry one per module kind (`schedule.modules[attention]`), a `subset`
 one yes/no parameter per choice (`lora.targets[q]`). The values
 go back into the recipe as `KEY=VALUE` overrides, the `--set` of every other verb, so a
 string choice is read as YAML like a `--set` value (`"[embed_tokens, lm_head]"` is a list).
@@ -63,17 +64,42 @@ class Subset(Parameter):
     choices: list[str] = Field(min_length=1)
 
 
-class LayerScales(Parameter):
-    """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
+class Scales(Parameter):
+    """One scale per named part of a graft schedule, each its own parameter in [low, high]."""
 
-    type: Literal["layer_scales"]
-    ranges: list[str] = Field(min_length=1)
     low: float
     high: float
     step: float | None = Field(None, gt=0)
 
+    @property
+    def names(self) -> list[str]:
+        raise NotImplementedError
 
-Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales],
+
+class LayerScales(Scales):
+    """One scale per layer range (`schedule.layers` of a graft recipe): `{"0-1": s, "2-3": s'}`."""
+
+    type: Literal["layer_scales"]
+    ranges: list[str] = Field(min_length=1)
+
+    @property
+    def names(self) -> list[str]:
+        return self.ranges
+
+
+class ModuleScales(Scales):
+    """One scale per module kind (`schedule.modules`): `{"attention": s}` multiplies the layer's
+    scale on attention tensors (docs/vectors.md "Schedules")."""
+
+    type: Literal["module_scales"]
+    kinds: list[Literal["attention", "mlp", "norm", "embedding", "other"]] = Field(min_length=1)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.kinds)
+
+
+Distribution = Annotated[Union[FloatRange, IntRange, Categorical, Bool, Subset, LayerScales, ModuleScales],
                          Field(discriminator="type")]
 
 
@@ -100,9 +126,9 @@ def suggest(trial, space: dict) -> dict:
             values[key] = trial.suggest_categorical(key, [False, True])
         elif isinstance(dist, Subset):
             values[key] = [c for c in dist.choices if trial.suggest_categorical(_range_name(key, c), [False, True])]
-        elif isinstance(dist, LayerScales):
-            values[key] = {span: trial.suggest_float(_range_name(key, span), dist.low, dist.high, step=dist.step)
-                           for span in dist.ranges}
+        elif isinstance(dist, Scales):
+            values[key] = {name: trial.suggest_float(_range_name(key, name), dist.low, dist.high, step=dist.step)
+                           for name in dist.names}
     return values
 
 
@@ -132,8 +158,8 @@ def grid(space: dict, steps_only: bool = True) -> dict[str, list]:
             out[key] = [False, True]
         elif isinstance(dist, Subset):
             out.update({_range_name(key, c): [False, True] for c in dist.choices})
-        elif isinstance(dist, LayerScales):
-            out.update({_range_name(key, span): steps(dist.low, dist.high, dist.step) for span in dist.ranges})
+        elif isinstance(dist, Scales):
+            out.update({_range_name(key, name): steps(dist.low, dist.high, dist.step) for name in dist.names})
     return out
 
 

@@ -17,10 +17,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from skillgraft.config import MODEL, NAMED, PATH, load_config
+from skillgraft.vectors.recipe import ScheduleSpec
 
 # Keys that do not change what is trained, so they are left out of the config hash.
-UNHASHED = ("output_dir", "merge", "merge_scale", "stop_at_step", "progress", "heartbeat", "logging_steps",
-            "save_total_limit")
+UNHASHED = ("output_dir", "merge", "merge_scale", "merge_schedule", "stop_at_step", "progress", "heartbeat",
+            "logging_steps", "save_total_limit")
 
 
 class Strict(BaseModel):
@@ -125,6 +126,8 @@ class TrainConfig(Strict):
     output_dir: Annotated[str, PATH]
     merge: bool = False
     merge_scale: float = Field(1.0, ge=0)  # the learned delta applied at this scale in merged/ (1: as trained)
+    # and at these per-layer / per-module scales (a graft schedule, docs/vectors.md), times merge_scale
+    merge_schedule: ScheduleSpec | None = None
     save_steps: int | None = Field(None, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
@@ -146,6 +149,10 @@ class TrainConfig(Strict):
             self.epochs = 1.0
         if self.merge_scale != 1.0 and not self.merge:
             raise ValueError("merge_scale needs merge: true (it scales the delta written to merged/)")
+        if self.merge_schedule is not None and not self.merge:
+            raise ValueError("merge_schedule needs merge: true (it scales the delta written to merged/)")
+        if self.merge_schedule is not None:
+            self.merge_schedule.build("merge_schedule")   # a bad rule is refused now, not after training
         if self.regularize.kl.weight and self.deepspeed:
             raise ValueError("regularize.kl cannot be used with deepspeed: the reference log-probabilities "
                              "are computed on one process, and ZeRO shards the weights across processes")

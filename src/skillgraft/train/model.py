@@ -110,10 +110,11 @@ def add_lora(model, lora) -> tuple[object, list[str] | str, list[str]]:
 
 
 def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, untied: bool,
-                  scale: float = 1.0) -> Path:
+                  scale: float = 1.0, schedule=None) -> Path:
     """Merge a saved adapter into a fresh float32 copy of the base; save in the base's dtype.
     `scale` (`merge_scale`) multiplies every LoRA delta before the merge: 0 gives the base
-    back, 1 the adapter as trained."""
+    back, 1 the adapter as trained; `schedule` (`merge_schedule`, a graft `Schedule`) each
+    module's delta by its layer's and kind's factor, as a graft of the delta would."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -126,8 +127,10 @@ def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, u
     if untied:
         untie(base)
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
-    if scale != 1.0:
-        _scale_adapter(peft_model, scale)
+    if schedule is not None and schedule.num_layers is None:
+        schedule.num_layers = base.config.num_hidden_layers
+    if scale != 1.0 or schedule is not None:
+        _scale_adapter(peft_model, scale, schedule)
     merged = peft_model.merge_and_unload()
     merged = merged.to(dtype)
     merged.config.use_cache = True
@@ -135,15 +138,17 @@ def merge_adapter(base_dir: str, adapter_dir: str | Path, out_dir: str | Path, u
     return Path(out_dir)
 
 
-def _scale_adapter(peft_model, scale: float) -> None:
-    """Multiply each LoRA layer's scaling (alpha / r) by `scale`, so the merged delta is
-    scale · B·A·alpha/r. Full copies of modules (`modules_to_save`) cannot be dialled that way."""
+def _scale_adapter(peft_model, scale: float, schedule=None) -> None:
+    """Multiply each LoRA layer's scaling (alpha / r) by `scale` (and the schedule's factor for
+    the module's weight), so the merged delta is scale · s · B·A·alpha/r. Full copies of modules
+    (`modules_to_save`) cannot be dialled that way."""
     from peft.tuners.lora import LoraLayer
 
     if peft_model.peft_config["default"].modules_to_save:
         raise UserError("merge_scale: the adapter also saves whole modules (lora.modules_to_save), which a "
                         "scale cannot dial back; train without modules_to_save or use merge_scale: 1")
-    for module in peft_model.modules():
+    for module_name, module in peft_model.named_modules():
         if isinstance(module, LoraLayer):
+            factor = scale * (schedule.factor(f"{module_name}.weight") if schedule is not None else 1.0)
             for name in module.scaling:
-                module.scaling[name] *= scale
+                module.scaling[name] *= factor

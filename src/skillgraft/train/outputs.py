@@ -116,22 +116,25 @@ def save_outputs(config: TrainConfig, model, tokenizer, summary: dict, untied: b
                        extra={**extra, **({"untied_lm_head": untied} if kind == "adapter" else {})},
                        card=_card(config, summary, "Fully fine-tuned model" if kind == "model" else "LoRA adapter"))
     summary[f"{kind}_dir"] = str(final)
+    schedule = config.merge_schedule.build("merge_schedule") if config.merge_schedule else None
     if kind == "adapter" and config.merge:
         with AtomicFolder(out / "merged", force=True) as temp:
-            merge_adapter(config.model, final, temp, untied, scale=config.merge_scale)
+            merge_adapter(config.model, final, temp, untied, scale=config.merge_scale, schedule=schedule)
             tokenizer.save_pretrained(temp)
             write_manifest(temp, kind="model", inputs=[*inputs, file_record("adapter", final)], options=options,
                            extra={**extra, "merged": "float32 merge, saved in the base model's dtype"},
                            card=_card(config, summary, "Model merged with its LoRA adapter"))
         summary["merged_dir"] = str(out / "merged")
-    if kind == "model" and config.merge and config.merge_scale == 1.0:
+    if kind == "model" and config.merge and config.merge_scale == 1.0 and schedule is None:
         summary["merged_dir"] = summary["model_dir"]
     elif kind == "model" and config.merge:
-        # the learned delta at merge_scale, by the graft arithmetic: base + α·(trained − base)
+        # the learned delta at merge_scale (and the schedule's scales), by the graft arithmetic:
+        # base + α·s(tensor)·(trained − base)
         from skillgraft.vectors import graft
 
         base = model_dir(config.model)
-        graft(base, out / "merged", sources=[(base, final, config.merge_scale)], with_embeddings=True, force=True)
+        graft(base, out / "merged", sources=[(base, final, config.merge_scale)], with_embeddings=True, force=True,
+              schedule=schedule)
         summary["merged_dir"] = str(out / "merged")
     written = {Path(summary[k]).name for k in ("adapter_dir", "merged_dir", "model_dir") if summary[k]}
     for stale in ("adapter", "merged", "model"):  # a resumed run's folder may hold an earlier run's parts

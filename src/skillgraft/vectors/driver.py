@@ -27,7 +27,7 @@ from skillgraft.checkpoint.resolve import resolve_model
 from skillgraft.checkpoint.safetensors_file import CODE_OF_DTYPE
 from skillgraft.errors import UserError
 from skillgraft.vectors.files import copy_side_files
-from skillgraft.vectors.merge_methods import TensorMerge, generator_for
+from skillgraft.vectors.merge_methods import TensorMerge, dare_generators
 from skillgraft.vectors.methods import METHODS, REGISTRY, WITH_DENSITY, density_problem
 from skillgraft.vectors.progress import Progress
 from skillgraft.vectors.rules import TensorFilter, embedding_role, embedding_tensors, head_is_tied
@@ -347,9 +347,9 @@ def grafted_blocks(plan: GraftPlan, allow_nonfinite: bool = False, special_rows:
                 return [(target.read_entries(name, start, stop), None, 1.0),
                         *(source.part(name, factor, start, stop) for source, factor in pairs)]
         else:  # target + merged == merged + target bit for bit
+            drawn = dare_generators(seed, name, len(work[name])) if REGISTRY[method].drops else None
             merging = TensorMerge(method, [source.delta_reader(name) for source in work[name]], factors[name],
-                                  list(blocks(planned.shape)), density=density,
-                                  generator=generator_for(seed, name) if REGISTRY[method].drops else None,
+                                  list(blocks(planned.shape)), density=density, generators=drawn,
                                   row=math.prod(planned.shape[1:]))
 
             def parts(start: int, stop: int) -> list:

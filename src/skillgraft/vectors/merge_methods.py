@@ -24,11 +24,15 @@ Every step after the selection is elementwise: peft's arithmetic step for step, 
 full-size temporaries (no stacked copy of the deltas, boolean masks, in-place products). The
 merge rows of docs/benchmarks.md measure the whole graft against mergekit.
 
-peft draws DARE's masks from torch's global generator; here each tensor gets its own
-generator seeded from (seed, tensor name) by a stable hash, so a graft is reproducible
-whatever the shard layout, the processing order or the threads. Drawing from a generator
-seeded with `tensor_seed(seed, name)` gives the same masks as `torch.manual_seed` with
-that number, which is how the tests feed peft the same masks.
+peft draws DARE's masks from torch's global generator, every vector's after the one before;
+here each vector of each tensor gets its own generator, seeded from (seed, tensor name,
+vector's position) by a stable hash (`dare_generators`), so a graft is reproducible whatever
+the shard layout, the processing order or the threads, and no vector waits for the draws of
+the ones before it (positioning a second generator where peft's single one would be cost as
+many draws again as the masks themselves). The first vector's generator is seeded as before
+(a one-vector DARE graft is unchanged). Drawing from a generator seeded with `seed` gives the
+same masks as `torch.manual_seed(seed)`, which is how the tests feed peft the same masks:
+peft's functions, with each vector's `random_pruning` preceded by its seed.
 """
 
 from __future__ import annotations
@@ -37,32 +41,22 @@ import hashlib
 
 import torch
 
-from skillgraft.vectors.chunked import CHUNK, Part, Reader, Workspace, chunk_slices, flat, in_parallel
+from skillgraft.vectors.chunked import Part, Reader, Workspace, chunk_slices, flat, in_parallel
 from skillgraft.vectors.methods import REGISTRY
 from skillgraft.vectors.topk import TopK
 
 
-def tensor_seed(seed: int, name: str) -> int:
-    """A 63-bit seed from the user's seed and the tensor name (stable across runs/platforms)."""
-    digest = hashlib.sha256(f"skillgraft:{int(seed)}:{name}".encode()).digest()
+def tensor_seed(seed: int, name: str, vector: int = 0) -> int:
+    """A 63-bit seed from the user's seed, the tensor name and the vector's position among the
+    merged ones (stable across runs/platforms; the first vector's is the tensor's own)."""
+    key = f"skillgraft:{int(seed)}:{name}" + (f":vector{vector}" if vector else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def generator_for(seed: int, name: str) -> torch.Generator:
-    """The CPU generator DARE draws `name`'s masks from."""
-    return torch.Generator().manual_seed(tensor_seed(seed, name))
-
-
-def skipped_generator(generator: torch.Generator, draws: int) -> torch.Generator:
-    """A copy of `generator` advanced by `draws` float32 uniforms (drawn a chunk at a time):
-    where the i-th delta's draws start when the deltas draw one after another. Uniforms drawn
-    in pieces from one generator are those drawn at once (the tests compare with peft)."""
-    copy = torch.Generator()
-    copy.set_state(generator.get_state())
-    scratch = torch.empty(min(draws, CHUNK), dtype=torch.float32)
-    for start in range(0, draws, CHUNK):
-        torch.rand(min(CHUNK, draws - start), generator=copy, out=scratch[:draws - start])
-    return copy
+def dare_generators(seed: int, name: str, count: int) -> list[torch.Generator]:
+    """The CPU generators the `count` vectors' DARE masks of tensor `name` are drawn from."""
+    return [torch.Generator().manual_seed(tensor_seed(seed, name, vector)) for vector in range(count)]
 
 
 class TensorMerge:
@@ -71,16 +65,16 @@ class TensorMerge:
     `readers` give each delta's entries (unscaled), `ranges` the blocks that cover the tensor
     (the order the caller will ask for them), `row` the entries per row (every read covers
     whole rows). Magnitude trimming first reads each delta once or twice to find its exact
-    top-k threshold (`TopK`); DARE gives each delta a generator
-    positioned where its draws start when the deltas draw one after the other from
-    `generator` (as peft draws them). Then `block(start, stop)`, asked for in order, reads
-    the deltas' entries and applies the method a cache-sized chunk at a time: every step
-    after the selection is elementwise, so the blocks hold the bits of peft's whole-tensor
-    arithmetic, step for step:
+    top-k threshold (`TopK`); DARE draws each delta's mask from its own generator
+    (`generators`, one per delta: `dare_generators`). Then `block(start, stop)`, asked for
+    in order, reads the deltas' entries and applies the method a cache-sized chunk at a
+    time: every step after the selection is elementwise, so the blocks hold the bits of
+    peft's whole-tensor arithmetic, step for step:
 
     - trim / DARE: d·mask (DARE then ÷ density; the draws are peft's
       `torch.bernoulli(full_like(d, density))`, which on CPU keeps an entry when one uniform
-      drawn for it is below p: `rand < density` from the same generator state);
+      drawn for it is below p: `rand < density` from the same generator state; uniforms
+      drawn a chunk at a time are those drawn at once);
     - ties' election: +1 where Σ d (unweighted, in order) ≥ 0, else −1;
     - disjoint mean: Σ (w·d)·[d·sign > 0] ÷ max(1, how many agree) (peft's `d.sign() == sign`;
       zeros never agree);
@@ -88,7 +82,7 @@ class TensorMerge:
     """
 
     def __init__(self, method: str, readers: list[Reader], weights: list[float], ranges: list[tuple[int, int]],
-                 *, density: float | None = None, generator: torch.Generator | None = None, row: int = 1):
+                 *, density: float | None = None, generators: list[torch.Generator] | None = None, row: int = 1):
         if method not in REGISTRY:
             raise ValueError(f"unknown merge method {method!r}")
         self.kind = REGISTRY[method]
@@ -105,8 +99,9 @@ class TensorMerge:
         if self.kind.trims and density < 1:
             self.trims = TopK.find_all(readers, ranges, int(density * numel), row)
         if self.kind.drops and density < 1:
-            generator = generator if generator is not None else torch.Generator().manual_seed(0)
-            self.drops = in_parallel([lambda i=i: skipped_generator(generator, i * numel) for i in range(len(readers))])
+            if generators is None or len(generators) != len(readers):
+                raise ValueError(f"{method} needs one generator per delta")
+            self.drops = generators
 
     def block(self, start: int, stop: int) -> torch.Tensor:
         """The merged delta of entries [start, stop) (1-D float32); blocks must come in order.
@@ -185,7 +180,7 @@ class TensorMerge:
 
 
 def merge(method: str, deltas: list[torch.Tensor], weights: list[float], *, density: float | None = None,
-          generator: torch.Generator | None = None, block: int | None = None) -> torch.Tensor:
+          generators: list[torch.Generator] | None = None, block: int | None = None) -> torch.Tensor:
     """Combine whole float32 `deltas` of one tensor (one per vector) into one delta: the
     `TensorMerge` arithmetic over blocks of `block` entries (default: one block).
 
@@ -197,7 +192,7 @@ def merge(method: str, deltas: list[torch.Tensor], weights: list[float], *, dens
     step = max(1, block or numel)
     ranges = [(s, min(s + step, numel)) for s in range(0, numel, step)] or [(0, 0)]
     merging = TensorMerge(method, [lambda s, e, d=d: (d[s:e], None, 1.0) for d in flat_deltas], weights, ranges,
-                          density=density, generator=generator)
+                          density=density, generators=generators)
     out = torch.empty(numel, dtype=torch.float32)
     for start, stop in ranges:
         out[start:stop] = merging.block(start, stop)
