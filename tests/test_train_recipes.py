@@ -111,9 +111,10 @@ def check_left_out_layers(schedule: dict, trained: Path, merged: Path) -> None:
     from skillgraft.vectors.recipe import ScheduleSpec
     from skillgraft.vectors.schedule import layer_index
 
-    base = {k: v for f in sorted(Path(resolve_model("lab:base").path).glob("*.safetensors")) for k, v in load_file(f).items()}
-    tuned = {k: v for f in sorted(trained.glob("*.safetensors")) for k, v in load_file(f).items()}
-    out = {k: v for f in sorted(merged.glob("*.safetensors")) for k, v in load_file(f).items()}
+    def tensors(folder: Path) -> dict:
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    base, tuned, out = tensors(Path(resolve_model("lab:base").path)), tensors(trained), tensors(merged)
     rules = ScheduleSpec.model_validate(schedule).build()
     rules.num_layers = 1 + max(i for name in base if (i := layer_index(name)) is not None)
     zero = [name for name in base if rules.factor(name) == 0.0 and not torch.equal(tuned[name], base[name])]
