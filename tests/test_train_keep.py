@@ -153,6 +153,62 @@ def test_lora_merge_schedule_scales_each_modules_delta(tmp_path, world, capsys):
         assert torch.equal(scheduled[name], base[name] if layer_index(name) == 0 else plain[name]), name
 
 
+def test_lr_scales_freeze_factor_zero_and_scale_the_rest(tmp_path, world, capsys):
+    """Full fine-tuning with the first half of the layers, the attention and the embeddings at
+    factor 0: those tensors leave training bit-equal to the base, the rest move; the optimizer
+    holds one group per factor at lr × factor (a spy on the optimizer the Trainer builds)."""
+    from skillgraft.train import lr_scales
+    from skillgraft.vectors.schedule import layer_index, module_kind
+
+    built = []
+    original = lr_scales.scaled_optimizer
+
+    def spy(*args):
+        cls, kwargs = original(*args)
+
+        class Recorded(cls):
+            def __init__(self, groups, **options):
+                super().__init__(groups, **options)
+                built.append(self)
+        return Recorded, kwargs
+
+    lr_scales.scaled_optimizer = spy
+    try:
+        out = train_json(capsys, _config(tmp_path, world, method="full", lr=1e-2, **{
+            "lr_scales": {"layers": {"0%-50%": 0.0, "50%-100%": 0.5}, "modules": {"attention": 0, "embedding": 0}}}))
+    finally:
+        lr_scales.scaled_optimizer = original
+    base, trained = _tensors(world["model"]), _tensors(tmp_path / "run/model")
+    layers = 1 + max(i for name in base if (i := layer_index(name)) is not None)
+    moved = set()
+    for name, value in base.items():
+        layer = layer_index(name)
+        frozen = (layer is not None and layer < layers / 2) or module_kind(name) in ("attention", "embedding")
+        if frozen:
+            assert torch.equal(trained[name], value), name
+        elif not torch.equal(trained[name], value):
+            moved.add(module_kind(name))
+    assert "mlp" in moved
+    (optimizer,) = built
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr[round(group["initial_lr"], 12)] = by_lr.get(round(group["initial_lr"], 12), 0) + sum(
+            p.numel() for p in group["params"])
+    # the upper half at 0.5; outside the layers (the final norm) only the kind's factor: 1
+    outside = sum(v.numel() for n, v in base.items() if layer_index(n) is None and module_kind(n) == "norm")
+    assert by_lr == {0.005: by_lr[0.005], 0.01: outside} and by_lr[0.005] > 0, by_lr
+    assert out["trained_parameters"] == sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+
+
+def test_lr_scales_of_one_train_as_without_them(tmp_path, world, capsys):
+    plain = train_json(capsys, _config(tmp_path / "plain", world, method="full", lr=1e-2))
+    ones = train_json(capsys, _config(tmp_path / "ones", world, method="full", lr=1e-2,
+                                      lr_scales={"modules": {"mlp": 1.0}}))
+    assert ones["losses"] == plain["losses"]
+    a, b = _tensors(tmp_path / "plain/run/model"), _tensors(tmp_path / "ones/run/model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_path, world, capsys):
     validation = write_lines(tmp_path / "val.txt", general_texts(16, seed=3))
     out = train_json(capsys, _config(tmp_path, world, lr=2e-1, max_steps=12, merge=True, **{
@@ -183,6 +239,8 @@ def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_p
     ({"merge_schedule": {"layers": {"0": 0.5}}}, "merge_schedule"),
     ({"merge": True, "merge_schedule": {"layers": {"x-y": 0.5}}}, "merge_schedule.layers"),
     ({"monitor": {"keep": "best", "keep_by": "nonsense", "general_text": "x"}}, "monitor"),
+    ({"lr_scales": {"layers": {"x-y": 0.5}}}, "lr_scales.layers"),
+    ({"lr_scales": {"modules": {"attention": 0, "mlp": 0, "norm": 0, "embedding": 0, "other": 0}}}, "lr_scales"),
 ])
 def test_bad_keep_options_are_one_error_line_and_write_nothing(tmp_path, world, capsys, overrides, key):
     from skillgraft.cli import main

@@ -115,6 +115,9 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["linear", "constant", "cosine", "constant_with_warmup"] = "linear"
+    # the learning rate per layer range and module kind, as factors of `lr` (a graft schedule's
+    # rules, docs/vectors.md); 0 freezes those weights (`train.lr_scales`)
+    lr_scales: ScheduleSpec | None = None
     max_grad_norm: float = Field(1.0, ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # bfloat16 autocast over float32 weights (Trainer's `bf16`); auto: where bf16 computes fast
@@ -153,6 +156,10 @@ class TrainConfig(Strict):
             raise ValueError("merge_schedule needs merge: true (it scales the delta written to merged/)")
         if self.merge_schedule is not None:
             self.merge_schedule.build("merge_schedule")   # a bad rule is refused now, not after training
+        if self.lr_scales is not None:
+            self.lr_scales.build("lr_scales")   # a bad rule is refused now, not after loading the model
+            if self.deepspeed:
+                raise ValueError("lr_scales cannot be used with deepspeed: ZeRO builds its own optimizer groups")
         if self.regularize.kl.weight and self.deepspeed:
             raise ValueError("regularize.kl cannot be used with deepspeed: the reference log-probabilities "
                              "are computed on one process, and ZeRO shards the weights across processes")

@@ -39,10 +39,11 @@ def _regularized_trainer():
 
 
 def train_rows(model, rows: list[dict], args, *, pad_id: int, callbacks=(), resume_from: str | None = None,
-               quiet: bool = False, regularizer=None):
+               quiet: bool = False, regularizer=None, lr_factors: dict[int, float] | None = None):
     """Train `model` on `rows` (`input_ids`, `labels`, optionally packed `position_ids`) with the
     `TrainingArguments` `args`; returns (trainer, train result). `regularizer(model, step)`
-    returns a term to add to the loss at that step, or None.
+    returns a term to add to the loss at that step, or None. `lr_factors` ({id(parameter):
+    factor}, `train.lr_scales`) trains those parameters at `lr × factor`.
 
     `quiet` drops Trainer's per-step log dicts; whatever Trainer still prints goes to stderr.
     """
@@ -52,8 +53,13 @@ def train_rows(model, rows: list[dict], args, *, pad_id: int, callbacks=(), resu
     from skillgraft.data.encode import Collator
 
     trainer_class = Trainer if regularizer is None else _regularized_trainer()
+    optimizer = None
+    if lr_factors:
+        from skillgraft.train.lr_scales import scaled_optimizer
+
+        optimizer = scaled_optimizer(trainer_class, args, model, lr_factors)
     trainer = trainer_class(model=model, args=args, train_dataset=rows, data_collator=Collator(pad_id),
-                            callbacks=list(callbacks))
+                            callbacks=list(callbacks), optimizer_cls_and_kwargs=optimizer)
     if regularizer is not None:
         trainer.regularizer = regularizer
     if quiet:

@@ -168,6 +168,17 @@ def _monitor(config: TrainConfig, tokenizer, prepared, on_probe=None):
                            validation_rows=prepared.validation_rows, prompts=prompts, suite=suite, on_probe=on_probe)
 
 
+def _lr_scales(config: TrainConfig, model) -> dict[int, float]:
+    """`lr_scales` applied to the model about to be trained: weights at factor 0 frozen, the
+    others' factors by parameter ({} without `lr_scales`)."""
+    if config.lr_scales is None:
+        return {}
+    from skillgraft.train.lr_scales import apply_lr_scales
+
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return apply_lr_scales(model, config.lr_scales, text_config.num_hidden_layers)
+
+
 def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_probe=None) -> dict:
     """Run training per `config`; return the summary `train --json` prints. An output_dir holding
     an earlier run needs `force` (replace it) or `resume`. `on_probe(record)` sees each of the
@@ -207,6 +218,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
         targets, notes = None, []
         if config.method in ("lora", "qlora"):
             model, targets, notes = add_lora(model, config.lora)
+        lr_factors = _lr_scales(config, model)
         monitor = _monitor(config, tokenizer, prepared, on_probe)
         if monitor is not None and checkpoint is not None:
             _restore_baseline(monitor, checkpoint)
@@ -218,7 +230,8 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
         try:
             trainer, result = train_rows(model, prepared.rows, args, pad_id=tokenizer.pad_token_id,
                                          callbacks=[recorder] + ([monitor] if monitor else []), resume_from=checkpoint,
-                                         quiet=not config.progress, regularizer=regularizer)
+                                         quiet=not config.progress, regularizer=regularizer,
+                                         lr_factors=lr_factors)
         except BaseException:  # Ctrl-C, SIGTERM, a failure: leave a resumable checkpoint or nothing
             if args.process_index == 0:
                 _drop_empty(ckpt_dir, out if fresh_folder else None)
@@ -234,6 +247,7 @@ def train(config: TrainConfig, *, resume: bool = False, force: bool = False, on_
         "train_runtime": result.metrics.get("train_runtime"), "bf16_autocast": bool(args.bf16),
         "tokens": {"real": trainer.data_collator.real_tokens, "padded": trainer.data_collator.padded_tokens},
         "data": prepared.report, "targets": targets, "notes": notes,
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     from skillgraft.train.outputs import gather_weights, save_outputs
 
