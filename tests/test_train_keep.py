@@ -209,6 +209,19 @@ def test_lr_scales_of_one_train_as_without_them(tmp_path, world, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_lr_scales_freeze_lora_adapters_by_the_module_they_adapt(tmp_path, world, capsys):
+    """LoRA on every linear layer, layer 0 at factor 0: its adapters never train (B stays 0), so
+    merged/ keeps layer 0's base weights while the other layers move."""
+    from skillgraft.vectors.schedule import layer_index
+
+    out = train_json(capsys, _config(tmp_path, world, merge=True, lr_scales={"layers": {"0": 0.0}}))
+    base, merged = _tensors(world["model"]), _tensors(tmp_path / "run/merged")
+    assert all(torch.equal(merged[n], base[n]) for n in base if layer_index(n) == 0)
+    assert any(not torch.equal(merged[n], base[n]) for n in base if layer_index(n) == 1)
+    adapter = _tensors(tmp_path / "run/adapter")
+    assert out["trained_parameters"] == sum(v.numel() for n, v in adapter.items() if layer_index(n) != 0)
+
+
 def test_keep_best_restores_the_probe_step_with_the_lowest_validation_loss(tmp_path, world, capsys):
     validation = write_lines(tmp_path / "val.txt", general_texts(16, seed=3))
     out = train_json(capsys, _config(tmp_path, world, lr=2e-1, max_steps=12, merge=True, **{
