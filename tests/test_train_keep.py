@@ -153,7 +153,7 @@ def test_lora_merge_schedule_scales_each_modules_delta(tmp_path, world, capsys):
         assert torch.equal(scheduled[name], base[name] if layer_index(name) == 0 else plain[name]), name
 
 
-def test_lr_scales_freeze_factor_zero_and_scale_the_rest(tmp_path, world, capsys):
+def test_lr_scales_freeze_factor_zero_and_scale_the_rest(tmp_path, world, capsys, monkeypatch):
     """Full fine-tuning with the first half of the layers, the attention and the embeddings at
     factor 0: those tensors leave training bit-equal to the base, the rest move; the optimizer
     holds one group per factor at lr × factor (a spy on the optimizer the Trainer builds)."""
@@ -172,12 +172,9 @@ def test_lr_scales_freeze_factor_zero_and_scale_the_rest(tmp_path, world, capsys
                 built.append(self)
         return Recorded, kwargs
 
-    lr_scales.scaled_optimizer = spy
-    try:
-        out = train_json(capsys, _config(tmp_path, world, method="full", lr=1e-2, **{
-            "lr_scales": {"layers": {"0%-50%": 0.0, "50%-100%": 0.5}, "modules": {"attention": 0, "embedding": 0}}}))
-    finally:
-        lr_scales.scaled_optimizer = original
+    monkeypatch.setattr(lr_scales, "scaled_optimizer", spy)
+    out = train_json(capsys, _config(tmp_path, world, method="full", lr=1e-2, **{
+        "lr_scales": {"layers": {"0%-50%": 0.0, "50%-100%": 0.5}, "modules": {"attention": 0, "embedding": 0}}}))
     base, trained = _tensors(world["model"]), _tensors(tmp_path / "run/model")
     layers = 1 + max(i for name in base if (i := layer_index(name)) is not None)
     moved = set()
