@@ -94,6 +94,22 @@ def test_replay_mixes_the_models_own_answers_and_caches_them(tmp_path, world, ca
     assert len(cached) == len(world["kl_prompts"].read_text().split("\n")) - 1
 
 
+def test_replay_of_a_wordy_model_names_the_levers_and_answer_tokens_pulls_it(tmp_path, world, capsys):
+    """Only answers that ended are replayed: cut at 1 token, none has, and the error says which
+    keys to turn; more tokens let the same prompts through."""
+    from skillgraft.cli import main
+
+    replay = {"data.replay.n": 8, "data.replay.prompts": str(world["kl_prompts"])}
+    rc = main(["train", str(_config(tmp_path / "cut", world, **replay, **{"data.replay.answer_tokens": 1})),
+               "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and err.count("\n") == 1, err[-2000:]
+    assert "within 1 tokens" in err and "data.replay.answer_tokens" in err, err
+    assert not (tmp_path / "cut" / "run" / "adapter").exists()
+    out = train_json(capsys, _config(tmp_path / "long", world, **replay, **{"data.replay.answer_tokens": 48}))
+    assert out["data"]["replay"] == 8
+
+
 def test_merge_scale_zero_gives_the_base_back_and_one_gives_todays_merge(tmp_path, world, capsys):
     base = _tensors(world["model"])
     today = train_json(capsys, _config(tmp_path / "one", world, merge=True))

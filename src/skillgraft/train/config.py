@@ -38,10 +38,12 @@ class MixIn(Strict):
 
 class Replay(Strict):
     """Self-distillation replay: `n` general prompts answered by the model before training
-    (greedy, generated once and cached), mixed into the training data, answer tokens learned."""
+    (greedy, generated once and cached), mixed into the training data, answer tokens learned.
+    Only answers that end within `answer_tokens` are used: a wordy chat model may need more."""
 
     n: int = Field(0, ge=0)
     prompts: Annotated[str, NAMED] = "general"  # a JSONL/.txt of prompts, or the built-in `general`
+    answer_tokens: int = Field(96, ge=1)
     seed: int = 0
 
 

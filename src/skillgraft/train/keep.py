@@ -26,7 +26,7 @@ from pathlib import Path
 from skillgraft.errors import UserError
 
 BUILTIN = {"general": Path(__file__).resolve().parent.parent / "evaluate" / "suites" / "general_prompts.jsonl"}
-ANSWER_TOKENS = 96  # the reference's answers are cut here; replay uses only answers that ended
+ANSWER_TOKENS = 96  # the KL reference's answers are cut here (replay: `data.replay.answer_tokens`)
 
 
 def read_prompts(spec: str, key: str) -> list[str]:
@@ -92,9 +92,9 @@ def _as_prompt(text: str, tokenizer, qa_template: str):
     return qa_template.format(question=text)
 
 
-def reference_answers(config, model, tokenizer, spec: str, key: str):
-    """The model's own greedy answers to the prompts of `spec` (cached by the model folder's
-    content hash, the prompts and the decoding settings)."""
+def reference_answers(config, model, tokenizer, spec: str, key: str, tokens: int = ANSWER_TOKENS):
+    """The model's own greedy answers to the prompts of `spec`, at most `tokens` long (cached
+    by the model folder's content hash, the prompts and the decoding settings)."""
     from skillgraft.evaluate.backends.base import GenerationSettings
     from skillgraft.evaluate.backends.hf import HFBackend
     from skillgraft.evaluate.reference import model_fingerprint
@@ -103,7 +103,7 @@ def reference_answers(config, model, tokenizer, spec: str, key: str):
 
     texts = read_prompts(spec, key)
     prompts = [_as_prompt(t, tokenizer, config.data.qa_template) for t in texts]
-    settings = GenerationSettings(max_new_tokens=ANSWER_TOKENS)
+    settings = GenerationSettings(max_new_tokens=tokens)
     # the loaded weights: the folder, the dtype they were loaded in (`dtype: auto` and the dtype
     # it resolves to are one cache entry), and 4-bit for QLoRA
     loaded = str(getattr(model, "dtype", config.dtype)).removeprefix("torch.")
@@ -122,11 +122,13 @@ def replay_examples(config, model, tokenizer) -> tuple[list, dict]:
     from skillgraft.data.encode import encode_all
 
     replay = config.data.replay
-    texts, answers = reference_answers(config, model, tokenizer, replay.prompts, "data.replay.prompts")
+    texts, answers = reference_answers(config, model, tokenizer, replay.prompts, "data.replay.prompts",
+                                       replay.answer_tokens)
     ended = [(t, a.text) for t, a in zip(texts, answers) if a.ended and a.text.strip()]
     if len(ended) < replay.n:
         raise UserError(f"data.replay.n: {replay.n} replayed chats asked for, but the model finished only "
-                        f"{len(ended)} of its answers to {replay.prompts} within {ANSWER_TOKENS} tokens")
+                        f"{len(ended)} of its answers to {replay.prompts} within {replay.answer_tokens} tokens "
+                        f"(data.replay.answer_tokens): let its answers run longer, or replay fewer")
     chosen = random.Random(replay.seed).sample(ended, replay.n)
     records = [{"question": q, "answer": a} for q, a in chosen]
     examples, report = encode_all(records, "qa", tokenizer, max_length=config.data.max_length, overlong="drop",
