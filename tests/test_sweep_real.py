@@ -64,12 +64,12 @@ def test_the_kit_holds_the_hand_set_recipes_data_and_suites(lab_kit):
     assert (lab_kit / knowledge_graft["vectors"][0]["skilled"] / "config.json").is_file()
 
 
-@pytest.mark.parametrize("study", ["graft", "graft-kept", "persona", "knowledge", "knowledge-graft"])
+@pytest.mark.parametrize("study", ["graft", "graft-kept", "persona", "knowledge", "knowledge-graft", "knowledge-keep"])
 def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_path, lab_kit, study):
     # `kept` needs questions the start model answers right: the lab models answer none of
     # retention_tune's, so a `kept` objective is its keyword score here
-    recipe = "graft" if study.startswith("graft") else study
-    suite = "persona" if recipe == "graft" else "knowledge" if study == "knowledge-graft" else study
+    recipe = "graft" if study.startswith("graft") else "knowledge-full" if study == "knowledge-keep" else study
+    suite = "persona" if recipe == "graft" else "knowledge" if study.startswith("knowledge") else study
     overrides = ["--set", f"base={lab_kit / (recipe + '.yaml')}",
                  "--set", f"objectives.0.suite={lab_kit / 'suites' / suite}.yaml"]
     if study != "graft":
@@ -89,6 +89,10 @@ def test_each_shipped_real_sweep_runs_two_trials_on_the_lab_kit(run_cli, tmp_pat
             assert recipes[0]["vectors"][0]["skilled"].endswith("models/knowledge-full/model")
         if study == "graft-kept":   # trial 1: the same with the persona-replay vector
             assert recipes[1]["vectors"][0]["skilled"].endswith("models/persona-replay/merged")
+    elif study == "knowledge-keep":   # trial 0: the winner, every factor 1; trial 1: its MLPs alone
+        assert {*recipes[0]["lr_scales"]["layers"].values(), *recipes[0]["lr_scales"]["modules"].values()} == {1.0}
+        assert recipes[1]["lr_scales"]["modules"] == {"attention": 0.0, "embedding": 0.0, "norm": 0.0}
+        assert recipes[0]["method"] == recipes[1]["method"] == "full" and recipes[0]["merge_scale"] == 1.0
     else:                  # trials 0 and 1: the hand-set recipe and the keep study's
         base = yaml.safe_load((lab_kit / f"{study}.yaml").read_text())
         assert recipes[0]["lr"] == base["lr"] and recipes[0]["max_steps"] == base["max_steps"]
