@@ -160,3 +160,27 @@ def test_a_failed_step_names_its_log(monkeypatch, run_cli, tmp_path):
                              "--untrained", str(tmp_path / "no-such-model"), "--seed", "0", "-o", tmp_path / "check", "--quiet")
     assert status == 2 and err.count("\n") == 1 and "skillgraft eval" in err and "untrained.retention_check.log" in err
     assert "failed (2): model" in err and "does not exist" in err, err
+
+
+@pytest.mark.parametrize("threads", [None, "1"])
+def test_threads_reach_every_step(monkeypatch, run_cli, tmp_path, threads):
+    """`--threads N` is every child step's OMP_NUM_THREADS (which `cpu.choose_threads` obeys);
+    without it a step inherits the environment and picks its own."""
+    import os
+    import subprocess
+    from types import SimpleNamespace
+
+    envs = []
+
+    def fake_run(argv, stdout, stderr, env):
+        envs.append(env)
+        return SimpleNamespace(returncode=1)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    sweep = sweep_with_two_trials(tmp_path)
+    status, _, err = run_cli("sweep", "check", sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword",
+                             "--untrained", "lab:base", "--seed", "0", "-o", tmp_path / "check", "--quiet",
+                             *(["--threads", threads] if threads else []))
+    assert status == 2 and "failed (1): no output" in err, err
+    assert [env.get("OMP_NUM_THREADS") for env in envs] == [threads or os.environ.get("OMP_NUM_THREADS")]
+    assert envs[0]["PYTHONUNBUFFERED"] == "1"

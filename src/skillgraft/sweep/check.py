@@ -60,15 +60,18 @@ def parse_score(text: str) -> tuple[str, str]:
 class Steps:
     """The check's steps as `skillgraft` runs in child processes, each logged beside its output."""
 
-    def __init__(self, say: Callable[[str], None]):
+    def __init__(self, say: Callable[[str], None], threads: int | None = None):
         self.say = say
+        # each step's process picks its threads as any skillgraft command does (cpu.choose_threads:
+        # the cores other work leaves free), unless the check was given a number for all of them
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
 
     def skillgraft(self, args: list[str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.say(f"skillgraft {' '.join(args[:2])} … (log: {log})")
         with open(log, "w") as handle:
             done = subprocess.run([sys.executable, "-m", "skillgraft.cli", *args], stdout=handle,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                  stderr=subprocess.STDOUT, env=self.env)
         if done.returncode:
             last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
             reason = last[0].strip().removeprefix("error: ") if last else "no output"
@@ -197,7 +200,7 @@ def trial_recipes(sweep: Path, trials: list[int]) -> dict[int, Path]:
 
 
 def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str, seeds: list[Seed], out: Path,
-          unseen: str | None = None, say: Callable[[str], None] = lambda line: None) -> dict:
+          unseen: str | None = None, say: Callable[[str], None] = lambda line: None, threads: int | None = None) -> dict:
     """Run the check; returns {"rows": {trial: [one row per seed]}, "table": markdown, "out": OUT}
     and writes OUT/rows.json and OUT/table.md."""
     label, metric = parse_score(score)
@@ -205,7 +208,7 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
     if not seeds:
         raise UserError("give at least one --seed")
     out = out.resolve()
-    steps = Steps(say)
+    steps = Steps(say, threads)
     untrained_right = right_answers(steps.evaluate(untrained, "retention_check", out / "untrained.retention_check.json"))
     rows: dict[str, list[dict]] = {}
     for index, seed in enumerate(seeds):

@@ -109,9 +109,12 @@ def report_command(folder, storage, study_name, as_json):
               "rebuilt on MODELS_DIR (models trained on them, laid out as a kit's models/).")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Check folder: every step's model, evaluation and log; rows.json and table.md.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Torch threads of every training and evaluation step (default: each step takes the cores "
+              "other work leaves free).")
 @json_option
 @quiet_option
-def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, as_json, quiet):
+def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, threads, as_json, quiet):
     """Check trials of the sweep in FOLDER on what no trial saw: the held-out probe half,
     retention_check, other seeds (and unseen facts), run as a user runs them. Every step's file is
     reused, so rerunning the command continues a check cut short."""
@@ -124,7 +127,7 @@ def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, a
         raise UserError(f"--trials {trials!r}: expected trial numbers separated by commas, e.g. 0,1,12") from None
     say = (lambda line: None) if quiet or as_json else (lambda line: print(line, file=sys.stderr, flush=True))
     result = check(folder, numbers, suite, score, untrained, [parse_seed(seed) for seed in seeds], out,
-                   unseen=unseen, say=say)
+                   unseen=unseen, say=say, threads=threads)
     if as_json:
         emit_json(result)
         return
