@@ -143,3 +143,17 @@ def test_optuna_dashboard_lists_the_trials(sweep):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_terminal_shows_each_objectives_importances(sweep, run_cli):
+    """What the page ranks, the command prints: per objective its top parameters, in the
+    order and with the values of `--json`'s importances."""
+    status, printed, _ = run_cli("sweep", "report", sweep)
+    assert status == 0
+    status, as_json, _ = run_cli("sweep", "report", sweep, "--json")
+    importance = json.loads(as_json)["importances"]
+    for name in ("lab_skill_b", "lab_retention_a"):
+        ranked = list(importance[name].items())[:5]
+        line = next(line for line in printed.splitlines() if line.startswith(f"  {name}: "))
+        assert line == f"  {name}: " + ", ".join(f"{p} {v:.2f}" for p, v in ranked)
+    assert printed.index("importances") < printed.index("report: ")

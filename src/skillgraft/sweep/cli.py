@@ -90,6 +90,7 @@ def report_command(folder, storage, study_name, as_json):
         emit_json(result)
         return
     print(result["table"], file=sys.stdout)
+    print(result["importance_text"])
     print(f"report: {result['html']}\ncsv: {result['csv']}")
 
 

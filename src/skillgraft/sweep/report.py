@@ -143,6 +143,17 @@ def text_table(best: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def importance_text(importance: dict[str, dict[str, float]] | str, top: int = 5) -> str:
+    """The importances as terminal lines: each objective's `top` parameters (all in report.html)."""
+    if isinstance(importance, str):
+        return f"importances: none ({importance})"
+    lines = ["importances (Optuna's default evaluator; every parameter in report.html):"]
+    for name, ranked in importance.items():
+        shown = ", ".join(f"{param} {value:.2f}" for param, value in list(ranked.items())[:top])
+        lines.append(f"  {name}: {shown}")
+    return "\n".join(lines)
+
+
 def write_sweep_report(folder: Path, storage: str | None = None, name: str | None = None) -> dict:
     """Write `FOLDER/report/{trials.csv, report.html}` and each plot of the page as a PNG beside
     it (history.png, front.png, parameters.png: for a document that shows the front); returns
@@ -178,4 +189,4 @@ def write_sweep_report(folder: Path, storage: str | None = None, name: str | Non
     html_path = write_file_atomic(out / "report.html", html)
     return {"html": str(html_path), "csv": str(csv_path), "images": images, "study": study.study_name,
             "storage": shown(url), "objectives": names, "best": best, "importances": importance, "trials": len(table),
-            "table": text_table(best, names)}
+            "table": text_table(best, names), "importance_text": importance_text(importance)}
