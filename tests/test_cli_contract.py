@@ -48,7 +48,8 @@ def test_every_verb_has_one_help_style_and_described_options(path, command, run_
 
 
 NO_QUIET: set = set()  # every verb that writes takes --quiet (DESIGN.md)
-CPU_HEAVY = {("eval",), ("compare",), ("train",), ("run",), ("convert", "gguf"), ("sweep", "run"), ("sweep", "check")}
+CPU_HEAVY = {("eval",), ("compare",), ("train",), ("run",), ("convert", "gguf"), ("sweep", "run"),
+             ("sweep", "check")}
 
 
 @pytest.mark.parametrize("path,command", [(p, c) for p, c in COMMANDS if not isinstance(c, click.Group)],
