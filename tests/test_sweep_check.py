@@ -29,8 +29,8 @@ def check(monkeypatch, run_cli):
             (out / "skillgraft.json").write_text("{}")
         elif args[0] == "run":
             out = Path(next(item.split("=", 1)[1] for item in args if item.startswith("output_dir=")))
-            (out / "merged").mkdir(parents=True)
-            (out / "merged" / "config.json").write_text("{}")
+            recipe = yaml.safe_load(Path(args[1]).read_text())
+            published_model(out, "model" if recipe.get("method") == "full" else "merged")
         else:
             model, out = args[1], Path(args[args.index("-o") + 1])
             score = 0.25 if "seed1" in model else 0.75
@@ -49,6 +49,15 @@ def check(monkeypatch, run_cli):
     return run
 
 
+def published_model(run: Path, name: str) -> Path:
+    """A finished training run's folder as `skillgraft train` leaves it: the model it published
+    (`merged/`, or `model/` for full fine-tuning merged at scale 1) named in its manifest."""
+    (run / name).mkdir(parents=True)
+    (run / name / "config.json").write_text("{}")
+    (run / "skillgraft.json").write_text(json.dumps({"outputs": {"merged_dir": f"/elsewhere/{name}"}}))
+    return run / name
+
+
 def sweep_with_two_trials(root: Path) -> Path:
     sweep = root / "sweep"
     for number in (0, 1):
@@ -65,9 +74,7 @@ def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check
     before 2026-12-05) is trained from a copy whose paths are absolute."""
     monkeypatch.chdir(tmp_path)
     sweep = sweep_with_two_trials(tmp_path)
-    own = sweep / "trials" / "0000" / "output" / "merged"   # trial 0 kept its model; trial 1's was tidied away
-    own.mkdir(parents=True)
-    (own / "config.json").write_text("{}")
+    own = published_model(sweep / "trials" / "0000" / "output", "merged")   # trial 0 kept its model; trial 1's was tidied away
     out = tmp_path / "check"
     argv = [sweep, "--trials", "0,1", "--suite", "s.yaml", "--score", "keyword=keyword", "--untrained", "lab:base",
             "--seed", "0", "--seed", "1", "-o", out]
@@ -92,6 +99,35 @@ def test_a_tidied_trial_is_trained_again_only_where_an_evaluation_needs_it(check
     status, printed, _, calls = check(*argv, "--json")
     assert status == 0 and calls == [] and json.loads(printed)["rows"] == rows
     assert json.loads((out / "rows.json").read_text()) == rows
+
+
+def test_full_fine_tuning_at_scale_1_is_evaluated_where_it_was_published(check, tmp_path, monkeypatch):
+    """A full fine-tuning trial merged at scale 1 publishes its trained `model/` and no
+    `merged/` (2026-12-06: the check looked for `merged/` and stopped after the training);
+    the check evaluates the folder the run's manifest names."""
+    monkeypatch.chdir(tmp_path)
+    sweep = sweep_with_two_trials(tmp_path)
+    recipe = sweep / "trials" / "0001" / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**yaml.safe_load(recipe.read_text()), "method": "full"}))
+    out = tmp_path / "check"
+    status, _, err, calls = check(sweep, "--trials", "1", "--suite", "s.yaml", "--score", "keyword=keyword",
+                                  "--untrained", "lab:base", "--seed", "0", "-o", out)
+    assert status == 0, err
+    evaluated = [call[1] for call in calls if call[0] == "eval" and call[1] != "lab:base"]
+    assert evaluated == [str(out / "seed0" / "trial1" / "model")] * 2
+
+
+def test_a_training_that_publishes_no_model_is_one_error_line(check, tmp_path, monkeypatch):
+    from skillgraft.sweep import check as module
+
+    monkeypatch.chdir(tmp_path)
+    recorded = module.Steps.skillgraft   # the check fixture's recorder; its trainings now write nothing
+    monkeypatch.setattr(module.Steps, "skillgraft", lambda self, args, log: None if args[0] == "run" else
+                        recorded(self, args, log))
+    sweep = sweep_with_two_trials(tmp_path)
+    status, _, err, _ = check(sweep, "--trials", "1", "--suite", "s.yaml", "--score", "keyword=keyword",
+                              "--untrained", "lab:base", "--seed", "0", "-o", tmp_path / "check")
+    assert status == 2 and err.startswith("error:") and err.count("\n") == 1 and "without a model" in err, err
 
 
 @pytest.mark.parametrize("change,message", [

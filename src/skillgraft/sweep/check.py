@@ -120,15 +120,32 @@ class Steps:
 
     def trained(self, recipe: Path, seed: str, run: Path, *sets: str) -> str:
         """The trial's training config run again with another seed (or data); its merged model."""
-        own = recipe.parent / "output" / "merged"
-        if seed == "0" and not sets and (own / "config.json").is_file():
+        own = trained_model(recipe.parent / "output")
+        if seed == "0" and not sets and own:
             return str(own)  # the sweep's own run of this recipe
-        if not (run / "merged" / "config.json").is_file():
+        if not trained_model(run):
             overrides = [f"seed={seed}", f"output_dir={run}", *sets]
             self.skillgraft(["run", str(portable(recipe, run.with_suffix(".recipe.yaml"))),
                              *[a for item in overrides for a in ("--set", item)], "--force", "--quiet"],
                             run.with_suffix(".log"))
-        return str(run / "merged")
+        model = trained_model(run)
+        if model is None:
+            raise UserError(f"the training in {run} finished without a model to evaluate (see {run.with_suffix('.log')})")
+        return str(model)
+
+
+def trained_model(run: Path) -> Path | None:
+    """The model a finished training run published in its folder `run`, as its manifest names it
+    (`outputs`): `merged/`, or for full fine-tuning merged at scale 1 the trained `model/`
+    itself; None while the run has not finished. Found by name inside `run`, so a check's folder
+    moved to another checkout still finds its models."""
+    manifest = run / "skillgraft.json"
+    if not manifest.is_file():
+        return None
+    outputs = json.loads(manifest.read_text()).get("outputs") or {}
+    published = outputs.get("merged_dir") or outputs.get("model_dir")
+    model = run / Path(published).name if published else None
+    return model if model is not None and (model / "config.json").is_file() else None
 
 
 def on_seed(model: str, models: Path) -> str:
