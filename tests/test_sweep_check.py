@@ -117,6 +117,29 @@ def test_full_fine_tuning_at_scale_1_is_evaluated_where_it_was_published(check, 
     assert evaluated == [str(out / "seed0" / "trial1" / "model")] * 2
 
 
+def test_unseen_facts_on_the_first_n_seeds(check, tmp_path, monkeypatch):
+    """`--unseen-seeds 2` trains the trial on the unseen facts with the first two seeds (the
+    first where checks before the option put it), scores each, and the table says how many."""
+    monkeypatch.chdir(tmp_path)
+    sweep = sweep_with_two_trials(tmp_path)
+    (tmp_path / "kit" / "data").mkdir(parents=True)
+    (tmp_path / "kit" / "data" / "unseen-k5.jsonl").write_text("{}\n")
+    out = tmp_path / "check"
+    argv = [sweep, "--trials", "1", "--suite", "s.yaml", "--score", "keyword=keyword", "--untrained", "lab:base",
+            "--seed", "0", "--seed", "1", "--seed", "2", "--unseen", "u.yaml", "-o", out]
+    status, printed, err, calls = check(*argv, "--unseen-seeds", "2")
+    assert status == 0, err
+    unseen_runs = [dict(item.split("=", 1) for item in call if "=" in item) for call in calls
+                   if call[0] == "run" and any(item.endswith("unseen-k5.jsonl") for item in call)]
+    assert [(r["seed"], Path(r["output_dir"]).relative_to(out)) for r in unseen_runs] == [
+        ("0", Path("unseen/trial1")), ("1", Path("unseen-seed1/trial1"))]
+    rows = json.loads((out / "rows.json").read_text())["1"]
+    assert ["unseen" in row for row in rows] == [True, True, False]
+    assert "unseen facts keyword (2 seeds)" in printed
+    status, _, err, _ = check(*argv, "--unseen-seeds", "4")
+    assert status == 2 and err.count("\n") == 1 and "--unseen-seeds 4: between 1 and the 3 --seed given" in err, err
+
+
 def test_a_training_that_publishes_no_model_is_one_error_line(check, tmp_path, monkeypatch):
     from skillgraft.sweep import check as module
 
@@ -163,6 +186,14 @@ def test_a_graft_trial_needs_the_seeds_models(check, tmp_path):
     status, _, err, _ = check(sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword", "--untrained",
                               "lab:base", "--seed", f"1:{tmp_path}", "--unseen", "u.yaml", "-o", tmp_path / "check")
     assert status == 2 and "--unseen SUITE:MODELS_DIR" in err, err
+
+
+def test_a_graft_trial_is_checked_on_the_unseen_facts_on_one_seed(check, tmp_path):
+    sweep = graft_sweep(tmp_path, "/kit/models/cp/model", "/kit/models/persona/merged")
+    status, _, err, calls = check(sweep, "--trials", "0", "--suite", "s.yaml", "--score", "k=keyword", "--untrained",
+                                  "lab:base", "--seed", f"0:{tmp_path}", "--seed", f"1:{tmp_path}", "--unseen",
+                                  f"u.yaml:{tmp_path}", "--unseen-seeds", "2", "-o", tmp_path / "check")
+    assert status == 2 and "give --unseen-seeds 1" in err and calls == [], err
 
 
 @pytest.mark.parametrize("target", ["/kit/models/cp/model", "lab:base"])

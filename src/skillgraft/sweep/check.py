@@ -14,9 +14,10 @@ the trial's recipe inside its kit's `models/` becomes the same path under DIR (a
 otherwise, such as the instruct model a knowledge graft starts from, stays). Training trials
 are trained again with `--set seed=N` (seed 0 reuses the trial's own model when the sweep kept
 it). `--unseen SUITE` also checks each trial once on the unseen facts, scored on that suite's
-`unseen` set: a training trial trained (first seed) with `data.train`'s file NAME replaced by
-`unseen-NAME` beside it (`sweep real-kit` writes both); a graft trial, with `--unseen
-SUITE:DIR`, rebuilt on the models in DIR that were trained on the unseen facts.
+`unseen` set: a training trial trained (first seed; the first N with `--unseen-seeds N`) with
+`data.train`'s file NAME replaced by `unseen-NAME` beside it (`sweep real-kit` writes both); a
+graft trial, with `--unseen SUITE:DIR`, rebuilt on the models in DIR that were trained on the
+unseen facts (one seed's: DIR is one folder).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Steps:
                 "unseen_kept": kept(right_answers(retention), untrained_right)}
 
     def trained(self, recipe: Path, seed: str, run: Path, *sets: str) -> str:
-        """The trial's training config run again with another seed (or data); its merged model."""
+        """The trial's training config run again with another seed (or data); the model it published."""
         own = trained_model(recipe.parent / "output")
         if seed == "0" and not sets and own:
             return str(own)  # the sweep's own run of this recipe
@@ -217,13 +218,20 @@ def trial_recipes(sweep: Path, trials: list[int]) -> dict[int, Path]:
 
 
 def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str, seeds: list[Seed], out: Path,
-          unseen: str | None = None, say: Callable[[str], None] = lambda line: None, threads: int | None = None) -> dict:
+          unseen: str | None = None, say: Callable[[str], None] = lambda line: None, threads: int | None = None,
+          unseen_seeds: int = 1) -> dict:
     """Run the check; returns {"rows": {trial: [one row per seed]}, "table": markdown, "out": OUT}
     and writes OUT/rows.json and OUT/table.md."""
     label, metric = parse_score(score)
     recipes = trial_recipes(sweep, trials)
     if not seeds:
         raise UserError("give at least one --seed")
+    if unseen and not 1 <= unseen_seeds <= len(seeds):
+        raise UserError(f"--unseen-seeds {unseen_seeds}: between 1 and the {len(seeds)} --seed given")
+    if unseen and unseen_seeds > 1 and any(yaml.safe_load(r.read_text()).get("kind", "graft") == "graft"
+                                           for r in recipes.values()):
+        raise UserError("--unseen-seeds: a graft trial is checked on the unseen facts on the one seed whose models "
+                        "--unseen SUITE:MODELS_DIR names; give --unseen-seeds 1")
     out = out.resolve()
     steps = Steps(say, threads)
     untrained_right = right_answers(steps.evaluate(untrained, "retention_check", out / "untrained.retention_check.json"))
@@ -246,14 +254,20 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
                    "kept_vs_untrained": kept(right_answers(retention), untrained_right),
                    "kept_vs_start": kept(right_answers(retention), start_right),
                    "general_kl_vs_start": scores(retention)["retention_check"]["general_kl"]}
-            if unseen and index == 0:
-                row.update(steps.unseen(recipe, kind, unseen, seeds[0].number, out / "unseen" / f"trial{number}",
+            if unseen and index < unseen_seeds:
+                row.update(steps.unseen(recipe, kind, unseen, seed.number, unseen_place(out, index, seed, number),
                                         untrained, untrained_right, metric))
             rows.setdefault(str(number), []).append(row)
     table = markdown_table(rows, label)
     (out / "table.md").write_text(table + "\n")
     (out / "rows.json").write_text(json.dumps(rows, indent=1))
     return {"rows": rows, "table": table, "out": str(out)}
+
+
+def unseen_place(out: Path, index: int, seed: Seed, number: int) -> Path:
+    """Where a trial's unseen-facts run of the index-th seed lives: `unseen/` for the first
+    (as checks before `--unseen-seeds` wrote it), `unseen-seedN/` for the others."""
+    return out / ("unseen" if index == 0 else f"unseen-seed{seed.number}") / f"trial{number}"
 
 
 def markdown_table(rows: dict[str, list[dict]], label: str) -> str:
@@ -263,7 +277,8 @@ def markdown_table(rows: dict[str, list[dict]], label: str) -> str:
                "check general_kl (vs start)"]
     if any("unseen" in row for runs in rows.values() for row in runs):
         columns += ["unseen", "unseen_kept"]
-        headers += [f"unseen facts {label} (1 seed)", "unseen check kept (vs untrained)"]
+        counted = max(sum("unseen" in row for row in runs) for runs in rows.values())
+        headers += [f"unseen facts {label} ({counted} seed{'s' if counted > 1 else ''})", "unseen check kept (vs untrained)"]
     lines = ["| trial | seeds | " + " | ".join(headers) + " |", "|---" * (len(headers) + 2) + "|"]
     for number, runs in rows.items():
         cells = []

@@ -106,8 +106,10 @@ def report_command(folder, storage, study_name, as_json):
 @click.option("--seed", "seeds", multiple=True, required=True, metavar="N[:MODELS_DIR]",
               help="Seeds to run each trial with (repeat); grafts: the folder of that seed's models (a kit's models/).")
 @click.option("--unseen", default=None, metavar="SUITE[:MODELS_DIR]", help="Also check each trial on the unseen "
-              "facts (first seed), scored on this suite's `unseen` set: training trials trained on them, graft trials "
+              "facts (first seed; --unseen-seeds), scored on this suite's `unseen` set: training trials trained on them, graft trials "
               "rebuilt on MODELS_DIR (models trained on them, laid out as a kit's models/).")
+@click.option("--unseen-seeds", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Check training trials on the unseen facts with the first N seeds (each one more training).")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Check folder: every step's model, evaluation and log; rows.json and table.md.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
@@ -115,7 +117,7 @@ def report_command(folder, storage, study_name, as_json):
               "other work leaves free).")
 @json_option
 @quiet_option
-def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, threads, as_json, quiet):
+def check_command(folder, trials, suite, score, untrained, seeds, unseen, unseen_seeds, out, threads, as_json, quiet):
     """Check trials of the sweep in FOLDER on what no trial saw: the held-out probe half,
     retention_check, other seeds (and unseen facts), run as a user runs them. Every step's file is
     reused, so rerunning the command continues a check cut short."""
@@ -128,7 +130,7 @@ def check_command(folder, trials, suite, score, untrained, seeds, unseen, out, t
         raise UserError(f"--trials {trials!r}: expected trial numbers separated by commas, e.g. 0,1,12") from None
     say = (lambda line: None) if quiet or as_json else (lambda line: print(line, file=sys.stderr, flush=True))
     result = check(folder, numbers, suite, score, untrained, [parse_seed(seed) for seed in seeds], out,
-                   unseen=unseen, say=say, threads=threads)
+                   unseen=unseen, say=say, threads=threads, unseen_seeds=unseen_seeds)
     if as_json:
         emit_json(result)
         return
