@@ -228,8 +228,8 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
         raise UserError("give at least one --seed")
     if unseen and not 1 <= unseen_seeds <= len(seeds):
         raise UserError(f"--unseen-seeds {unseen_seeds}: between 1 and the {len(seeds)} --seed given")
-    if unseen and unseen_seeds > 1 and any(yaml.safe_load(r.read_text()).get("kind", "graft") == "graft"
-                                           for r in recipes.values()):
+    kinds = {number: yaml.safe_load(recipe.read_text()).get("kind", "graft") for number, recipe in recipes.items()}
+    if unseen and unseen_seeds > 1 and "graft" in kinds.values():
         raise UserError("--unseen-seeds: a graft trial is checked on the unseen facts on the one seed whose models "
                         "--unseen SUITE:MODELS_DIR names; give --unseen-seeds 1")
     out = out.resolve()
@@ -238,7 +238,7 @@ def check(sweep: Path, trials: list[int], suite: str, score: str, untrained: str
     rows: dict[str, list[dict]] = {}
     for index, seed in enumerate(seeds):
         for number, recipe in recipes.items():
-            kind = yaml.safe_load(recipe.read_text()).get("kind", "graft")
+            kind = kinds[number]
             place = out / f"seed{seed.number}" / f"trial{number}"
             if kind == "graft":
                 model, start = steps.graft(recipe, seed, place)
